@@ -1,0 +1,94 @@
+"""The app factory: `create_app(settings)` wires settings, engines, metrics, middlewares and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from server.appkeys import ENGINES, METRICS, SETTINGS
+from server.engine import Engine
+from server.errors import APIError, error_middleware
+from server.metrics import ServerMetrics
+from server.models import resolve_model_path
+from server.routes import add_routes
+from server.settings import Settings
+from server.worker import RuntimeOptions
+
+log = logging.getLogger(__name__)
+
+# Left open without a key: probes and scrapers do not carry one.
+_OPEN_PATHS = frozenset({"/health", "/metrics"})
+
+
+def runtime_options(settings: Settings) -> RuntimeOptions:
+    return RuntimeOptions(
+        max_batch_size=settings.engine.max_batch_size,
+        prefill_batch_size=settings.engine.prefill_batch_size,
+        prefill_step_size=settings.engine.prefill_step_size,
+        max_kv_size=settings.engine.max_kv_size,
+        batch_tokens=settings.streaming.batch_tokens,
+        flush_ms=settings.streaming.flush_ms,
+    )
+
+
+def auth_middleware(api_key: str):
+    expected = f"Bearer {api_key}".encode()
+
+    @web.middleware
+    async def check_key(request: web.Request, handler):
+        if request.path not in _OPEN_PATHS:
+            given = request.headers.get("Authorization", "").encode()
+            # compare_digest: the time taken must not reveal how much of the key matched.
+            if not hmac.compare_digest(given, expected):
+                raise APIError(
+                    401, "Missing or invalid API key (Authorization: Bearer ...).", code="invalid_api_key"
+                )
+        return await handler(request)
+
+    return check_key
+
+
+async def _engines(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    metrics = app[METRICS]
+    loop = asyncio.get_running_loop()
+    # Building the embedded model takes seconds the first time: off the event loop.
+    path = await loop.run_in_executor(None, resolve_model_path, settings.model.path)
+    engine = Engine(settings.model.served_name, str(path), runtime_options(settings), settings.log_level)
+
+    def record_stats(stats) -> None:
+        metrics.batch_size.labels(engine.name).set(stats.running)
+        metrics.waiting.labels(engine.name).set(stats.waiting)
+
+    engine.on_stats = record_stats
+    app[ENGINES][engine.name] = engine
+    await engine.start()
+    watcher = asyncio.create_task(_mark_ready(engine, metrics))
+    yield
+    watcher.cancel()
+    await engine.stop()
+
+
+async def _mark_ready(engine: Engine, metrics: ServerMetrics) -> None:
+    try:
+        await engine.wait_ready()
+        metrics.model_ready.labels(engine.name).set(1)
+    except Exception:
+        metrics.model_ready.labels(engine.name).set(0)
+
+
+def create_app(settings: Settings) -> web.Application:
+    middlewares = [error_middleware]
+    if settings.server.api_key:
+        middlewares.append(auth_middleware(settings.server.api_key))
+    app = web.Application(client_max_size=settings.limits.max_body_bytes, middlewares=middlewares)
+    app[SETTINGS] = settings
+    app[METRICS] = ServerMetrics()
+    app[ENGINES] = {}
+    app.cleanup_ctx.append(_engines)
+    add_routes(app)
+    return app

@@ -1,0 +1,78 @@
+"""Messages between the HTTP process and a model worker process.
+
+NamedTuples because they pickle small and fast: each crosses a process boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class Submit(NamedTuple):
+    request_id: str
+    # Either chat `messages` (the worker applies the model's chat template) or a raw `prompt`.
+    messages: list[dict[str, Any]] | None
+    prompt: str | list[int] | None
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: list[str]
+    ignore_eos: bool
+    max_prompt_tokens: int
+
+
+class Cancel(NamedTuple):
+    request_id: str
+
+
+class Shutdown(NamedTuple):
+    pass
+
+
+class Ready(NamedTuple):
+    model_path: str
+    parameter_count: int
+    context_length: int | None
+
+
+class Started(NamedTuple):
+    """The prompt is tokenized and accepted into the batch."""
+
+    request_id: str
+    prompt_tokens: int
+
+
+class Tokens(NamedTuple):
+    request_id: str
+    text: str
+    token_count: int
+
+
+class Finished(NamedTuple):
+    request_id: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Failed(NamedTuple):
+    request_id: str
+    status: int
+    code: str
+    message: str
+    param: str | None = None
+
+
+class BatchStats(NamedTuple):
+    running: int
+    waiting: int
+    decode_steps: int
+
+
+class WorkerError(NamedTuple):
+    """The worker could not start (bad model, load failure); the server reports it and exits."""
+
+    message: str
+
+
+Event = Started | Tokens | Finished | Failed

@@ -1,0 +1,216 @@
+"""OpenAI request bodies parsed once into typed records, and the response shapes written back."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from server.errors import APIError
+from server.settings import LimitSettings
+
+
+class _Request(BaseModel):
+    # Unknown fields are ignored, as most OpenAI-compatible servers do, so newer clients keep working.
+    model_config = ConfigDict(extra="ignore")
+
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
+
+
+class TextPart(_Request):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Request):
+    url: str
+
+
+class ImagePart(_Request):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class Message(_Request):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[TextPart | ImagePart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content if isinstance(part, TextPart))
+        return self.content or ""
+
+
+class StreamOptions(_Request):
+    include_usage: bool = False
+
+
+class _Sampling(_Request):
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    # vLLM's extension: keep generating past EOS, for fixed-length benchmarks.
+    ignore_eos: bool = False
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[int] | list[str]
+
+
+def parse_request(model: type[RequestT], body: Any) -> RequestT:
+    if not isinstance(body, dict):
+        raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        message = f"Invalid value for '{param}': {first['msg']}." if param else first["msg"]
+        if first["type"] == "missing":
+            message = f"Missing required parameter: '{param}'."
+        raise APIError(400, message, code="invalid_value", param=param) from None
+
+
+def resolve_max_tokens(requested: int | None, limits: LimitSettings) -> int:
+    if requested is None:
+        return limits.default_max_tokens
+    if requested > limits.max_tokens_cap:
+        raise APIError(
+            400,
+            f"max_tokens is {requested}, more than this server's limit of {limits.max_tokens_cap}.",
+            code="invalid_value",
+            param="max_tokens",
+        )
+    return requested
+
+
+def check_stops(stops: list[str], limits: LimitSettings) -> list[str]:
+    if len(stops) > limits.max_stop_strings:
+        raise APIError(
+            400,
+            f"At most {limits.max_stop_strings} stop strings are allowed.",
+            code="invalid_value",
+            param="stop",
+        )
+    return stops
+
+
+def completion_prompt(req: CompletionRequest) -> str | list[int]:
+    prompt = req.prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+        if len(prompt) != 1:
+            raise APIError(400, "Batched prompts are not supported; send one prompt.", param="prompt")
+        prompt = prompt[0]
+    if not prompt:
+        raise APIError(400, "The prompt is empty.", code="invalid_value", param="prompt")
+    return prompt
+
+
+# -- responses -----------------------------------------------------------------------------------------
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+class ChatShapes:
+    """chat.completion and chat.completion.chunk objects."""
+
+    def __init__(self, model: str):
+        self.id = new_id("chatcmpl")
+        self.model = model
+        self.created = int(time.time())
+
+    def _envelope(self, obj: str) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+
+    def opening(self) -> dict[str, Any] | None:
+        """The first chunk of a stream, sent as soon as the request is accepted (OpenAI sends the role)."""
+        return self.chunk("", role="assistant")
+
+    def chunk(
+        self, text: str | None, finish_reason: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
+        delta: dict[str, Any] = {"role": role} if role else {}
+        if text is not None:
+            delta["content"] = text
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {**self._envelope("chat.completion.chunk"), "choices": [choice]}
+
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        return {
+            **self._envelope("chat.completion.chunk"),
+            "choices": [],
+            "usage": usage(prompt_tokens, completion_tokens),
+        }
+
+    def final(
+        self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+    ) -> dict[str, Any]:
+        message = {"role": "assistant", "content": text}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        return {
+            **self._envelope("chat.completion"),
+            "choices": [choice],
+            "usage": usage(prompt_tokens, completion_tokens),
+        }
+
+
+class CompletionShapes(ChatShapes):
+    """text_completion objects (the same object serves streamed chunks and the final body)."""
+
+    def __init__(self, model: str):
+        super().__init__(model)
+        self.id = new_id("cmpl")
+
+    def opening(self) -> dict[str, Any] | None:
+        return None
+
+    def chunk(
+        self, text: str | None, finish_reason: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
+        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        return {**self._envelope("text_completion"), "choices": [choice]}
+
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        return {
+            **self._envelope("text_completion"),
+            "choices": [],
+            "usage": usage(prompt_tokens, completion_tokens),
+        }
+
+    def final(
+        self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+    ) -> dict[str, Any]:
+        body = self.chunk(text, finish_reason)
+        body["usage"] = usage(prompt_tokens, completion_tokens)
+        return body

@@ -1,0 +1,214 @@
+"""HTTP handlers: parse the request, submit it to an engine, format its events as JSON or SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from aiohttp import web
+
+from server import ipc
+from server.appkeys import ENGINES, METRICS, SETTINGS
+from server.engine import Engine, EngineUnavailable
+from server.errors import APIError
+from server.protocol import (
+    ChatCompletionRequest,
+    ChatShapes,
+    CompletionRequest,
+    CompletionShapes,
+    check_stops,
+    completion_prompt,
+    parse_request,
+    resolve_max_tokens,
+)
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def read_json(request: web.Request):
+    body = await request.read()  # raises 413 past client_max_size
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise APIError(400, "The request body is not valid JSON.", code="invalid_json") from None
+
+
+def engine_for(request: web.Request, model: str) -> Engine:
+    engines = request.app[ENGINES]
+    engine = engines.get(model)
+    if engine is None:
+        known = ", ".join(sorted(engines))
+        raise APIError(
+            404,
+            f"The model '{model}' does not exist. Available: {known}.",
+            code="model_not_found",
+            param="model",
+        )
+    return engine
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    req = parse_request(ChatCompletionRequest, await read_json(request))
+    limits = request.app[SETTINGS].limits
+    engine = engine_for(request, req.model)
+    fields = {
+        "messages": [{"role": m.role, "content": m.text()} for m in req.messages],
+        "prompt": None,
+        **_sampling_fields(req, req.max_completion_tokens or req.max_tokens, limits),
+    }
+    return await respond(
+        request, engine, fields, ChatShapes(req.model), req.stream, req.include_usage, "chat"
+    )
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    req = parse_request(CompletionRequest, await read_json(request))
+    limits = request.app[SETTINGS].limits
+    engine = engine_for(request, req.model)
+    fields = {
+        "messages": None,
+        "prompt": completion_prompt(req),
+        **_sampling_fields(req, req.max_tokens, limits),
+    }
+    return await respond(
+        request, engine, fields, CompletionShapes(req.model), req.stream, req.include_usage, "completions"
+    )
+
+
+def _sampling_fields(req, max_tokens: int | None, limits) -> dict:
+    return {
+        "max_tokens": resolve_max_tokens(max_tokens, limits),
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "stop": check_stops(req.stop_list(), limits),
+        "ignore_eos": req.ignore_eos,
+        "max_prompt_tokens": limits.max_prompt_tokens,
+    }
+
+
+def _api_error(event: ipc.Failed) -> APIError:
+    return APIError(event.status, event.message, code=event.code, param=event.param)
+
+
+async def respond(
+    request, engine: Engine, fields: dict, shapes, stream: bool, include_usage: bool, endpoint: str
+):
+    metrics = request.app[METRICS]
+    started_s = time.perf_counter()
+    outcome = "server_error"
+    metrics.in_flight.labels(engine.name).inc()
+    try:
+        async with engine.open(fields) as events:
+            first = await anext(events)
+            if isinstance(first, ipc.Failed):
+                raise _api_error(first)
+            metrics.prompt_tokens.labels(engine.name).inc(first.prompt_tokens)
+            writer = _stream_reply if stream else _json_reply
+            response, outcome = await writer(request, events, shapes, include_usage, engine.name, started_s)
+            return response
+    except EngineUnavailable as exc:
+        outcome = "unavailable"
+        raise APIError(503, str(exc), code="model_not_ready", headers={"Retry-After": "1"}) from None
+    except APIError as exc:
+        outcome = "client_error" if exc.status < 500 else "server_error"
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        outcome = "cancelled"
+        raise
+    finally:
+        metrics.in_flight.labels(engine.name).dec()
+        metrics.requests.labels(endpoint, outcome).inc()
+
+
+async def _json_reply(request, events, shapes, include_usage, model, started_s):
+    metrics = request.app[METRICS]
+    parts: list[str] = []
+    async for event in events:
+        if isinstance(event, ipc.Tokens):
+            if not parts:
+                metrics.ttft.labels(model).observe(time.perf_counter() - started_s)
+            parts.append(event.text)
+        elif isinstance(event, ipc.Failed):
+            raise _api_error(event)
+        elif isinstance(event, ipc.Finished):
+            metrics.output_tokens.labels(model).inc(event.completion_tokens)
+            metrics.e2e.labels(model).observe(time.perf_counter() - started_s)
+            body = shapes.final(
+                "".join(parts), event.finish_reason, event.prompt_tokens, event.completion_tokens
+            )
+            return web.json_response(body), "success"
+    raise APIError(500, "The engine ended the request without a result.", code="engine_error")
+
+
+def _frame(obj) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _stream_reply(request, events, shapes, include_usage, model, started_s):
+    metrics = request.app[METRICS]
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    await response.prepare(request)
+    opening = shapes.opening()
+    if opening:
+        await response.write(_frame(opening))
+    first_text = True
+    async for event in events:
+        if isinstance(event, ipc.Tokens):
+            if event.text:
+                if first_text:
+                    metrics.ttft.labels(model).observe(time.perf_counter() - started_s)
+                    first_text = False
+                await response.write(_frame(shapes.chunk(event.text)))
+        elif isinstance(event, ipc.Failed):
+            # Headers are gone: the error travels as an event, and no [DONE] follows, so no client can
+            # mistake the truncated stream for a complete one.
+            await response.write(_frame(_api_error(event).body()))
+            await response.write_eof()
+            return response, "server_error" if event.status >= 500 else "client_error"
+        elif isinstance(event, ipc.Finished):
+            await response.write(_frame(shapes.chunk(None, event.finish_reason)))
+            if include_usage:
+                await response.write(_frame(shapes.usage_chunk(event.prompt_tokens, event.completion_tokens)))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            metrics.output_tokens.labels(model).inc(event.completion_tokens)
+            metrics.e2e.labels(model).observe(time.perf_counter() - started_s)
+            return response, "success"
+    return response, "server_error"
+
+
+async def list_models(request: web.Request) -> web.Response:
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "mlx-serving-bench"}
+        for name in request.app[ENGINES]
+    ]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def health(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    models = {}
+    for name, engine in request.app[ENGINES].items():
+        state = "ready" if engine.ready else ("failed" if engine.failure else "loading")
+        models[name] = {
+            "state": state,
+            "error": engine.failure,
+            "parameters": engine.info.parameter_count if engine.info else None,
+            "active_requests": engine.active_requests,
+            "batch_size": engine.stats.running,
+        }
+    ready = all(m["state"] == "ready" for m in models.values())
+    body = {"status": "ok" if ready else "unavailable", "profile": settings.compat, "models": models}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", app[METRICS].handle)

@@ -1,0 +1,213 @@
+"""One settings model for the server: YAML file < environment < command line.
+
+Validated once at start; any unknown or mistyped key raises `ConfigError`, which the command line turns
+into exit code 2 with the key's dotted path in the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+log = logging.getLogger(__name__)
+
+MIGRATION_DOC = "docs/MIGRATION_V1.2.md"
+API_KEY_ENV = "MLXBENCH_API_KEY"
+COMPAT_V111 = "v1.1.1"
+
+
+class ConfigError(Exception):
+    """A config file or option is wrong; the command line exits with `exit_code`."""
+
+    exit_code = 2
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    api_key: str | None = None
+    shutdown_grace_s: float = Field(30.0, ge=0)
+
+
+class ModelSettings(_Strict):
+    # "embedded:tiny-llama", a local mlx-lm folder, or a Hugging Face repo id already in the local cache.
+    path: str = "embedded:tiny-llama"
+    # The id clients send as `model`; defaults to the last part of `path`.
+    name: str | None = None
+
+    @property
+    def served_name(self) -> str:
+        return self.name or self.path.rstrip("/").split("/")[-1].split(":")[-1]
+
+
+class EngineSettings(_Strict):
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    prefill_batch_size: int = Field(8, ge=1, le=1024)
+    prefill_step_size: int = Field(2048, ge=16)
+    max_kv_size: int | None = Field(None, ge=16)
+    worker_start_timeout_s: float = Field(600.0, gt=0)
+
+
+class StreamingSettings(_Strict):
+    # IPC token buffering: the first token goes out at once, then up to `batch_tokens` tokens per message,
+    # or whatever is buffered after `flush_ms`, whichever comes first.
+    batch_tokens: int = Field(16, ge=1, le=4096)
+    flush_ms: float = Field(6.0, ge=0)
+
+
+class LimitSettings(_Strict):
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_prompt_tokens: int = Field(4096, ge=1)
+    max_tokens_cap: int = Field(4096, ge=1)
+    default_max_tokens: int = Field(256, ge=1)
+    max_stop_strings: int = Field(8, ge=0)
+
+
+class TierLimit(_Strict):
+    max_concurrent: int = Field(ge=1)
+    queue_depth: int = Field(ge=0)
+    queue_timeout_ms: int = Field(ge=1)
+
+
+class LimiterSettings(_Strict):
+    """v1.1.1's model concurrency limiter; only honoured under `compat: v1.1.1`."""
+
+    enabled: bool = True
+    tier_limits: dict[Literal["30B+", "13-27B", "7-13B", "3-7B", "<3B"], TierLimit] = {}
+
+
+class MlxSettings(_Strict):
+    # The two v1.1.1 knobs, ignored (with a deprecation warning) unless `compat: v1.1.1`.
+    concurrency_limit: int | None = Field(None, ge=1)
+    force_metal_sync: bool | None = None
+    # Accepted for compatibility with mlx-serving config files; they change nothing here.
+    default_context_length: int | None = Field(None, ge=1)
+    cache_weights: bool | None = None
+
+
+class Settings(_Strict):
+    compat: Literal["v1.2.0", "v1.1.1"] = "v1.2.0"
+    server: ServerSettings = ServerSettings()
+    model: ModelSettings = ModelSettings()
+    engine: EngineSettings = EngineSettings()
+    streaming: StreamingSettings = StreamingSettings()
+    limits: LimitSettings = LimitSettings()
+    mlx: MlxSettings = MlxSettings()
+    model_concurrency_limiter: LimiterSettings | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("limits")
+    @classmethod
+    def _default_within_cap(cls, limits: LimitSettings) -> LimitSettings:
+        if limits.default_max_tokens > limits.max_tokens_cap:
+            raise ValueError("default_max_tokens must not exceed max_tokens_cap")
+        return limits
+
+
+DEPRECATIONS = {
+    "mlx.concurrency_limit": (
+        "mlx.concurrency_limit is deprecated in v1.2.0+ and will be ignored.\n"
+        "MLX now uses native Metal scheduler."
+    ),
+    "mlx.force_metal_sync": "mlx.force_metal_sync is deprecated in v1.2.0+ and will be ignored.",
+    "model_concurrency_limiter": (
+        "model_concurrency_limiter is deprecated in v1.2.0+ and will be ignored.\n"
+        "Trust MLX's native Metal scheduler for better performance (+3-5% throughput)."
+    ),
+}
+
+
+def deprecation_warnings(raw: dict[str, Any]) -> list[str]:
+    """The guide's warning lines for each legacy key present in a raw config mapping."""
+    mlx = raw.get("mlx") or {}
+    present = {
+        "mlx.concurrency_limit": isinstance(mlx, dict) and "concurrency_limit" in mlx,
+        "mlx.force_metal_sync": isinstance(mlx, dict) and "force_metal_sync" in mlx,
+        "model_concurrency_limiter": "model_concurrency_limiter" in raw,
+    }
+    return [
+        f"[mlx-serving] DEPRECATION WARNING: {DEPRECATIONS[key]} See {MIGRATION_DOC} for details."
+        for key, is_present in present.items()
+        if is_present
+    ]
+
+
+def _strip_legacy(raw: dict[str, Any]) -> dict[str, Any]:
+    """Drop the v1.1.1 keys so that nothing downstream can act on them."""
+    cleaned = {k: v for k, v in raw.items() if k != "model_concurrency_limiter"}
+    if isinstance(cleaned.get("mlx"), dict):
+        cleaned["mlx"] = {
+            k: v for k, v in cleaned["mlx"].items() if k not in ("concurrency_limit", "force_metal_sync")
+        }
+    return cleaned
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}'")
+        else:
+            problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
+    return f"{source}: " + "; ".join(problems)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(raw).__name__}")
+    return raw
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def build_settings(
+    raw: dict[str, Any], source: str = "config", overrides: dict[str, Any] | None = None, warn=None
+) -> Settings:
+    """Validate a raw mapping (file contents), apply environment then command-line overrides."""
+    warn = warn or (lambda line: print(line, file=sys.stderr))
+    if raw.get("compat") != COMPAT_V111:
+        for line in deprecation_warnings(raw):
+            warn(line)
+        raw = _strip_legacy(raw)
+    env: dict[str, Any] = {}
+    if os.environ.get(API_KEY_ENV):
+        env = {"server": {"api_key": os.environ[API_KEY_ENV]}}
+    merged = _merge(_merge(raw, env), overrides or {})
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc)) from None
+
+
+def load_settings(path: Path | None, overrides: dict[str, Any] | None = None, warn=None) -> Settings:
+    raw = read_yaml(path) if path is not None else {}
+    return build_settings(raw, str(path or "defaults"), overrides, warn)

@@ -1,0 +1,330 @@
+"""The model worker: one long-lived process that owns the model and a continuous batch.
+
+Requests join the `BatchGenerator` between decode steps and leave when they finish or are cancelled.
+Text goes back to the HTTP process in buffers (first token at once, then every `batch_tokens` tokens or
+`flush_ms`), so IPC costs a message per buffer instead of a message per token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server import ipc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RuntimeOptions:
+    """What the worker needs from the settings (a plain record: it crosses the process boundary)."""
+
+    max_batch_size: int = 32
+    prefill_batch_size: int = 8
+    prefill_step_size: int = 2048
+    max_kv_size: int | None = None
+    batch_tokens: int = 16
+    flush_ms: float = 6.0
+    # v1.1.1 behaviours, off by default: at most N sequences generating at once; a device sync per step.
+    concurrency_limit: int | None = None
+    force_sync: bool = False
+
+
+class StopStringMatcher:
+    """Finds stop strings in streamed text, holding back just enough text to never leak a partial one."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self.hold_chars = max((len(s) for s in self.stops), default=1) - 1
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Add text; returns (text safe to send, whether a stop string was found)."""
+        self.pending += text
+        if not self.stops:
+            out, self.pending = self.pending, ""
+            return out, False
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self.pending = self.pending[: min(hits)], ""
+            return out, True
+        cut = max(len(self.pending) - self.hold_chars, 0)
+        out, self.pending = self.pending[:cut], self.pending[cut:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+@dataclass
+class Sequence:
+    request_id: str
+    uid: int
+    prompt_tokens: int
+    detokenizer: Any
+    stops: StopStringMatcher
+    completion_tokens: int = 0
+    buffered_text: str = ""
+    buffered_tokens: int = 0
+    sent_first: bool = False
+    last_flush_s: float = field(default_factory=time.perf_counter)
+
+
+class BatchRuntime:
+    """Owns the model, the tokenizer and a `BatchGenerator`; one thread drives all of them."""
+
+    def __init__(self, model, tokenizer, options: RuntimeOptions, send):
+        from mlx_lm.generate import BatchGenerator, StopSequences
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.options = options
+        self.send = send
+        self.generator = BatchGenerator(
+            model,
+            completion_batch_size=options.max_batch_size,
+            prefill_batch_size=min(options.prefill_batch_size, options.max_batch_size),
+            prefill_step_size=options.prefill_step_size,
+            max_kv_size=options.max_kv_size,
+        )
+        self.eos_ids = set(tokenizer.eos_token_ids)
+        self.eos_stops = StopSequences([[t] for t in self.eos_ids])
+        self.no_stops = StopSequences()
+        self.sequences: dict[int, Sequence] = {}
+        self.uid_by_request: dict[str, int] = {}
+        # Admitted but held back by `concurrency_limit` (v1.1.1's serialized generation).
+        self.held: deque[tuple[ipc.Submit, list[int]]] = deque()
+        self.decode_steps = 0
+
+    # -- commands -------------------------------------------------------------------------------------
+    def handle(self, command) -> list:
+        if isinstance(command, ipc.Submit):
+            return self.submit(command)
+        if isinstance(command, ipc.Cancel):
+            self.cancel(command.request_id)
+        return []
+
+    def submit(self, sub: ipc.Submit) -> list:
+        try:
+            tokens = self.tokenize(sub)
+        except ValueError as exc:
+            return [ipc.Failed(sub.request_id, 400, "invalid_prompt", str(exc), "messages")]
+        if not tokens:
+            return [ipc.Failed(sub.request_id, 400, "invalid_prompt", "The prompt is empty.", "messages")]
+        if len(tokens) > sub.max_prompt_tokens:
+            message = (
+                f"The prompt has {len(tokens)} tokens, more than this server's limit of "
+                f"{sub.max_prompt_tokens}."
+            )
+            return [ipc.Failed(sub.request_id, 400, "context_length_exceeded", message, "messages")]
+        limit = self.options.concurrency_limit
+        if limit is not None and len(self.sequences) >= limit:
+            self.held.append((sub, tokens))
+            return []
+        return [self.start(sub, tokens)]
+
+    def start(self, sub: ipc.Submit, tokens: list[int]) -> ipc.Started:
+        from mlx_lm.sample_utils import make_sampler
+
+        sampler = make_sampler(temp=sub.temperature, top_p=sub.top_p if sub.top_p < 1.0 else 0.0)
+        stops = self.no_stops if sub.ignore_eos else self.eos_stops
+        (uid,) = self.generator.insert(
+            [tokens], max_tokens=[sub.max_tokens], samplers=[sampler], stop_sequences=[stops]
+        )
+        self.sequences[uid] = Sequence(
+            request_id=sub.request_id,
+            uid=uid,
+            prompt_tokens=len(tokens),
+            detokenizer=self.tokenizer.detokenizer,
+            stops=StopStringMatcher(sub.stop),
+        )
+        self.uid_by_request[sub.request_id] = uid
+        return ipc.Started(sub.request_id, len(tokens))
+
+    def tokenize(self, sub: ipc.Submit) -> list[int]:
+        if sub.messages is not None:
+            text = self.tokenizer.apply_chat_template(
+                sub.messages, add_generation_prompt=True, tokenize=False
+            )
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+        if isinstance(sub.prompt, list):
+            vocab = self.tokenizer.vocab_size
+            if any(not 0 <= t < vocab for t in sub.prompt):
+                raise ValueError(f"Prompt token ids must be in [0, {vocab}).")
+            return list(sub.prompt)
+        return list(self.tokenizer.encode(sub.prompt or ""))
+
+    def cancel(self, request_id: str) -> None:
+        uid = self.uid_by_request.pop(request_id, None)
+        if uid is not None:
+            self.generator.remove([uid])
+            self.sequences.pop(uid, None)
+        else:
+            self.held = deque(item for item in self.held if item[0].request_id != request_id)
+
+    def admit_held(self) -> list:
+        limit = self.options.concurrency_limit
+        events = []
+        while self.held and (limit is None or len(self.sequences) < limit):
+            events.append(self.start(*self.held.popleft()))
+        return events
+
+    # -- decoding -------------------------------------------------------------------------------------
+    def step(self) -> list:
+        _, responses = self.generator.next()
+        if self.options.force_sync:
+            import mlx.core as mx
+
+            mx.synchronize()
+        self.decode_steps += 1 if responses else 0
+        now = time.perf_counter()
+        events: list = []
+        for response in responses:
+            seq = self.sequences.get(response.uid)
+            if seq is not None:
+                self.advance(seq, response.token, response.finish_reason, now, events)
+        if len(events):
+            events.append(
+                ipc.BatchStats(len(responses), len(self.sequences) - len(responses), self.decode_steps)
+            )
+        return events + self.admit_held()
+
+    def advance(self, seq: Sequence, token: int, finish_reason: str | None, now: float, events: list) -> None:
+        stopped = False
+        # The EOS token ends the sequence but is not text: it never reaches the detokenizer.
+        if not (finish_reason == "stop" and token in self.eos_ids):
+            seq.completion_tokens += 1
+            seq.buffered_tokens += 1
+            seq.detokenizer.add_token(token)
+            stopped = self.take_text(seq, seq.detokenizer.last_segment)
+        if stopped and finish_reason is None:
+            self.generator.remove([seq.uid])
+            finish_reason = "stop"
+        if finish_reason is None:
+            due = (now - seq.last_flush_s) * 1000.0 >= self.options.flush_ms
+            if not seq.sent_first or seq.buffered_tokens >= self.options.batch_tokens or due:
+                self.flush(seq, now, events)
+            return
+        if not stopped:
+            seq.detokenizer.finalize()
+            if not self.take_text(seq, seq.detokenizer.last_segment):
+                seq.buffered_text += seq.stops.flush()
+        self.flush(seq, now, events)
+        events.append(ipc.Finished(seq.request_id, finish_reason, seq.prompt_tokens, seq.completion_tokens))
+        self.sequences.pop(seq.uid, None)
+        self.uid_by_request.pop(seq.request_id, None)
+
+    @staticmethod
+    def take_text(seq: Sequence, text: str) -> bool:
+        """Buffer new text up to any stop string; returns whether a stop string was found."""
+        safe, stopped = seq.stops.feed(text)
+        seq.buffered_text += safe
+        return stopped
+
+    def flush(self, seq: Sequence, now: float, events: list) -> None:
+        if seq.buffered_tokens or seq.buffered_text:
+            events.append(ipc.Tokens(seq.request_id, seq.buffered_text, seq.buffered_tokens))
+            seq.sent_first = True
+        seq.buffered_text, seq.buffered_tokens, seq.last_flush_s = "", 0, now
+
+    def fail_all(self, message: str) -> list:
+        events = [ipc.Failed(s.request_id, 500, "engine_error", message) for s in self.sequences.values()]
+        events += [ipc.Failed(sub.request_id, 500, "engine_error", message) for sub, _ in self.held]
+        for uid in list(self.sequences):
+            self.generator.remove([uid])
+        self.sequences.clear()
+        self.uid_by_request.clear()
+        self.held.clear()
+        return events
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def serve(self, inbox) -> None:
+        parent = os.getppid()
+        while True:
+            busy = bool(self.sequences)
+            for command in drain(inbox, block=not busy):
+                if isinstance(command, ipc.Shutdown):
+                    return
+                self.send_events(self.handle(command))
+            if not busy and os.getppid() != parent:
+                log.warning("parent process is gone; worker exits")
+                return
+            if self.sequences:
+                try:
+                    self.send_events(self.step())
+                except Exception as exc:  # an engine fault must not leave requests hanging
+                    log.exception("decode step failed")
+                    self.send_events(self.fail_all(f"The engine failed: {exc}"))
+
+    def send_events(self, events: list) -> None:
+        if events:
+            self.send(events)
+
+
+def drain(inbox, block: bool) -> list:
+    """Every command waiting in the inbox; when idle, wait (bounded, to notice a dead parent)."""
+    commands = []
+    try:
+        if block:
+            commands.append(inbox.get(timeout=1.0))
+        while True:
+            commands.append(inbox.get_nowait())
+    except queue.Empty:
+        pass
+    return commands
+
+
+def count_parameters(model, quantization_bits: int | None) -> int:
+    """Parameter count from the weights; quantized matrices count unpacked, their scales not at all."""
+    from mlx.utils import tree_flatten
+
+    params = dict(tree_flatten(model.parameters()))
+    total = 0
+    for name, array in params.items():
+        if name.endswith((".scales", ".biases")):
+            continue  # quantization metadata, not parameters
+        packed = str(array.dtype) == "uint32" and quantization_bits
+        total += array.size * 32 // quantization_bits if packed else array.size
+    return total
+
+
+def quantization_bits(model_path: str) -> int | None:
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    quant = config.get("quantization") or config.get("quantization_config") or {}
+    return int(quant["bits"]) if isinstance(quant, dict) and "bits" in quant else None
+
+
+def run_worker(model_path: str, options: RuntimeOptions, inbox, outbox, log_level: str = "INFO") -> None:
+    """Entry point of the worker process."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s worker %(levelname)s %(message)s")
+    try:
+        from mlx_lm import load
+
+        model, tokenizer = load(model_path)
+        runtime = BatchRuntime(model, tokenizer, options, outbox.send)
+        context = getattr(getattr(model, "args", None), "max_position_embeddings", None)
+        parameters = count_parameters(model, quantization_bits(model_path))
+        outbox.send([ipc.Ready(model_path, parameters, context)])
+    except Exception as exc:
+        log.exception("model load failed")
+        outbox.send([ipc.WorkerError(f"cannot load model from {model_path}: {exc}")])
+        return
+    try:
+        runtime.serve(inbox)
+    except (EOFError, BrokenPipeError, OSError):
+        log.info("HTTP process went away; worker exits")
+    finally:
+        import mlx.core as mx
+
+        mx.clear_cache()
