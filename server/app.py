@@ -61,8 +61,8 @@ async def _engines(app: web.Application) -> AsyncIterator[None]:
     engine = Engine(settings.model.served_name, str(path), runtime_options(settings), settings.log_level)
 
     def record_stats(stats) -> None:
-        metrics.batch_size.labels(engine.name).set(stats.running)
-        metrics.waiting.labels(engine.name).set(stats.waiting)
+        metrics.batch_size.labels(engine.name).set(stats.decoding)
+        metrics.sequences.labels(engine.name).set(stats.sequences)
 
     engine.on_stats = record_stats
     app[ENGINES][engine.name] = engine

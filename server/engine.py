@@ -35,11 +35,12 @@ class Engine:
         self.log_level = log_level
         self.info: ipc.Ready | None = None
         self.failure: str | None = None
-        self.stats = ipc.BatchStats(0, 0, 0)
+        self.stats = ipc.BatchStats(0, 0, 0, 0)
         self.on_stats: EventSink | None = None
         self._streams: dict[str, asyncio.Queue] = {}
         self._settled: asyncio.Future | None = None
         self._process: mp.Process | None = None
+        self._stopping = False
 
     @property
     def ready(self) -> bool:
@@ -79,12 +80,13 @@ class Engine:
     async def stop(self, timeout_s: float = 10.0) -> None:
         if self._process is None:
             return
+        self._stopping = True
         with contextlib.suppress(Exception):
             self._inbox.put(ipc.Shutdown())
         await asyncio.get_running_loop().run_in_executor(None, self._process.join, timeout_s)
         if self._process.is_alive():
-            log.warning("worker %s did not stop in %.0f s; terminating it", self.name, timeout_s)
-            self._process.terminate()
+            log.warning("worker %s did not stop in %.0f s; killing it", self.name, timeout_s)
+            self._process.kill()
             self._process.join(5)
         self._inbox.close()
         self._inbox.cancel_join_thread()
@@ -122,7 +124,7 @@ class Engine:
                     stream.put_nowait(event)
 
     def _worker_exited(self) -> None:
-        if self._process is None:
+        if self._process is None or self._stopping:
             return  # a requested stop
         code = self._process.exitcode
         self.failure = self.failure or f"the model worker exited unexpectedly (exit code {code})"

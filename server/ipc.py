@@ -64,8 +64,9 @@ class Failed(NamedTuple):
 
 
 class BatchStats(NamedTuple):
-    running: int
-    waiting: int
+    sequences: int  # in the worker: decoding, prefilling or waiting for a batch slot
+    decoding: int  # decoded in the latest step
+    held: int  # held back by `mlx.concurrency_limit` (v1.1.1 only)
     decode_steps: int
 
 

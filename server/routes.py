@@ -199,7 +199,8 @@ async def health(request: web.Request) -> web.Response:
             "error": engine.failure,
             "parameters": engine.info.parameter_count if engine.info else None,
             "active_requests": engine.active_requests,
-            "batch_size": engine.stats.running,
+            "engine_sequences": engine.stats.sequences,
+            "batch_size": engine.stats.decoding,
         }
     ready = all(m["state"] == "ready" for m in models.values())
     body = {"status": "ok" if ready else "unavailable", "profile": settings.compat, "models": models}

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -191,11 +192,13 @@ class BatchRuntime:
             seq = self.sequences.get(response.uid)
             if seq is not None:
                 self.advance(seq, response.token, response.finish_reason, now, events)
-        if len(events):
-            events.append(
-                ipc.BatchStats(len(responses), len(self.sequences) - len(responses), self.decode_steps)
-            )
-        return events + self.admit_held()
+        events += self.admit_held()
+        if events:
+            events.append(self.stats(len(responses)))
+        return events
+
+    def stats(self, decoding: int) -> ipc.BatchStats:
+        return ipc.BatchStats(len(self.sequences), decoding, len(self.held), self.decode_steps)
 
     def advance(self, seq: Sequence, token: int, finish_reason: str | None, now: float, events: list) -> None:
         stopped = False
@@ -250,10 +253,14 @@ class BatchRuntime:
         parent = os.getppid()
         while True:
             busy = bool(self.sequences)
-            for command in drain(inbox, block=not busy):
+            commands = drain(inbox, block=not busy)
+            before = (len(self.sequences), len(self.held))
+            for command in commands:
                 if isinstance(command, ipc.Shutdown):
                     return
                 self.send_events(self.handle(command))
+            if commands and (len(self.sequences), len(self.held)) != before:
+                self.send_events([self.stats(0)])
             if not busy and os.getppid() != parent:
                 log.warning("parent process is gone; worker exits")
                 return
@@ -307,6 +314,10 @@ def quantization_bits(model_path: str) -> int | None:
 
 def run_worker(model_path: str, options: RuntimeOptions, inbox, outbox, log_level: str = "INFO") -> None:
     """Entry point of the worker process."""
+    # Ctrl-C and a group-wide SIGTERM reach this process too; shutdown is the HTTP process's to run,
+    # so that in-flight streams can finish first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s worker %(levelname)s %(message)s")
     try:
         from mlx_lm import load

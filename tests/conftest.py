@@ -1,0 +1,33 @@
+"""Shared fixtures: the real server as a subprocess on a free port, with the real tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from server.launch import running_server
+
+REPO = Path(__file__).resolve().parent.parent
+RUNTIME_CONFIG = REPO / "config" / "runtime.yaml"
+
+
+def write_config(
+    folder: Path, name: str = "config.yaml", base: Path | None = RUNTIME_CONFIG, **sections
+) -> Path:
+    """A config file: `base` with `sections` merged in section by section."""
+    raw = yaml.safe_load(base.read_text()) if base else {}
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    path = folder / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory) -> str:
+    """One v1.2.0 server for the whole session (model loading is the slow part)."""
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(RUNTIME_CONFIG, log_file=log) as url:
+        yield url
