@@ -23,6 +23,9 @@ log = logging.getLogger("server")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m server", description="OpenAI-compatible MLX server")
     parser.add_argument("--config", type=Path, default=Path("config/runtime.yaml"), help="YAML settings file")
+    parser.add_argument(
+        "--profile", help="overlay a profile from config/profiles/ by name (v1.1.1, v1.2.0) or a YAML path"
+    )
     parser.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port; 0 picks a free one (printed at start)")
     parser.add_argument("--model", help="model path, embedded:NAME or a cached Hugging Face repo id")
@@ -75,7 +78,7 @@ async def serve(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = load_settings(args.config, overrides_from(args))
+        settings = load_settings(args.config, overrides_from(args), profile=args.profile)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ConfigError.exit_code

@@ -6,16 +6,18 @@ import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from aiohttp import web
 
 from server.appkeys import ENGINES, METRICS, SETTINGS
-from server.engine import Engine
+from server.engine import Engine, EngineUnavailable
 from server.errors import APIError, error_middleware
+from server.limiter import V111_TIER_TABLE, ConcurrencyLimiter, detect_tier
 from server.metrics import ServerMetrics
 from server.models import resolve_model_path
 from server.routes import add_routes
-from server.settings import Settings
+from server.settings import COMPAT_V111, Settings
 from server.worker import RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,24 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         max_kv_size=settings.engine.max_kv_size,
         batch_tokens=settings.streaming.batch_tokens,
         flush_ms=settings.streaming.flush_ms,
+        concurrency_limit=settings.mlx.concurrency_limit,
+        force_sync=bool(settings.mlx.force_metal_sync),
     )
+
+
+def make_limiter(settings: Settings, engine: Engine) -> ConcurrencyLimiter | None:
+    """v1.1.1's limiter for this engine, sized by the tier of the loaded model; None outside v1.1.1."""
+    config = settings.model_concurrency_limiter
+    if settings.compat != COMPAT_V111 or config is None or not config.enabled:
+        return None
+    parameters = engine.info.parameter_count if engine.info else None
+    tier, source = detect_tier(parameters, settings.model.path, settings.model.tier)
+    limits = V111_TIER_TABLE[tier]
+    override = config.tier_limits.get(tier)
+    if override:
+        limits = replace(limits, **override.model_dump(exclude_none=True))
+    log.info("v1.1.1 limiter for %s: tier %s (from %s), %s", engine.name, tier, source, limits)
+    return ConcurrencyLimiter(engine.name, tier, limits)
 
 
 def auth_middleware(api_key: str):
@@ -67,18 +86,21 @@ async def _engines(app: web.Application) -> AsyncIterator[None]:
     engine.on_stats = record_stats
     app[ENGINES][engine.name] = engine
     await engine.start()
-    watcher = asyncio.create_task(_mark_ready(engine, metrics))
+    watcher = asyncio.create_task(_on_ready(app, engine))
     yield
     watcher.cancel()
     await engine.stop()
 
 
-async def _mark_ready(engine: Engine, metrics: ServerMetrics) -> None:
+async def _on_ready(app: web.Application, engine: Engine) -> None:
+    metrics = app[METRICS]
     try:
         await engine.wait_ready()
-        metrics.model_ready.labels(engine.name).set(1)
-    except Exception:
+    except EngineUnavailable:
         metrics.model_ready.labels(engine.name).set(0)
+        return
+    engine.limiter = make_limiter(app[SETTINGS], engine)
+    metrics.model_ready.labels(engine.name).set(1)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -87,8 +109,8 @@ def create_app(settings: Settings) -> web.Application:
         middlewares.append(auth_middleware(settings.server.api_key))
     app = web.Application(client_max_size=settings.limits.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
-    app[METRICS] = ServerMetrics()
     app[ENGINES] = {}
+    app[METRICS] = ServerMetrics(app[ENGINES])
     app.cleanup_ctx.append(_engines)
     add_routes(app)
     return app

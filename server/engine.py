@@ -37,6 +37,7 @@ class Engine:
         self.failure: str | None = None
         self.stats = ipc.BatchStats(0, 0, 0, 0)
         self.on_stats: EventSink | None = None
+        self.limiter = None  # a ConcurrencyLimiter under compat v1.1.1, set once the model is loaded
         self._streams: dict[str, asyncio.Queue] = {}
         self._settled: asyncio.Future | None = None
         self._process: mp.Process | None = None

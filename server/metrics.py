@@ -11,15 +11,51 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 PREFIX = "mlxserving"
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+class LimiterCollector:
+    """v1.1.1 limiter state per model and tier, read from the limiters at scrape time."""
+
+    def __init__(self, engines: dict):
+        self.engines = engines
+
+    def collect(self):
+        labels = ["model", "tier"]
+        active = GaugeMetricFamily(
+            f"{PREFIX}_limiter_active", "Requests holding a limiter slot", labels=labels
+        )
+        queued = GaugeMetricFamily(
+            f"{PREFIX}_limiter_queued", "Requests waiting for a limiter slot", labels=labels
+        )
+        rejected = CounterMetricFamily(
+            f"{PREFIX}_limiter_rejections", "Requests refused with a full queue (429)", labels=labels
+        )
+        timeouts = CounterMetricFamily(
+            f"{PREFIX}_limiter_queue_timeouts",
+            "Requests that waited past the queue timeout (503)",
+            labels=labels,
+        )
+        for name, engine in self.engines.items():
+            limiter = engine.limiter
+            if limiter is None:
+                continue
+            key = [name, limiter.tier]
+            active.add_metric(key, limiter.active)
+            queued.add_metric(key, limiter.queued)
+            rejected.add_metric(key, limiter.rejections_total)
+            timeouts.add_metric(key, limiter.queue_timeouts_total)
+        yield from (active, queued, rejected, timeouts)
+
+
 class ServerMetrics:
-    def __init__(self) -> None:
+    def __init__(self, engines: dict) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        r.register(LimiterCollector(engines))
         self.requests = Counter(
             f"{PREFIX}_requests", "Requests by endpoint and outcome", ["endpoint", "outcome"], registry=r
         )

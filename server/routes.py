@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -13,6 +14,7 @@ from server import ipc
 from server.appkeys import ENGINES, METRICS, SETTINGS
 from server.engine import Engine, EngineUnavailable
 from server.errors import APIError
+from server.limiter import LimitExceeded, QueueFull
 from server.protocol import (
     ChatCompletionRequest,
     ChatShapes,
@@ -102,7 +104,7 @@ async def respond(
     outcome = "server_error"
     metrics.in_flight.labels(engine.name).inc()
     try:
-        async with engine.open(fields) as events:
+        async with _admission(engine, f"Request {shapes.id}"), engine.open(fields) as events:
             first = await anext(events)
             if isinstance(first, ipc.Failed):
                 raise _api_error(first)
@@ -110,6 +112,12 @@ async def respond(
             writer = _stream_reply if stream else _json_reply
             response, outcome = await writer(request, events, shapes, include_usage, engine.name, started_s)
             return response
+    except LimitExceeded as exc:
+        outcome = "rejected" if isinstance(exc, QueueFull) else "timeout"
+        config = request.app[SETTINGS].model_concurrency_limiter
+        if config.error_mode == "in_stream":
+            return await _in_stream_limit_error(request, exc, stream)
+        raise _limit_error(exc, config.retry_after_s) from None
     except EngineUnavailable as exc:
         outcome = "unavailable"
         raise APIError(503, str(exc), code="model_not_ready", headers={"Retry-After": "1"}) from None
@@ -122,6 +130,34 @@ async def respond(
     finally:
         metrics.in_flight.labels(engine.name).dec()
         metrics.requests.labels(endpoint, outcome).inc()
+
+
+def _admission(engine: Engine, label: str):
+    """A slot from the v1.1.1 limiter when there is one; v1.2.0 admits everything straight to the engine."""
+    return engine.limiter.slot(label) if engine.limiter else contextlib.nullcontext()
+
+
+def _limit_error(exc: LimitExceeded, retry_after_s: int) -> APIError:
+    if isinstance(exc, QueueFull):
+        headers = {"Retry-After": str(retry_after_s)}
+        return APIError(429, exc.message, code="concurrency_limit_exceeded", headers=headers)
+    return APIError(503, exc.message, code="queue_timeout")
+
+
+# v1.1.1 put both refusals inside a 200 reply under one code; reproduced for testing harnesses against it.
+IN_STREAM_LIMIT_CODE = "model_concurrency_error"
+
+
+async def _in_stream_limit_error(request, exc: LimitExceeded, stream: bool) -> web.StreamResponse:
+    body = APIError(200, exc.message, code=IN_STREAM_LIMIT_CODE).body()
+    body["error"]["type"] = "server_error"
+    if not stream:
+        return web.json_response(body)
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    await response.prepare(request)
+    await response.write(_frame(body))
+    await response.write_eof()
+    return response
 
 
 async def _json_reply(request, events, shapes, include_usage, model, started_s):
@@ -201,6 +237,7 @@ async def health(request: web.Request) -> web.Response:
             "active_requests": engine.active_requests,
             "engine_sequences": engine.stats.sequences,
             "batch_size": engine.stats.decoding,
+            "limiter": engine.limiter.snapshot() if engine.limiter else None,
         }
     ready = all(m["state"] == "ready" for m in models.values())
     body = {"status": "ok" if ready else "unavailable", "profile": settings.compat, "models": models}

@@ -44,6 +44,8 @@ class ModelSettings(_Strict):
     path: str = "embedded:tiny-llama"
     # The id clients send as `model`; defaults to the last part of `path`.
     name: str | None = None
+    # v1.1.1 limiter tier; default: from the parameter count in the weights, else a size in the name.
+    tier: Tier | None = None
 
     @property
     def served_name(self) -> str:
@@ -73,17 +75,26 @@ class LimitSettings(_Strict):
     max_stop_strings: int = Field(8, ge=0)
 
 
+Tier = Literal["30B+", "13-27B", "7-13B", "3-7B", "<3B"]
+
+
 class TierLimit(_Strict):
-    max_concurrent: int = Field(ge=1)
-    queue_depth: int = Field(ge=0)
-    queue_timeout_ms: int = Field(ge=1)
+    """Overrides for one tier; a key left out keeps v1.1.1's value (server/limiter.py)."""
+
+    max_concurrent: int | None = Field(None, ge=1)
+    queue_depth: int | None = Field(None, ge=0)
+    queue_timeout_ms: int | None = Field(None, ge=1)
 
 
 class LimiterSettings(_Strict):
     """v1.1.1's model concurrency limiter; only honoured under `compat: v1.1.1`."""
 
     enabled: bool = True
-    tier_limits: dict[Literal["30B+", "13-27B", "7-13B", "3-7B", "<3B"], TierLimit] = {}
+    # http: 429 / 503 with distinct codes (ours). in_stream: a 200 reply carrying an error event under one
+    # generic code, as v1.1.1 answered (clients could not tell a rejection from a timeout).
+    error_mode: Literal["http", "in_stream"] = "http"
+    retry_after_s: int = Field(1, ge=0)
+    tier_limits: dict[Tier, TierLimit] = {}
 
 
 class MlxSettings(_Strict):
@@ -208,6 +219,29 @@ def build_settings(
         raise ConfigError(_format_validation_error(source, exc)) from None
 
 
-def load_settings(path: Path | None, overrides: dict[str, Any] | None = None, warn=None) -> Settings:
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "config" / "profiles"
+
+
+def profile_path(name_or_path: str) -> Path:
+    """A profile is found by name in config/profiles/ (`v1.1.1`), or given as a path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        return candidate
+    path = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+        raise ConfigError(f"unknown profile '{name_or_path}' (known: {known})")
+    return path
+
+
+def load_settings(
+    path: Path | None, overrides: dict[str, Any] | None = None, warn=None, profile: str | None = None
+) -> Settings:
+    """The config file, with a profile overlaid section by section, then environment and overrides."""
     raw = read_yaml(path) if path is not None else {}
-    return build_settings(raw, str(path or "defaults"), overrides, warn)
+    source = str(path or "defaults")
+    if profile:
+        overlay = profile_path(profile)
+        raw = _merge(raw, read_yaml(overlay))
+        source += f" + {overlay}"
+    return build_settings(raw, source, overrides, warn)

@@ -291,6 +291,7 @@ def drain(inbox, block: bool) -> list:
 
 def count_parameters(model, quantization_bits: int | None) -> int:
     """Parameter count from the weights; quantized matrices count unpacked, their scales not at all."""
+    import mlx.core as mx
     from mlx.utils import tree_flatten
 
     params = dict(tree_flatten(model.parameters()))
@@ -298,7 +299,7 @@ def count_parameters(model, quantization_bits: int | None) -> int:
     for name, array in params.items():
         if name.endswith((".scales", ".biases")):
             continue  # quantization metadata, not parameters
-        packed = str(array.dtype) == "uint32" and quantization_bits
+        packed = array.dtype == mx.uint32 and quantization_bits
         total += array.size * 32 // quantization_bits if packed else array.size
     return total
 

@@ -1,0 +1,281 @@
+"""v1.1.1's limiter: unit semantics, tier detection, and real bursts against the real server."""
+
+import asyncio
+import contextlib
+import itertools
+import time
+
+import aiohttp
+import pytest
+import requests
+
+from server.launch import running_server
+from server.limiter import (
+    ConcurrencyLimiter,
+    QueueFull,
+    QueueTimeout,
+    TierLimits,
+    billions_in_name,
+    detect_tier,
+)
+from tests.conftest import write_config
+
+
+# -- units ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "billions"),
+    [
+        ("mlx-community/Llama-3.2-3B-Instruct-4bit", 3.0),
+        ("Qwen2.5-0.5b", 0.5),
+        ("Qwen3-30B-A3B", 30.0),
+        ("mistral-7b-v0.3", 7.0),
+        ("phi-4bit", None),
+        ("tiny-llama", None),
+    ],
+)
+def test_size_from_name(name, billions):
+    assert billions_in_name(name) == billions
+
+
+@pytest.mark.parametrize(
+    ("parameters", "tier"),
+    [
+        (70e9, "30B+"),
+        (30e9, "30B+"),
+        (29.9e9, "13-27B"),
+        (13e9, "13-27B"),
+        (8e9, "7-13B"),
+        (3e9, "3-7B"),
+        (2.9e9, "<3B"),
+        (3e6, "<3B"),
+    ],
+)
+def test_tier_from_weights(parameters, tier):
+    assert detect_tier(int(parameters), "Some-70B-name") == (tier, "weights")
+
+
+def test_tier_precedence_override_then_weights_then_name_then_fallback():
+    assert detect_tier(int(3e6), "x-30B", override="13-27B") == ("13-27B", "config")
+    assert detect_tier(None, "x-30B") == ("30B+", "name")
+    assert detect_tier(None, "mystery") == ("7-13B", "fallback")
+
+
+def test_parameter_count_from_weights_survives_quantization():
+    import mlx.nn as nn
+    from mlx_lm import load
+
+    from server.models import build_embedded_model
+    from server.worker import count_parameters
+
+    model, _ = load(str(build_embedded_model()))
+    dense = count_parameters(model, None)
+    assert 1e6 < dense < 1e7
+    # (The tiny MLP's 688-wide input does not divide into groups of 64: quantize the rest.)
+    nn.quantize(
+        model, 64, 4, class_predicate=lambda _, m: hasattr(m, "to_quantized") and m.weight.shape[-1] % 64 == 0
+    )
+    assert count_parameters(model, 4) == dense
+
+
+async def test_fifo_full_queue_timeout_and_cancel_while_queued():
+    limiter = ConcurrencyLimiter(
+        "m", "<3B", TierLimits(max_concurrent=1, queue_depth=2, queue_timeout_ms=300)
+    )
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def use(name: str, hold: bool = False):
+        async with limiter.slot(name):
+            order.append(name)
+            if hold:
+                await release.wait()
+
+    first = asyncio.create_task(use("a", hold=True))
+    await asyncio.sleep(0)
+    second, third = asyncio.create_task(use("b")), asyncio.create_task(use("c"))
+    await asyncio.sleep(0.01)
+    assert (limiter.active, limiter.queued) == (1, 2)
+    with pytest.raises(QueueFull, match="active: 1/1, queued: 2/2"):
+        await use("d")
+    second.cancel()  # a queued client goes away: its place is freed at once
+    await asyncio.sleep(0.01)
+    assert limiter.queued == 1
+    release.set()
+    await asyncio.gather(first, third)
+    assert order == ["a", "c"] and (limiter.active, limiter.queued) == (0, 0)
+
+    release.clear()
+    holder = asyncio.create_task(use("e", hold=True))
+    await asyncio.sleep(0)
+    with pytest.raises(QueueTimeout, match="timed out after 300 ms"):
+        await use("f")
+    release.set()
+    await holder
+    assert (limiter.rejections_total, limiter.queue_timeouts_total, limiter.active) == (1, 1, 0)
+
+
+# -- against the real server ---------------------------------------------------------------------------
+def limited_config(tmp_path, max_concurrent=1, queue_depth=2, queue_timeout_ms=1000, **extra):
+    return write_config(
+        tmp_path,
+        compat="v1.1.1",
+        model_concurrency_limiter={
+            "enabled": True,
+            "tier_limits": {
+                "<3B": {
+                    "max_concurrent": max_concurrent,
+                    "queue_depth": queue_depth,
+                    "queue_timeout_ms": queue_timeout_ms,
+                }
+            },
+            **extra,
+        },
+        mlx={"concurrency_limit": 1, "force_metal_sync": True},
+    )
+
+
+def chat(max_tokens: int, stream: bool = False) -> dict:
+    return {
+        "model": "tiny-llama",
+        "messages": [{"role": "user", "content": "Count the rivers."}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": stream,
+    }
+
+
+async def post(session, url, body) -> tuple[int, dict | None, float]:
+    async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+        payload = await response.json() if not body["stream"] else None
+        return response.status, payload, time.monotonic()
+
+
+async def burst(url: str, n: int, max_tokens: int) -> list[tuple[int, dict | None, float]]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        return await asyncio.gather(*(post(session, url, chat(max_tokens)) for _ in range(n)))
+
+
+def statuses(results) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for status, _, _ in results:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def health(url: str) -> dict:
+    return requests.get(f"{url}/health", timeout=10).json()["models"]["tiny-llama"]
+
+
+@pytest.mark.slow
+async def test_burst_with_queue_timeouts_gives_exact_counts(tmp_path):
+    # 1 runs (~2 s of tokens), 2 queue and time out after 1 s, 3 find the queue full.
+    with running_server(limited_config(tmp_path)) as url:
+        results = await burst(url, 6, max_tokens=800)
+        assert statuses(results) == {200: 1, 503: 2, 429: 3}
+        for status, body, _ in results:
+            if status == 429:
+                assert body["error"]["code"] == "concurrency_limit_exceeded"
+                assert "tier: <3B" in body["error"]["message"] and "queued: 2/2" in body["error"]["message"]
+            if status == 503:
+                assert body["error"]["code"] == "queue_timeout"
+        limiter = health(url)["limiter"]
+        assert (limiter["tier"], limiter["rejections_total"], limiter["queue_timeouts_total"]) == (
+            "<3B",
+            3,
+            2,
+        )
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
+        assert 'mlxserving_limiter_rejections_total{model="tiny-llama",tier="<3B"} 3.0' in metrics
+        assert 'mlxserving_limiter_queue_timeouts_total{model="tiny-llama",tier="<3B"} 2.0' in metrics
+
+
+@pytest.mark.slow
+async def test_burst_with_patient_queue_and_fifo_order(tmp_path):
+    with running_server(limited_config(tmp_path, queue_timeout_ms=30000)) as url:
+        results = await burst(url, 6, max_tokens=200)
+        assert statuses(results) == {200: 3, 429: 3}
+        response = requests.post(f"{url}/v1/chat/completions", json=chat(4), timeout=30)
+        assert response.status_code == 200  # and the queue drained
+
+        # FIFO: with one slot, requests finish in the order they arrived.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+            tasks = []
+            for i in range(3):
+                tasks.append(asyncio.create_task(post(session, url, chat(150 if i == 0 else 20))))
+                await asyncio.sleep(0.1)
+            done = await asyncio.gather(*tasks)
+        finish_times = [finished for _, _, finished in done]
+        assert finish_times == sorted(finish_times)
+
+
+@pytest.mark.slow
+async def test_v120_answers_the_same_burst_with_full_success():
+    from tests.conftest import RUNTIME_CONFIG
+
+    with running_server(RUNTIME_CONFIG) as url:
+        results = await burst(url, 6, max_tokens=800)
+    assert statuses(results) == {200: 6}
+
+
+@pytest.mark.slow
+async def test_disconnect_while_queued_frees_the_place(tmp_path):
+    with running_server(limited_config(tmp_path, queue_depth=1, queue_timeout_ms=30000)) as url:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+            holder = await session.post(f"{url}/v1/chat/completions", json=chat(4000, stream=True))
+            await holder.content.readline()
+            queued = asyncio.create_task(post(session, url, chat(4)))
+            assert await wait_until(lambda: health(url)["limiter"]["queued"] == 1)
+            queued.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await queued
+            assert await wait_until(lambda: health(url)["limiter"]["queued"] == 0)
+            # The freed place takes a newcomer instead of a 429.
+            newcomer = asyncio.create_task(post(session, url, chat(4)))
+            assert await wait_until(lambda: health(url)["limiter"]["queued"] == 1)
+            holder.close()
+            status, body, _ = await newcomer
+            assert status == 200 and body["choices"]
+
+
+async def wait_until(condition, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.slow
+async def test_in_stream_error_mode_reproduces_the_original_reply(tmp_path):
+    config = limited_config(tmp_path, queue_depth=0, error_mode="in_stream")
+    with running_server(config) as url:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+            holder = await session.post(f"{url}/v1/chat/completions", json=chat(4000, stream=True))
+            await holder.content.readline()
+            async with session.post(f"{url}/v1/chat/completions", json=chat(4, stream=True)) as refused:
+                assert refused.status == 200
+                text = await refused.text()
+            holder.close()
+    assert '"code":"model_concurrency_error"' in text.replace(" ", "")
+    assert "[DONE]" not in text
+
+
+@pytest.mark.slow
+async def test_concurrency_limit_one_serializes_generation(tmp_path):
+    config = limited_config(tmp_path, max_concurrent=8, queue_depth=8, queue_timeout_ms=30000)
+    with running_server(config) as url:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+            async def stream(i: int):
+                start = None
+                async with session.post(f"{url}/v1/chat/completions", json=chat(60, stream=True)) as response:
+                    async for line in response.content:
+                        if b'"content":"' in line and b'"content":""' not in line and start is None:
+                            start = time.monotonic()
+                return start, time.monotonic()
+
+            spans = await asyncio.gather(*(stream(i) for i in range(3)))
+    spans.sort()
+    # One sequence at a time: each stream's first text comes after the previous stream ended.
+    assert all(later[0] >= earlier[1] - 0.05 for earlier, later in itertools.pairwise(spans))
