@@ -100,3 +100,18 @@ def test_cli_rejects_a_model_that_is_not_there(tmp_path):
     )
     assert result.returncode == 2
     assert "no-model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_server_prints_the_warnings_and_runs_unlimited(tmp_path):
+    import requests
+
+    from server.launch import running_server
+
+    config = write_config(tmp_path, **LEGACY)
+    log = tmp_path / "server.log"
+    with running_server(config, log_file=log) as url:
+        health = requests.get(f"{url}/health", timeout=10).json()
+    assert health["profile"] == "v1.2.0"
+    assert health["models"]["tiny-llama"]["limiter"] is None
+    warnings = [line for line in log.read_text().splitlines() if "DEPRECATION WARNING" in line]
+    assert len(warnings) == 3
