@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 from aiohttp import web
 
@@ -17,7 +19,7 @@ from server.limiter import V111_TIER_TABLE, ConcurrencyLimiter, detect_tier
 from server.metrics import ServerMetrics
 from server.models import resolve_model_path
 from server.routes import add_routes
-from server.settings import COMPAT_V111, Settings
+from server.settings import COMPAT_V111, ModelSettings, Settings
 from server.worker import RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -36,16 +38,17 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         flush_ms=settings.streaming.flush_ms,
         concurrency_limit=settings.mlx.concurrency_limit,
         force_sync=bool(settings.mlx.force_metal_sync),
+        persistent=settings.engine.persistent,
     )
 
 
-def make_limiter(settings: Settings, engine: Engine) -> ConcurrencyLimiter | None:
+def make_limiter(settings: Settings, model: ModelSettings, engine: Engine) -> ConcurrencyLimiter | None:
     """v1.1.1's limiter for this engine, sized by the tier of the loaded model; None outside v1.1.1."""
     config = settings.model_concurrency_limiter
     if settings.compat != COMPAT_V111 or config is None or not config.enabled:
         return None
     parameters = engine.info.parameter_count if engine.info else None
-    tier, source = detect_tier(parameters, settings.model.path, settings.model.tier)
+    tier, source = detect_tier(parameters, model.path, model.tier)
     limits = V111_TIER_TABLE[tier]
     override = config.tier_limits.get(tier)
     if override:
@@ -71,35 +74,55 @@ def auth_middleware(api_key: str):
     return check_key
 
 
+def model_kind(model: ModelSettings, path: Path) -> str:
+    """text or vision; `auto` looks for a vision tower in the model's config.json."""
+    if model.kind != "auto":
+        return model.kind
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return "text"
+    return "vision" if "vision_config" in config else "text"
+
+
 async def _engines(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     metrics = app[METRICS]
     loop = asyncio.get_running_loop()
-    # Building the embedded model takes seconds the first time: off the event loop.
-    path = await loop.run_in_executor(None, resolve_model_path, settings.model.path)
-    engine = Engine(settings.model.served_name, str(path), runtime_options(settings), settings.log_level)
-
-    def record_stats(stats) -> None:
-        metrics.batch_size.labels(engine.name).set(stats.decoding)
-        metrics.sequences.labels(engine.name).set(stats.sequences)
-
-    engine.on_stats = record_stats
-    app[ENGINES][engine.name] = engine
-    await engine.start()
-    watcher = asyncio.create_task(_on_ready(app, engine))
+    engines: list[tuple[Engine, ModelSettings]] = []
+    for model in settings.served_models:
+        # Building an embedded model takes seconds the first time: off the event loop.
+        path = await loop.run_in_executor(None, resolve_model_path, model.path)
+        kind = model_kind(model, path)
+        engine = Engine(model.served_name, str(path), runtime_options(settings), settings.log_level, kind)
+        engine.on_stats = _stats_recorder(metrics, engine.name)
+        engines.append((engine, model))
+        app[ENGINES][engine.name] = engine
+    for engine, _ in engines:
+        await engine.start()
+    watchers = [asyncio.create_task(_on_ready(app, engine, model)) for engine, model in engines]
     yield
-    watcher.cancel()
-    await engine.stop()
+    for watcher in watchers:
+        watcher.cancel()
+    await asyncio.gather(*(engine.stop() for engine, _ in engines))
 
 
-async def _on_ready(app: web.Application, engine: Engine) -> None:
+def _stats_recorder(metrics: ServerMetrics, name: str):
+    def record(stats) -> None:
+        metrics.batch_size.labels(name).set(stats.decoding)
+        metrics.sequences.labels(name).set(stats.sequences)
+
+    return record
+
+
+async def _on_ready(app: web.Application, engine: Engine, model: ModelSettings) -> None:
     metrics = app[METRICS]
     try:
         await engine.wait_ready()
     except EngineUnavailable:
         metrics.model_ready.labels(engine.name).set(0)
         return
-    engine.limiter = make_limiter(app[SETTINGS], engine)
+    engine.limiter = make_limiter(app[SETTINGS], model, engine)
     metrics.model_ready.labels(engine.name).set(1)
 
 

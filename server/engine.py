@@ -28,8 +28,11 @@ class EngineUnavailable(Exception):
 
 
 class Engine:
-    def __init__(self, name: str, model_path: str, options: RuntimeOptions, log_level: str = "info"):
+    def __init__(
+        self, name: str, model_path: str, options: RuntimeOptions, log_level: str = "info", kind: str = "text"
+    ):
         self.name = name
+        self.kind = kind
         self.model_path = model_path
         self.options = options
         self.log_level = log_level
@@ -63,7 +66,7 @@ class Engine:
         receive, send = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
             target=run_worker,
-            args=(self.model_path, self.options, self._inbox, send, self.log_level),
+            args=(self.model_path, self.options, self._inbox, send, self.log_level, self.kind),
             name=f"mlx-worker-{self.name}",
             daemon=True,
         )

@@ -19,6 +19,8 @@ class Submit(NamedTuple):
     stop: list[str]
     ignore_eos: bool
     max_prompt_tokens: int
+    # Encoded image bytes, validated by the HTTP process; one per {"type": "image"} part, in order.
+    images: tuple[bytes, ...] = ()
 
 
 class Cancel(NamedTuple):

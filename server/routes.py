@@ -14,17 +14,21 @@ from server import ipc
 from server.appkeys import ENGINES, METRICS, SETTINGS
 from server.engine import Engine, EngineUnavailable
 from server.errors import APIError
+from server.images import load_image
 from server.limiter import LimitExceeded, QueueFull
 from server.protocol import (
     ChatCompletionRequest,
     ChatShapes,
     CompletionRequest,
     CompletionShapes,
+    Message,
+    TextPart,
     check_stops,
     completion_prompt,
     parse_request,
     resolve_max_tokens,
 )
+from server.settings import ImageSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +59,59 @@ def engine_for(request: web.Request, model: str) -> Engine:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = parse_request(ChatCompletionRequest, await read_json(request))
-    limits = request.app[SETTINGS].limits
+    settings = request.app[SETTINGS]
     engine = engine_for(request, req.model)
+    messages, images = await worker_messages(req.messages, engine, settings.images)
     fields = {
-        "messages": [{"role": m.role, "content": m.text()} for m in req.messages],
+        "messages": messages,
         "prompt": None,
-        **_sampling_fields(req, req.max_completion_tokens or req.max_tokens, limits),
+        "images": tuple(images),
+        **_sampling_fields(req, req.max_completion_tokens or req.max_tokens, settings.limits),
     }
     return await respond(
         request, engine, fields, ChatShapes(req.model), req.stream, req.include_usage, "chat"
     )
+
+
+async def worker_messages(
+    messages: list[Message], engine: Engine, limits: ImageSettings
+) -> tuple[list, list]:
+    """Messages as the worker wants them: plain strings for text models, content parts for vision models
+    (each image part replaced by {"type": "image"}, its bytes listed in order)."""
+    images: list[bytes] = []
+    converted = []
+    for i, message in enumerate(messages):
+        parts = (
+            message.content
+            if isinstance(message.content, list)
+            else [TextPart(type="text", text=message.text())]
+        )
+        content = []
+        for j, part in enumerate(parts):
+            if isinstance(part, TextPart):
+                content.append({"type": "text", "text": part.text})
+                continue
+            param = f"messages.{i}.content.{j}"
+            if engine.kind != "vision":
+                raise APIError(
+                    400,
+                    f"The model '{engine.name}' does not accept images.",
+                    code="invalid_image",
+                    param=param,
+                )
+            if len(images) >= limits.max_images_per_request:
+                raise APIError(
+                    400,
+                    f"At most {limits.max_images_per_request} images per request.",
+                    code="too_many_images",
+                    param=param,
+                )
+            images.append(await load_image(part.image_url.url, limits, param))
+            content.append({"type": "image"})
+        if engine.kind != "vision":
+            content = "".join(part["text"] for part in content)
+        converted.append({"role": message.role, "content": content})
+    return converted, images
 
 
 async def completions(request: web.Request) -> web.StreamResponse:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ class ServerSettings(_Strict):
 
 
 class ModelSettings(_Strict):
-    # "embedded:tiny-llama", a local mlx-lm folder, or a Hugging Face repo id already in the local cache.
+    # "embedded:tiny-llama", a local mlx-lm/mlx-vlm folder, or a Hugging Face repo id in the local cache.
     path: str = "embedded:tiny-llama"
+    # text (mlx-lm) or vision (mlx-vlm); auto reads the model's config.json (a vision_config means vision).
+    kind: Literal["auto", "text", "vision"] = "auto"
     # The id clients send as `model`; defaults to the last part of `path`.
     name: str | None = None
     # v1.1.1 limiter tier; default: from the parameter count in the weights, else a size in the name.
@@ -53,6 +55,8 @@ class ModelSettings(_Strict):
 
 
 class EngineSettings(_Strict):
+    # false: load the model for each request and drop it after (what the guide says mlx-engine did).
+    persistent: bool = True
     max_batch_size: int = Field(32, ge=1, le=1024)
     prefill_batch_size: int = Field(8, ge=1, le=1024)
     prefill_step_size: int = Field(2048, ge=16)
@@ -67,8 +71,20 @@ class StreamingSettings(_Strict):
     flush_ms: float = Field(6.0, ge=0)
 
 
+class ImageSettings(_Strict):
+    max_bytes: int = Field(4 << 20, ge=1024)  # per image, after base64 decoding
+    max_images_per_request: int = Field(4, ge=0)
+    # Checked from the image header before anything is decoded: refuses decompression bombs.
+    max_pixels: int = Field(4096 * 4096, ge=1)
+    # `file://` or plain paths, only below this folder; off unless set.
+    local_files_root: str | None = None
+    # Fetching http(s) URLs on a client's behalf is a server-side request forgery hole: off by default.
+    allow_remote_urls: bool = False
+    remote_timeout_s: float = Field(10.0, gt=0)
+
+
 class LimitSettings(_Strict):
-    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_body_bytes: int = Field(8 << 20, ge=1024)
     max_prompt_tokens: int = Field(4096, ge=1)
     max_tokens_cap: int = Field(4096, ge=1)
     default_max_tokens: int = Field(256, ge=1)
@@ -109,13 +125,32 @@ class MlxSettings(_Strict):
 class Settings(_Strict):
     compat: Literal["v1.2.0", "v1.1.1"] = "v1.2.0"
     server: ServerSettings = ServerSettings()
-    model: ModelSettings = ModelSettings()
+    model: ModelSettings | None = None
+    # Several models, each in its own worker process, routed by the request's `model`.
+    models: list[ModelSettings] = []
     engine: EngineSettings = EngineSettings()
     streaming: StreamingSettings = StreamingSettings()
     limits: LimitSettings = LimitSettings()
+    images: ImageSettings = ImageSettings()
     mlx: MlxSettings = MlxSettings()
     model_concurrency_limiter: LimiterSettings | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _one_way_to_name_models(self) -> Settings:
+        if self.model is not None and self.models:
+            raise ValueError("give either 'model' or 'models', not both")
+        names = [m.served_name for m in self.served_models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f"models: two models are served as {', '.join(duplicates)}; set distinct 'name's"
+            )
+        return self
+
+    @property
+    def served_models(self) -> list[ModelSettings]:
+        return self.models or [self.model or ModelSettings()]
 
     @field_validator("limits")
     @classmethod

@@ -136,7 +136,24 @@ BAD_REQUESTS = [
     ("n above 1", {**CHAT, "n": 3}, 400, "n"),
     ("stream not a bool", {**CHAT, "stream": "maybe"}, 400, "stream"),
     ("too many stop strings", {**CHAT, "stop": [str(i) for i in range(20)]}, 400, "stop"),
-    ("body too large", {**CHAT, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}, 413, None),
+    (
+        "image to a text-only model",
+        {
+            **CHAT,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    ],
+                }
+            ],
+        },
+        400,
+        "messages.0.content.1",
+    ),
+    ("body too large", {**CHAT, "messages": [{"role": "user", "content": "x" * (9 << 20)}]}, 413, None),
     (
         "prompt too long",
         {**CHAT, "messages": [{"role": "user", "content": "word " * 20000}]},

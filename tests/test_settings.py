@@ -19,7 +19,7 @@ def test_runtime_yaml_is_the_v120_default():
     settings = load_settings(RUNTIME_CONFIG)
     assert settings.compat == "v1.2.0"
     assert settings.server.host == "127.0.0.1"
-    assert settings.model.served_name == "tiny-llama"
+    assert [m.served_name for m in settings.served_models] == ["tiny-llama"]
     assert settings.mlx.concurrency_limit is None
 
 
