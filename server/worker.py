@@ -36,6 +36,8 @@ class RuntimeOptions:
     # v1.1.1 behaviours, off by default: at most N sequences generating at once; a device sync per step.
     concurrency_limit: int | None = None
     force_sync: bool = False
+    # False: load the model per request (the guide's mlx-engine behaviour); see server/vision.py notes.
+    persistent: bool = True
 
 
 class StopStringMatcher:
@@ -258,7 +260,13 @@ class BatchRuntime:
             for command in commands:
                 if isinstance(command, ipc.Shutdown):
                     return
-                self.send_events(self.handle(command))
+                try:
+                    self.send_events(self.handle(command))
+                except Exception as exc:  # one bad request must not take the worker down
+                    log.exception("command %s failed", type(command).__name__)
+                    self.send_events(
+                        [ipc.Failed(command.request_id, 500, "engine_error", f"The engine failed: {exc}")]
+                    )
             if commands and (len(self.sequences), len(self.held)) != before:
                 self.send_events([self.stats(0)])
             if not busy and os.getppid() != parent:
@@ -313,7 +321,9 @@ def quantization_bits(model_path: str) -> int | None:
     return int(quant["bits"]) if isinstance(quant, dict) and "bits" in quant else None
 
 
-def run_worker(model_path: str, options: RuntimeOptions, inbox, outbox, log_level: str = "INFO") -> None:
+def run_worker(
+    model_path: str, options: RuntimeOptions, inbox, outbox, log_level: str = "INFO", kind: str = "text"
+) -> None:
     """Entry point of the worker process."""
     # Ctrl-C and a group-wide SIGTERM reach this process too; shutdown is the HTTP process's to run,
     # so that in-flight streams can finish first.
