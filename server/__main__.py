@@ -42,7 +42,10 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 async def serve(settings: Settings) -> int:
     app = create_app(settings)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=settings.server.shutdown_grace_s)
+    # handler_cancellation: a client that disconnects cancels its handler, which frees its sequence (and
+    # its limiter place) at once. The grace period for in-flight work is app.on_shutdown's (server/app.py);
+    # the runner's own timeout only covers writing the last events after that.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.port)
     await site.start()
@@ -70,8 +73,12 @@ async def serve(settings: Settings) -> int:
         else:
             ready.cancel()
     finally:
-        log.info("shutting down")
+        log.info(
+            "shutting down: no new connections; in-flight requests get %.0f s",
+            settings.server.shutdown_grace_s,
+        )
         await runner.cleanup()
+        log.info("stopped")
     return exit_code
 
 

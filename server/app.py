@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from server.appkeys import ENGINES, METRICS, SETTINGS
-from server.engine import Engine, EngineUnavailable
+from server.engine import Engine, EngineUnavailable, RestartPolicy
 from server.errors import APIError, error_middleware
 from server.limiter import V111_TIER_TABLE, ConcurrencyLimiter, detect_tier
 from server.metrics import ServerMetrics
@@ -94,7 +94,10 @@ async def _engines(app: web.Application) -> AsyncIterator[None]:
         # Building an embedded model takes seconds the first time: off the event loop.
         path = await loop.run_in_executor(None, resolve_model_path, model.path)
         kind = model_kind(model, path)
-        engine = Engine(model.served_name, str(path), runtime_options(settings), settings.log_level, kind)
+        restart = RestartPolicy(settings.engine.max_restarts, settings.engine.restart_delay_s)
+        engine = Engine(
+            model.served_name, str(path), runtime_options(settings), settings.log_level, kind, restart
+        )
         engine.on_stats = _stats_recorder(metrics, engine.name)
         engines.append((engine, model))
         app[ENGINES][engine.name] = engine
@@ -126,6 +129,29 @@ async def _on_ready(app: web.Application, engine: Engine, model: ModelSettings) 
     metrics.model_ready.labels(engine.name).set(1)
 
 
+async def _drain(app: web.Application) -> None:
+    """On shutdown: refuse new work, give in-flight requests the grace period, then end the rest with an
+    error event so that no client waits on a stream that will never finish."""
+    engines = list(app[ENGINES].values())
+    for engine in engines:
+        engine.draining = True
+    grace_s = app[SETTINGS].server.shutdown_grace_s
+    deadline = asyncio.get_running_loop().time() + grace_s
+    while any(e.active_requests for e in engines) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    aborted = sum(
+        e.abort_all(
+            503,
+            "server_shutting_down",
+            f"The server shut down before this request finished ({grace_s:g} s grace).",
+        )
+        for e in engines
+    )
+    if aborted:
+        log.warning("shutdown: ended %d requests still running after %.0f s", aborted, grace_s)
+        await asyncio.sleep(0.2)  # let their handlers write the error event
+
+
 def create_app(settings: Settings) -> web.Application:
     middlewares = [error_middleware]
     if settings.server.api_key:
@@ -135,5 +161,6 @@ def create_app(settings: Settings) -> web.Application:
     app[ENGINES] = {}
     app[METRICS] = ServerMetrics(app[ENGINES])
     app.cleanup_ctx.append(_engines)
+    app.on_shutdown.append(_drain)
     add_routes(app)
     return app

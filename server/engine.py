@@ -12,8 +12,10 @@ import contextlib
 import logging
 import multiprocessing as mp
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from server import ipc
 from server.worker import RuntimeOptions, run_worker
@@ -23,24 +25,48 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[object], None]
 
 
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Restart a crashed worker after 0.5, 1, 2, 4, 8 s...; give up after `max_restarts` in a row."""
+
+    max_restarts: int = 5
+    first_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+
+    def delay_s(self, attempt: int) -> float:
+        return min(self.first_delay_s * 2**attempt, self.max_delay_s)
+
+
 class EngineUnavailable(Exception):
     """The worker is not ready (still loading, failed, or gone)."""
 
 
 class Engine:
     def __init__(
-        self, name: str, model_path: str, options: RuntimeOptions, log_level: str = "info", kind: str = "text"
+        self,
+        name: str,
+        model_path: str,
+        options: RuntimeOptions,
+        log_level: str = "info",
+        kind: str = "text",
+        restart: RestartPolicy | None = None,
     ):
         self.name = name
         self.kind = kind
         self.model_path = model_path
         self.options = options
         self.log_level = log_level
+        self.restart = restart or RestartPolicy()
         self.info: ipc.Ready | None = None
         self.failure: str | None = None
+        self.draining = False
         self.stats = ipc.BatchStats(0, 0, 0, 0)
         self.on_stats: EventSink | None = None
         self.limiter = None  # a ConcurrencyLimiter under compat v1.1.1, set once the model is loaded
+        self.restarts_total = 0
+        self.last_recovery_s: float | None = None
+        self._restarts_in_a_row = 0
+        self._crashed_at: float | None = None
         self._streams: dict[str, asyncio.Queue] = {}
         self._settled: asyncio.Future | None = None
         self._process: mp.Process | None = None
@@ -48,7 +74,17 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self.info is not None and self.failure is None
+        return self.info is not None and self.failure is None and not self.draining
+
+    @property
+    def state(self) -> str:
+        if self.failure:
+            return "failed"
+        if self.draining:
+            return "draining"
+        if self.info is None:
+            return "restarting" if self.restarts_total else "loading"
+        return "ready"
 
     @property
     def active_requests(self) -> int:
@@ -57,29 +93,38 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Spawn the worker; returns at once. `wait_ready` waits for the model to load."""
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._settled = loop.create_future()
+        self._loop = asyncio.get_running_loop()
+        self._settled = self._loop.create_future()
+        self._spawn()
+
+    def _spawn(self) -> None:
         # spawn, not fork: the HTTP process has threads and an event loop a forked child must not inherit.
         ctx = mp.get_context("spawn")
         self._inbox = ctx.Queue()
         receive, send = ctx.Pipe(duplex=False)
-        self._process = ctx.Process(
+        process = ctx.Process(
             target=run_worker,
             args=(self.model_path, self.options, self._inbox, send, self.log_level, self.kind),
             name=f"mlx-worker-{self.name}",
             daemon=True,
         )
-        self._process.start()
+        process.start()
         send.close()  # the child holds the only write end, so its death shows here as EOF
-        self._reader = threading.Thread(target=self._read_events, args=(receive,), daemon=True)
-        self._reader.start()
+        self._process = process
+        threading.Thread(target=self._read_events, args=(receive, process), daemon=True).start()
 
     async def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Wait for the first start to settle: the model loaded, or failed for good."""
         assert self._settled is not None
         await asyncio.wait_for(asyncio.shield(self._settled), timeout_s)
         if self.failure:
             raise EngineUnavailable(self.failure)
+
+    def abort_all(self, status: int, code: str, message: str) -> int:
+        """End every request in flight with an error event (shutdown past its grace period)."""
+        for request_id, stream in self._streams.items():
+            stream.put_nowait(ipc.Failed(request_id, status, code, message))
+        return len(self._streams)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         if self._process is None:
@@ -92,17 +137,20 @@ class Engine:
             log.warning("worker %s did not stop in %.0f s; killing it", self.name, timeout_s)
             self._process.kill()
             self._process.join(5)
-        self._inbox.close()
-        self._inbox.cancel_join_thread()
+        self._close_inbox()
         self._process = None
 
+    def _close_inbox(self) -> None:
+        self._inbox.close()
+        self._inbox.cancel_join_thread()  # never block on commands a dead worker will not read
+
     # -- events from the worker -----------------------------------------------------------------------
-    def _read_events(self, receive) -> None:
+    def _read_events(self, receive, process: mp.Process) -> None:
         while True:
             try:
                 events = receive.recv()
             except (EOFError, OSError):
-                self._loop.call_soon_threadsafe(self._worker_exited)
+                self._loop.call_soon_threadsafe(self._worker_exited, process)
                 return
             self._loop.call_soon_threadsafe(self._dispatch, events)
 
@@ -113,12 +161,9 @@ class Engine:
                 if self.on_stats:
                     self.on_stats(event)
             elif isinstance(event, ipc.Ready):
-                self.info = event
-                log.info(
-                    "model %s ready (%s, %d parameters)", self.name, event.model_path, event.parameter_count
-                )
-                self._settle()
+                self._on_ready(event)
             elif isinstance(event, ipc.WorkerError):
+                # A clean load failure (bad model files) will fail again: no restart.
                 self.failure = event.message
                 log.error("model %s failed to start: %s", self.name, event.message)
                 self._settle()
@@ -127,15 +172,43 @@ class Engine:
                 if stream is not None:
                     stream.put_nowait(event)
 
-    def _worker_exited(self) -> None:
-        if self._process is None or self._stopping:
-            return  # a requested stop
-        code = self._process.exitcode
-        self.failure = self.failure or f"the model worker exited unexpectedly (exit code {code})"
-        log.error("model %s: %s", self.name, self.failure)
-        for request_id, stream in self._streams.items():
-            stream.put_nowait(ipc.Failed(request_id, 503, "worker_unavailable", self.failure))
+    def _on_ready(self, event: ipc.Ready) -> None:
+        self.info = event
+        self._restarts_in_a_row = 0
+        if self._crashed_at is not None:
+            self.last_recovery_s = time.monotonic() - self._crashed_at
+            log.info("model %s back after %.2f s", self.name, self.last_recovery_s)
+            self._crashed_at = None
+        log.info("model %s ready (%s, %d parameters)", self.name, event.model_path, event.parameter_count)
         self._settle()
+
+    def _worker_exited(self, process: mp.Process) -> None:
+        if self._stopping or process is not self._process:
+            return  # a requested stop, or an old worker already replaced
+        process.join(1)
+        message = f"The model worker exited unexpectedly (exit code {process.exitcode})."
+        log.error("model %s: %s", self.name, message)
+        self.abort_all(503, "worker_crashed", message)
+        self.info = None
+        self.stats = ipc.BatchStats(0, 0, 0, 0)
+        self._close_inbox()
+        self._crashed_at = self._crashed_at or time.monotonic()
+        if self._restarts_in_a_row >= self.restart.max_restarts:
+            self.failure = f"{message} Gave up after {self._restarts_in_a_row} restarts in a row."
+            log.error("model %s: %s", self.name, self.failure)
+            self._settle()
+            return
+        delay_s = self.restart.delay_s(self._restarts_in_a_row)
+        self._restarts_in_a_row += 1
+        self.restarts_total += 1
+        log.warning(
+            "model %s: restarting the worker in %.1f s (restart %d)", self.name, delay_s, self.restarts_total
+        )
+        self._loop.call_later(delay_s, self._respawn)
+
+    def _respawn(self) -> None:
+        if not self._stopping:
+            self._spawn()
 
     def _settle(self) -> None:
         if self._settled is not None and not self._settled.done():
@@ -146,7 +219,7 @@ class Engine:
     async def open(self, submit_fields: dict) -> AsyncIterator[AsyncIterator[ipc.Event]]:
         """Submit a request; yields its events until Finished or Failed. Leaving early cancels it."""
         if not self.ready:
-            raise EngineUnavailable(self.failure or f"model {self.name} is still loading")
+            raise EngineUnavailable(self.failure or f"The model {self.name} is {self.state}; retry shortly.")
         request_id = uuid.uuid4().hex
         stream: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = stream
@@ -166,5 +239,5 @@ class Engine:
             yield events()
         finally:
             del self._streams[request_id]
-            if not state["ended"] and self.ready:
+            if not state["ended"] and self.info is not None and not self._stopping:
                 self._inbox.put(ipc.Cancel(request_id))

@@ -17,8 +17,8 @@ PREFIX = "mlxserving"
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
-class LimiterCollector:
-    """v1.1.1 limiter state per model and tier, read from the limiters at scrape time."""
+class EngineCollector:
+    """Worker restarts and v1.1.1 limiter state per model, read from the engines at scrape time."""
 
     def __init__(self, engines: dict):
         self.engines = engines
@@ -48,14 +48,19 @@ class LimiterCollector:
             queued.add_metric(key, limiter.queued)
             rejected.add_metric(key, limiter.rejections_total)
             timeouts.add_metric(key, limiter.queue_timeouts_total)
-        yield from (active, queued, rejected, timeouts)
+        restarts = CounterMetricFamily(
+            f"{PREFIX}_worker_restarts", "Model worker restarts after a crash", labels=["model"]
+        )
+        for name, engine in self.engines.items():
+            restarts.add_metric([name], engine.restarts_total)
+        yield from (active, queued, rejected, timeouts, restarts)
 
 
 class ServerMetrics:
     def __init__(self, engines: dict) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        r.register(LimiterCollector(engines))
+        r.register(EngineCollector(engines))
         self.requests = Counter(
             f"{PREFIX}_requests", "Requests by endpoint and outcome", ["endpoint", "outcome"], registry=r
         )

@@ -1,4 +1,4 @@
-"""Model specs for the server: the embedded tiny model, built offline, and local or cached models.
+"""Model specs for the server: the embedded tiny models, built offline, and local or cached models.
 
 `python -m server.models build` builds the embedded model and prints its folder;
 `python -m server.models resolve SPEC` prints the folder a spec resolves to.
@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import errno
 import hashlib
 import json
@@ -26,13 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import mlx.nn as nn
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from mlx.utils import tree_flatten
 from mlx_lm.models import llama
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN2_PRETOKENIZE_REGEX
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +48,18 @@ STAMP_FILE = "mlxbench-build.json"
 BUILD_FORMAT = 1
 # Libraries whose version can change the bytes written; a change triggers a rebuild.
 BUILD_LIBRARIES = ("mlx", "mlx-lm", "tokenizers", "transformers")
+# Recipe fields that enter the stamp only when set (see EmbeddedRecipe.payload).
+LATER_FIELDS = ("processor_config", "libraries")
 
 UNK, ENDOFTEXT, IM_START, IM_END = "<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+VISION_START, VISION_END, VISION_PAD = "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>"
+IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"
+# Qwen2-VL's special tokens, in Qwen's order; config.json names their ids.
+QWEN_SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END, VISION_START, VISION_END, VISION_PAD, IMAGE_PAD, VIDEO_PAD)
 METASPACE = "\u2581"
 # Printable ASCII plus newline and tab; the metaspace stands in for " ", so every piece is complete text.
 ASCII_ALPHABET = (*(chr(c) for c in range(0x21, 0x7F)), "\n", "\t", METASPACE)
+ASCII_TEXT_CHARS = "".join(chr(c) for c in range(0x20, 0x7F)) + "\n\t"
 
 CHATML_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -65,6 +75,37 @@ CHATML_TEMPLATE = (
     "{{- '<|im_start|>assistant\\n' -}}"
     "{%- endif -%}"
 )
+
+# ChatML with OpenAI content parts: each image part becomes Qwen2-VL's image placeholder, which the
+# processor expands to one <|image_pad|> per image token.
+QWEN2_VL_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] not in ['system', 'user', 'assistant'] -%}"
+    "{{- raise_exception('Unsupported role: ' + message['role']) -}}"
+    "{%- endif -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}"
+    "{{- message['content'] -}}"
+    "{%- else -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}"
+    "{{- part['text'] -}}"
+    "{%- elif part['type'] == 'image' -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- else -%}"
+    "{{- raise_exception('Unsupported content part: ' + part['type']) -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- endif -%}"
+)
+# CLIP's normalization, as Qwen2-VL's image processor uses.
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 # Seed words for the synthetic training corpus; the tokenizer's merges come from these.
 CORPUS_TEXT = (
@@ -116,13 +157,25 @@ class EmbeddedRecipe:
     # GPT's 0.02 leaves the residual stream dominated by the input embedding, so greedy decoding repeats
     # one token forever; 0.1 gives varied text under greedy and sampling alike.
     init_std: float = 0.1
+    # Image processor settings (preprocessor_config.json) for vision models.
+    processor_config: Mapping[str, Any] = field(default_factory=dict)
+    # Libraries beyond BUILD_LIBRARIES whose version can change this recipe's bytes.
+    libraries: tuple[str, ...] = ()
 
     def payload(self) -> dict[str, Any]:
-        """The recipe as plain JSON-able data, with the builder named rather than pickled."""
+        """The recipe as plain JSON-able data, with the builder named rather than pickled.
+
+        Fields added after format 1 appear only when set, so older recipes keep their fingerprint.
+        """
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "builder"}
         data["model_config"] = dict(self.model_config)
         data["special_tokens"] = list(self.special_tokens)
+        data["processor_config"] = dict(self.processor_config)
+        data["libraries"] = list(self.libraries)
         data["builder"] = self.builder.__name__
+        for name in LATER_FIELDS:
+            if not data[name]:
+                del data[name]
         return data
 
 
@@ -138,7 +191,7 @@ def default_cache_dir() -> Path:
 
 def recipe_fingerprint(recipe: EmbeddedRecipe) -> str:
     """sha256 of the recipe, the build format and the versions of the libraries that write the files."""
-    versions = {lib: metadata.version(lib) for lib in BUILD_LIBRARIES}
+    versions = {lib: metadata.version(lib) for lib in (*BUILD_LIBRARIES, *recipe.libraries)}
     blob = json.dumps(
         {"format": BUILD_FORMAT, "recipe": recipe.payload(), "versions": versions}, sort_keys=True
     )
@@ -231,7 +284,8 @@ def build_tiny_llama(recipe: EmbeddedRecipe, folder: Path) -> None:
     """Tokenizer first: the model's vocab_size must equal the tokenizer's full size."""
     tokenizer = train_ascii_tokenizer(recipe)
     tokenizer.save_pretrained(folder, save_jinja_files=False)
-    _portable_tokenizer_config(folder / "tokenizer_config.json")
+    # The old alias loads in both transformers 4.x and 5.x.
+    _set_tokenizer_class(folder / "tokenizer_config.json", "PreTrainedTokenizerFast")
     eos_id = tokenizer.convert_tokens_to_ids(recipe.eos_token)
     config = llama_config(recipe, vocab_size=len(tokenizer), eos_token_id=eos_id)
     _write_json(folder / "config.json", config)
@@ -256,7 +310,84 @@ def llama_config(recipe: EmbeddedRecipe, vocab_size: int, eos_token_id: int) -> 
     }
 
 
-def _randomize(model: llama.Model, seed: int, std: float) -> None:
+def build_tiny_qwen2_vl(recipe: EmbeddedRecipe, folder: Path) -> None:
+    """A Qwen2-VL checkpoint in the layout mlx_vlm.load reads, with every file it would otherwise fetch."""
+    tokenizer = train_byte_level_ascii_tokenizer(recipe, QWEN2_VL_TEMPLATE)
+    tokenizer.save_pretrained(folder, save_jinja_files=False)
+    # mlx-vlm's Qwen2-VL processor loads the tokenizer through AutoTokenizer, as for the real model.
+    _set_tokenizer_class(folder / "tokenizer_config.json", "Qwen2Tokenizer")
+    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
+    config = qwen2_vl_config(recipe, vocab_size=len(tokenizer), token_ids=token_ids)
+    _write_json(folder / "config.json", config)
+    _write_json(
+        folder / "generation_config.json",
+        {"eos_token_id": config["eos_token_id"], "pad_token_id": config["pad_token_id"]},
+    )
+    for name, data in qwen2_vl_processor_files(recipe).items():
+        _write_json(folder / name, data)
+    model = qwen2_vl_model(config)
+    _randomize(model, seed=recipe.seed, std=recipe.init_std)
+    mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(model.parameters())))
+
+
+def qwen2_vl_config(recipe: EmbeddedRecipe, vocab_size: int, token_ids: Mapping[str, int]) -> dict[str, Any]:
+    """config.json: text settings at the root (as Qwen2-VL ships them), `vision_config`, special token ids."""
+    return {
+        "architectures": ["Qwen2VLForConditionalGeneration"],
+        "model_type": "qwen2_vl",
+        **copy.deepcopy(dict(recipe.model_config)),
+        "vocab_size": vocab_size,
+        "torch_dtype": "float32",
+        "bos_token_id": None,
+        "eos_token_id": token_ids[recipe.eos_token],
+        "pad_token_id": token_ids[ENDOFTEXT],
+        "vision_start_token_id": token_ids[VISION_START],
+        "vision_end_token_id": token_ids[VISION_END],
+        "vision_token_id": token_ids[VISION_PAD],
+        "image_token_id": token_ids[IMAGE_PAD],
+        "video_token_id": token_ids[VIDEO_PAD],
+    }
+
+
+def qwen2_vl_processor_files(recipe: EmbeddedRecipe) -> dict[str, dict[str, Any]]:
+    """The processor's JSON files; mlx-vlm asks the hub for any that is missing, so all are written."""
+    settings = {
+        **recipe.processor_config,
+        "image_mean": CLIP_MEAN,
+        "image_std": CLIP_STD,
+        "do_resize": True,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "do_convert_rgb": True,
+    }
+    return {
+        "preprocessor_config.json": {
+            "image_processor_type": "Qwen2VLImageProcessor",
+            "processor_class": "Qwen2VLProcessor",
+            **settings,
+        },
+        "video_preprocessor_config.json": {
+            "video_processor_type": "Qwen2VLVideoProcessor",
+            "processor_class": "Qwen2VLProcessor",
+            **settings,
+        },
+        "processor_config.json": {"processor_class": "Qwen2VLProcessor"},
+    }
+
+
+def qwen2_vl_model(config: Mapping[str, Any]) -> nn.Module:
+    """The model exactly as mlx_vlm.utils.load_model builds it from `config`."""
+    from mlx_vlm.models import qwen2_vl
+    from mlx_vlm.utils import update_module_configs
+
+    raw = copy.deepcopy(dict(config))  # from_dict adds text_config to the dict it is given
+    model_config = qwen2_vl.ModelConfig.from_dict(raw)
+    model_config = update_module_configs(model_config, qwen2_vl, raw, ["text", "vision"])
+    return qwen2_vl.Model(model_config)
+
+
+def _randomize(model: nn.Module, seed: int, std: float) -> None:
     """Draw every matrix from its own key under `seed`.
 
     Explicit keys keep the bytes independent of mlx-lm's init order and leave the global RNG alone;
@@ -290,30 +421,66 @@ def train_ascii_tokenizer(recipe: EmbeddedRecipe) -> PreTrainedTokenizerFast:
     tokenizer.decoder = decoders.Sequence(
         [decoders.Replace(METASPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
     )
+    # Only the ASCII alphabet: anything else (accents, CJK, emoji) becomes <unk>.
+    _train_bpe(tokenizer, recipe, ASCII_ALPHABET)
+    return _wrap_tokenizer(tokenizer, recipe, CHATML_TEMPLATE, unk_token=UNK)
+
+
+def train_byte_level_ascii_tokenizer(recipe: EmbeddedRecipe, chat_template: str) -> PreTrainedTokenizerFast:
+    """Qwen2's byte-level BPE pipeline over an ASCII-only alphabet: every token decodes to complete text.
+
+    transformers 5 rebuilds a Qwen2Tokenizer's pipeline from its vocab and merges (its own regex split,
+    ByteLevel), so the tokenizer is trained with that same pipeline. Non-ASCII input maps to bytes
+    outside the vocab, which Qwen's BPE (no unk token) drops.
+    """
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    _train_bpe(tokenizer, recipe, byte_level_chars(ASCII_TEXT_CHARS))
+    return _wrap_tokenizer(tokenizer, recipe, chat_template, unk_token=ENDOFTEXT)
+
+
+def byte_level_chars(text: str) -> tuple[str, ...]:
+    """The characters byte-level BPE uses for `text`'s bytes (printable ASCII maps to itself, " " to "Ġ")."""
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    return tuple("".join(piece for piece, _ in byte_level.pre_tokenize_str(text)))
+
+
+def _train_bpe(tokenizer: Tokenizer, recipe: EmbeddedRecipe, alphabet: Sequence[str]) -> None:
     trainer = trainers.BpeTrainer(
         vocab_size=recipe.tokenizer_vocab_size,
         special_tokens=list(recipe.special_tokens),
-        initial_alphabet=list(ASCII_ALPHABET),
-        # Only the ASCII alphabet: anything else (accents, CJK, emoji) becomes <unk>.
-        limit_alphabet=len(ASCII_ALPHABET),
+        initial_alphabet=list(alphabet),
+        limit_alphabet=len(alphabet),
         show_progress=False,
     )
     tokenizer.train_from_iterator(synthetic_corpus(recipe.corpus_lines, recipe.seed), trainer)
+
+
+def _wrap_tokenizer(
+    tokenizer: Tokenizer, recipe: EmbeddedRecipe, chat_template: str, unk_token: str
+) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
-        unk_token=UNK,
+        unk_token=unk_token,
         eos_token=recipe.eos_token,
         pad_token=ENDOFTEXT,
-        chat_template=CHATML_TEMPLATE,
+        chat_template=chat_template,
         clean_up_tokenization_spaces=False,
         model_max_length=int(recipe.model_config.get("max_position_embeddings", 4096)),
     )
 
 
-def _portable_tokenizer_config(path: Path) -> None:
-    # transformers 5 writes its new class name; the old alias loads in both 4.x and 5.x.
+def _set_tokenizer_class(path: Path, name: str) -> None:
+    # transformers 5 writes its new backend class name; loaders pick the class from this field.
     config = json.loads(path.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config["tokenizer_class"] = name
     _write_json(path, config)
 
 
@@ -407,6 +574,49 @@ EMBEDDED_MODELS: dict[str, EmbeddedRecipe] = {
             "rms_norm_eps": 1e-5,
             "tie_word_embeddings": True,
         },
+    ),
+    "tiny-qwen2-vl": EmbeddedRecipe(
+        name="tiny-qwen2-vl",
+        summary="Qwen2-VL: 2-layer text model, hidden 128; 2-block vision tower; 4-16 tokens per image",
+        builder=build_tiny_qwen2_vl,
+        model_config={
+            "hidden_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "intermediate_size": 344,
+            "max_position_embeddings": 4096,
+            "rope_theta": 10000.0,
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": True,
+            # Sums to head_dim / 2 = 16: the rotary frequencies split over time, height and width.
+            "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},
+            "vision_config": {
+                "model_type": "qwen2_vl",
+                "depth": 2,
+                "embed_dim": 64,
+                "num_heads": 4,
+                # The merger projects into the text model, so this is the text hidden size.
+                "hidden_size": 128,
+                # An int: transformers validates it strictly, and mlx-vlm hides that error.
+                "mlp_ratio": 2,
+                "patch_size": 14,
+                "spatial_patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "in_channels": 3,
+            },
+        },
+        special_tokens=QWEN_SPECIAL_TOKENS,
+        processor_config={
+            "patch_size": 14,
+            "temporal_patch_size": 2,
+            "merge_size": 2,
+            # One image token covers 28x28 pixels: every image becomes 4 to 16 tokens.
+            "min_pixels": 56 * 56,
+            "max_pixels": 112 * 112,
+        },
+        libraries=("mlx-vlm",),
     ),
 }
 

@@ -147,11 +147,15 @@ async def respond(
     request, engine: Engine, fields: dict, shapes, stream: bool, include_usage: bool, endpoint: str
 ):
     metrics = request.app[METRICS]
+    limits = request.app[SETTINGS].limits
     started_s = time.perf_counter()
     outcome = "server_error"
+    _check_capacity(engine, limits)
     metrics.in_flight.labels(engine.name).inc()
     try:
-        async with _admission(engine, f"Request {shapes.id}"), engine.open(fields) as events:
+        async with _admission(engine, f"Request {shapes.id}"), engine.open(fields) as engine_events:
+            deadline = asyncio.get_running_loop().time() + limits.request_timeout_s
+            events = _until(engine_events, deadline, limits.request_timeout_s)
             first = await anext(events)
             if isinstance(first, ipc.Failed):
                 raise _api_error(first)
@@ -167,9 +171,15 @@ async def respond(
         raise _limit_error(exc, config.retry_after_s) from None
     except EngineUnavailable as exc:
         outcome = "unavailable"
-        raise APIError(503, str(exc), code="model_not_ready", headers={"Retry-After": "1"}) from None
+        code = "server_shutting_down" if engine.draining else "model_not_ready"
+        raise APIError(503, str(exc), code=code, headers={"Retry-After": "1"}) from None
+    except SlowReader:
+        outcome = "slow_reader"
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=499)  # never sent: the connection is gone
     except APIError as exc:
-        outcome = "client_error" if exc.status < 500 else "server_error"
+        outcome = "timeout" if exc.code == "request_timeout" else _status_outcome(exc.status)
         raise
     except (ConnectionResetError, asyncio.CancelledError):
         outcome = "cancelled"
@@ -177,6 +187,38 @@ async def respond(
     finally:
         metrics.in_flight.labels(engine.name).dec()
         metrics.requests.labels(endpoint, outcome).inc()
+
+
+class SlowReader(Exception):
+    """The client did not take a chunk within limits.write_timeout_s."""
+
+
+def _check_capacity(engine: Engine, limits) -> None:
+    """Bounded admission: past max_batch_size running plus max_waiting_requests waiting, refuse."""
+    capacity = engine.options.max_batch_size + limits.max_waiting_requests
+    if engine.active_requests >= capacity:
+        raise APIError(
+            429,
+            f"The server is at capacity for {engine.name} ({engine.active_requests} requests in flight). "
+            "Retry shortly.",
+            code="server_overloaded",
+            headers={"Retry-After": "1"},
+        )
+
+
+async def _until(events, deadline: float, timeout_s: float):
+    """The engine's events, ending with a request_timeout failure if the deadline passes first."""
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                event = await anext(events)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            message = f"The request did not finish within this server's limit of {timeout_s:g} s."
+            yield ipc.Failed("", 504, "request_timeout", message)
+            return
+        yield event
 
 
 def _admission(engine: Engine, label: str):
@@ -233,11 +275,20 @@ def _frame(obj) -> bytes:
 
 async def _stream_reply(request, events, shapes, include_usage, model, started_s):
     metrics = request.app[METRICS]
+    write_timeout_s = request.app[SETTINGS].limits.write_timeout_s
     response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
+
+    async def send(data: bytes) -> None:
+        try:
+            async with asyncio.timeout(write_timeout_s):
+                await response.write(data)
+        except TimeoutError:
+            raise SlowReader from None
+
     opening = shapes.opening()
     if opening:
-        await response.write(_frame(opening))
+        await send(_frame(opening))
     first_text = True
     async for event in events:
         if isinstance(event, ipc.Tokens):
@@ -245,23 +296,31 @@ async def _stream_reply(request, events, shapes, include_usage, model, started_s
                 if first_text:
                     metrics.ttft.labels(model).observe(time.perf_counter() - started_s)
                     first_text = False
-                await response.write(_frame(shapes.chunk(event.text)))
+                await send(_frame(shapes.chunk(event.text)))
         elif isinstance(event, ipc.Failed):
             # Headers are gone: the error travels as an event, and no [DONE] follows, so no client can
             # mistake the truncated stream for a complete one.
-            await response.write(_frame(_api_error(event).body()))
+            await send(_frame(_api_error(event).body()))
             await response.write_eof()
-            return response, "server_error" if event.status >= 500 else "client_error"
+            return response, _failure_outcome(event)
         elif isinstance(event, ipc.Finished):
-            await response.write(_frame(shapes.chunk(None, event.finish_reason)))
+            await send(_frame(shapes.chunk(None, event.finish_reason)))
             if include_usage:
-                await response.write(_frame(shapes.usage_chunk(event.prompt_tokens, event.completion_tokens)))
-            await response.write(b"data: [DONE]\n\n")
+                await send(_frame(shapes.usage_chunk(event.prompt_tokens, event.completion_tokens)))
+            await send(b"data: [DONE]\n\n")
             await response.write_eof()
             metrics.output_tokens.labels(model).inc(event.completion_tokens)
             metrics.e2e.labels(model).observe(time.perf_counter() - started_s)
             return response, "success"
     return response, "server_error"
+
+
+def _failure_outcome(event: ipc.Failed) -> str:
+    return "timeout" if event.code == "request_timeout" else _status_outcome(event.status)
+
+
+def _status_outcome(status: int) -> str:
+    return "server_error" if status >= 500 else "client_error"
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -276,9 +335,11 @@ async def health(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     models = {}
     for name, engine in request.app[ENGINES].items():
-        state = "ready" if engine.ready else ("failed" if engine.failure else "loading")
         models[name] = {
-            "state": state,
+            "state": engine.state,
+            "kind": engine.kind,
+            "restarts_total": engine.restarts_total,
+            "last_recovery_s": engine.last_recovery_s,
             "error": engine.failure,
             "parameters": engine.info.parameter_count if engine.info else None,
             "active_requests": engine.active_requests,

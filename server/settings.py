@@ -61,7 +61,10 @@ class EngineSettings(_Strict):
     prefill_batch_size: int = Field(8, ge=1, le=1024)
     prefill_step_size: int = Field(2048, ge=16)
     max_kv_size: int | None = Field(None, ge=16)
-    worker_start_timeout_s: float = Field(600.0, gt=0)
+    # A crashed worker restarts after restart_delay_s, doubling up to 8 s; after max_restarts in a row
+    # without a successful load the model is marked failed.
+    max_restarts: int = Field(5, ge=0)
+    restart_delay_s: float = Field(0.5, ge=0)
 
 
 class StreamingSettings(_Strict):
@@ -89,6 +92,13 @@ class LimitSettings(_Strict):
     max_tokens_cap: int = Field(4096, ge=1)
     default_max_tokens: int = Field(256, ge=1)
     max_stop_strings: int = Field(8, ge=0)
+    # Requests beyond max_batch_size wait inside the engine; past this many waiting, 429 server_overloaded,
+    # so memory cannot grow without bound.
+    max_waiting_requests: int = Field(1024, ge=0)
+    # A request still running after this long ends with request_timeout (504, or an error event).
+    request_timeout_s: float = Field(600.0, gt=0)
+    # A client that does not take a chunk within this long is dropped (a slow reader holds memory).
+    write_timeout_s: float = Field(30.0, gt=0)
 
 
 Tier = Literal["30B+", "13-27B", "7-13B", "3-7B", "<3B"]

@@ -3,10 +3,12 @@
 Requests join the `BatchGenerator` between decode steps and leave when they finish or are cancelled.
 Text goes back to the HTTP process in buffers (first token at once, then every `batch_tokens` tokens or
 `flush_ms`), so IPC costs a message per buffer instead of a message per token.
+Vision-language models run the same loop through `server.vision.VisionRuntime`.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -14,7 +16,9 @@ import queue
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,9 @@ class RuntimeOptions:
     # v1.1.1 behaviours, off by default: at most N sequences generating at once; a device sync per step.
     concurrency_limit: int | None = None
     force_sync: bool = False
+    # False reproduces mlx-engine as the guide describes it (a process per request): the model is loaded
+    # when a request starts with nothing running and dropped once nothing runs, so each request pays a load.
+    persistent: bool = True
     # False: load the model per request (the guide's mlx-engine behaviour); see server/vision.py notes.
     persistent: bool = True
 
@@ -74,6 +81,7 @@ class Sequence:
     prompt_tokens: int
     detokenizer: Any
     stops: StopStringMatcher
+    ignore_eos: bool = False
     completion_tokens: int = 0
     buffered_text: str = ""
     buffered_tokens: int = 0
@@ -81,31 +89,67 @@ class Sequence:
     last_flush_s: float = field(default_factory=time.perf_counter)
 
 
+Loader = Callable[[], tuple[Any, Any]]
+
+
 class BatchRuntime:
-    """Owns the model, the tokenizer and a `BatchGenerator`; one thread drives all of them."""
+    """Owns the model, the tokenizer and a `BatchGenerator`; one thread drives all of them.
 
-    def __init__(self, model, tokenizer, options: RuntimeOptions, send):
-        from mlx_lm.generate import BatchGenerator, StopSequences
+    `loader` reloads the model and tokenizer; it is needed only when `options.persistent` is False.
+    """
 
-        self.model = model
-        self.tokenizer = tokenizer
+    def __init__(self, model, tokenizer, options: RuntimeOptions, send, loader: Loader | None = None):
+        if not options.persistent and loader is None:
+            raise ValueError("a non-persistent runtime needs a loader")
         self.options = options
         self.send = send
-        self.generator = BatchGenerator(
-            model,
-            completion_batch_size=options.max_batch_size,
-            prefill_batch_size=min(options.prefill_batch_size, options.max_batch_size),
-            prefill_step_size=options.prefill_step_size,
-            max_kv_size=options.max_kv_size,
-        )
-        self.eos_ids = set(tokenizer.eos_token_ids)
-        self.eos_stops = StopSequences([[t] for t in self.eos_ids])
-        self.no_stops = StopSequences()
+        self.loader = loader
+        self.loads = 0  # loads done by this runtime (engine.persistent: false), not the first one
         self.sequences: dict[int, Sequence] = {}
         self.uid_by_request: dict[str, int] = {}
         # Admitted but held back by `concurrency_limit` (v1.1.1's serialized generation).
-        self.held: deque[tuple[ipc.Submit, list[int]]] = deque()
+        self.held: deque[tuple[ipc.Submit, Any]] = deque()
         self.decode_steps = 0
+        self.attach(model, tokenizer)
+
+    # -- the model ------------------------------------------------------------------------------------
+    def attach(self, model, tokenizer) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_ids = set(tokenizer.eos_token_ids)
+        self.generator = self.make_generator()
+
+    def make_generator(self):
+        from mlx_lm.generate import BatchGenerator, StopSequences
+
+        self.eos_stops = StopSequences([[t] for t in self.eos_ids])
+        self.no_stops = StopSequences()
+        return BatchGenerator(
+            self.model,
+            completion_batch_size=self.options.max_batch_size,
+            prefill_batch_size=min(self.options.prefill_batch_size, self.options.max_batch_size),
+            prefill_step_size=self.options.prefill_step_size,
+            max_kv_size=self.options.max_kv_size,
+        )
+
+    def ensure_loaded(self) -> None:
+        if self.model is not None:
+            return
+        started = time.perf_counter()
+        self.attach(*self.loader())
+        self.loads += 1
+        log.info("loaded the model in %.3f s (engine.persistent: false)", time.perf_counter() - started)
+
+    def release_if_idle(self) -> None:
+        """Drop the model when nothing runs (engine.persistent: false); a no-op otherwise."""
+        if self.options.persistent or self.model is None or self.sequences or self.held:
+            return
+        import mlx.core as mx
+
+        self.generator.close()
+        self.model = self.tokenizer = self.generator = None
+        gc.collect()  # the model's arrays are freed only once nothing refers to them
+        mx.clear_cache()
 
     # -- commands -------------------------------------------------------------------------------------
     def handle(self, command) -> list:
@@ -116,6 +160,7 @@ class BatchRuntime:
         return []
 
     def submit(self, sub: ipc.Submit) -> list:
+        self.ensure_loaded()
         try:
             tokens = self.tokenize(sub)
         except ValueError as exc:
@@ -134,7 +179,21 @@ class BatchRuntime:
             return []
         return [self.start(sub, tokens)]
 
-    def start(self, sub: ipc.Submit, tokens: list[int]) -> ipc.Started:
+    def start(self, sub: ipc.Submit, tokens) -> ipc.Started:
+        uid = self.insert(sub, tokens)
+        self.sequences[uid] = Sequence(
+            request_id=sub.request_id,
+            uid=uid,
+            prompt_tokens=len(tokens),
+            detokenizer=self.tokenizer.detokenizer,
+            stops=StopStringMatcher(sub.stop),
+            ignore_eos=sub.ignore_eos,
+        )
+        self.uid_by_request[sub.request_id] = uid
+        return ipc.Started(sub.request_id, len(tokens))
+
+    def insert(self, sub: ipc.Submit, tokens: list[int]) -> int:
+        """Queue the prompt in the generator; returns its uid."""
         from mlx_lm.sample_utils import make_sampler
 
         sampler = make_sampler(temp=sub.temperature, top_p=sub.top_p if sub.top_p < 1.0 else 0.0)
@@ -142,15 +201,7 @@ class BatchRuntime:
         (uid,) = self.generator.insert(
             [tokens], max_tokens=[sub.max_tokens], samplers=[sampler], stop_sequences=[stops]
         )
-        self.sequences[uid] = Sequence(
-            request_id=sub.request_id,
-            uid=uid,
-            prompt_tokens=len(tokens),
-            detokenizer=self.tokenizer.detokenizer,
-            stops=StopStringMatcher(sub.stop),
-        )
-        self.uid_by_request[sub.request_id] = uid
-        return ipc.Started(sub.request_id, len(tokens))
+        return uid
 
     def tokenize(self, sub: ipc.Submit) -> list[int]:
         if sub.messages is not None:
@@ -254,6 +305,7 @@ class BatchRuntime:
     def serve(self, inbox) -> None:
         parent = os.getppid()
         while True:
+            self.release_if_idle()
             busy = bool(self.sequences)
             commands = drain(inbox, block=not busy)
             before = (len(self.sequences), len(self.held))
@@ -298,7 +350,8 @@ def drain(inbox, block: bool) -> list:
 
 
 def count_parameters(model, quantization_bits: int | None) -> int:
-    """Parameter count from the weights; quantized matrices count unpacked, their scales not at all."""
+    """Parameter count from the weights (a VLM's vision tower included); quantized matrices count
+    unpacked, their scales not at all."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
@@ -312,6 +365,15 @@ def count_parameters(model, quantization_bits: int | None) -> int:
     return total
 
 
+def context_length(model) -> int | None:
+    """max_position_embeddings from an mlx-lm model's args or an mlx-vlm model's text config."""
+    args = getattr(model, "args", None)
+    if args is None:
+        config = getattr(model, "config", None)
+        args = getattr(config, "text_config", config)
+    return getattr(args, "max_position_embeddings", None)
+
+
 def quantization_bits(model_path: str) -> int | None:
     try:
         config = json.loads((Path(model_path) / "config.json").read_text())
@@ -321,23 +383,40 @@ def quantization_bits(model_path: str) -> int | None:
     return int(quant["bits"]) if isinstance(quant, dict) and "bits" in quant else None
 
 
+def load_text(model_path: str) -> tuple[Any, Any]:
+    from mlx_lm import load
+
+    return load(model_path)
+
+
+def open_runtime(kind: str, model_path: str, options: RuntimeOptions, send) -> tuple[BatchRuntime, ipc.Ready]:
+    """Load the model once (to check it and describe it) and build the runtime for `kind`."""
+    if kind == "text":
+        load, runtime_class = load_text, BatchRuntime
+    elif kind == "vision":
+        from server.vision import VisionRuntime, load_vision
+
+        load, runtime_class = load_vision, VisionRuntime
+    else:
+        raise ValueError(f"unknown model kind {kind!r}: expected 'text' or 'vision'")
+    model, tokenizer = load(model_path)
+    ready = ipc.Ready(model_path, count_parameters(model, quantization_bits(model_path)), context_length(model))
+    # The runtime holds the only references, so engine.persistent: false can free the model.
+    return runtime_class(model, tokenizer, options, send, loader=partial(load, model_path)), ready
+
+
 def run_worker(
     model_path: str, options: RuntimeOptions, inbox, outbox, log_level: str = "INFO", kind: str = "text"
 ) -> None:
-    """Entry point of the worker process."""
+    """Entry point of the worker process; `kind` is "text" (mlx-lm) or "vision" (mlx-vlm)."""
     # Ctrl-C and a group-wide SIGTERM reach this process too; shutdown is the HTTP process's to run,
     # so that in-flight streams can finish first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s worker %(levelname)s %(message)s")
     try:
-        from mlx_lm import load
-
-        model, tokenizer = load(model_path)
-        runtime = BatchRuntime(model, tokenizer, options, outbox.send)
-        context = getattr(getattr(model, "args", None), "max_position_embeddings", None)
-        parameters = count_parameters(model, quantization_bits(model_path))
-        outbox.send([ipc.Ready(model_path, parameters, context)])
+        runtime, ready = open_runtime(kind, model_path, options, outbox.send)
+        outbox.send([ready])
     except Exception as exc:
         log.exception("model load failed")
         outbox.send([ipc.WorkerError(f"cannot load model from {model_path}: {exc}")])
