@@ -1,0 +1,178 @@
+"""The server under faults: a killed worker, shutdown with streams in flight, overload, deadlines, storms."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import aiohttp
+import psutil
+import pytest
+import requests
+
+from server.launch import running_server
+from tests.conftest import REPO, write_config
+
+
+def chat(max_tokens: int, stream: bool = True) -> dict:
+    return {
+        "model": "tiny-llama",
+        "messages": [{"role": "user", "content": "Keep talking."}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": stream,
+    }
+
+
+async def read_stream(session: aiohttp.ClientSession, url: str, body: dict) -> dict:
+    """Status, whether [DONE] came, and the error event if one came."""
+    result = {"status": None, "done": False, "error": None, "chunks": 0}
+    async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+        result["status"] = response.status
+        if response.status != 200:
+            result["error"] = (await response.json())["error"]
+            return result
+        async for raw in response.content:
+            line = raw.strip()
+            if line == b"data: [DONE]":
+                result["done"] = True
+            elif line.startswith(b"data: "):
+                event = json.loads(line[6:])
+                if "error" in event:
+                    result["error"] = event["error"]
+                else:
+                    result["chunks"] += 1
+    return result
+
+
+def worker_pids(server_url: str) -> list[int]:
+    port = int(server_url.rsplit(":", 1)[1])
+    server = next(p for p in psutil.process_iter(["pid"]) if any(c.laddr.port == port for c in _listening(p)))
+    return [child.pid for child in server.children(recursive=True)]
+
+
+def _listening(process: psutil.Process) -> list:
+    try:
+        return [c for c in process.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return []
+
+
+async def wait_for(condition, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+def health(url: str) -> tuple[int, dict]:
+    response = requests.get(f"{url}/health", timeout=10)
+    return response.status_code, response.json()
+
+
+@pytest.mark.slow
+async def test_worker_killed_under_load_fails_in_flight_requests_then_recovers(tmp_path):
+    with running_server(write_config(tmp_path)) as url:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            streams = [asyncio.create_task(read_stream(session, url, chat(3000))) for _ in range(4)]
+            assert await wait_for(lambda: health(url)[1]["models"]["tiny-llama"]["engine_sequences"] == 4)
+            (worker,) = [
+                pid for pid in worker_pids(url) if "spawn_main" in " ".join(psutil.Process(pid).cmdline())
+            ]
+            os.kill(worker, signal.SIGKILL)
+            results = await asyncio.gather(*streams)
+        for result in results:
+            assert result["status"] == 200 and not result["done"]
+            assert result["error"]["code"] == "worker_crashed"
+        assert await wait_for(lambda: health(url)[0] == 200, timeout_s=60)
+        model = health(url)[1]["models"]["tiny-llama"]
+        assert model["restarts_total"] == 1 and model["last_recovery_s"] > 0
+        reply = requests.post(f"{url}/v1/chat/completions", json=chat(8, stream=False), timeout=30)
+        assert reply.status_code == 200
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
+        assert 'mlxserving_worker_restarts_total{model="tiny-llama"} 1.0' in metrics
+
+
+def start_server(config) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "--config", str(config), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+    )
+    url = process.stdout.readline().split()[2]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return process, url
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not become healthy")
+
+
+@pytest.mark.slow
+async def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_an_error(tmp_path):
+    process, url = start_server(write_config(tmp_path, server={"shutdown_grace_s": 1.5}))
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            short = asyncio.create_task(read_stream(session, url, chat(200)))
+            long = asyncio.create_task(read_stream(session, url, chat(100000 // 30)))
+            await asyncio.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            with pytest.raises(requests.ConnectionError):  # no longer accepting
+                requests.get(f"{url}/health", timeout=2)
+            short_result, long_result = await asyncio.gather(short, long)
+        assert short_result["done"] and short_result["error"] is None
+        assert not long_result["done"] and long_result["error"]["code"] == "server_shutting_down"
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.slow
+async def test_bounded_admission_and_request_deadline(tmp_path):
+    config = write_config(
+        tmp_path,
+        engine={"max_batch_size": 1, "prefill_batch_size": 1},
+        limits={"max_waiting_requests": 1, "request_timeout_s": 1.0},
+    )
+    with running_server(config) as url:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            results = await asyncio.gather(*(read_stream(session, url, chat(3000)) for _ in range(3)))
+            refused = [r for r in results if r["status"] == 429]
+            assert len(refused) == 1 and refused[0]["error"]["code"] == "server_overloaded"
+            timed_out = [r for r in results if r["status"] == 200]
+            assert len(timed_out) == 2
+            assert all(r["error"]["code"] == "request_timeout" and not r["done"] for r in timed_out)
+            async with session.post(f"{url}/v1/chat/completions", json=chat(3000, stream=False)) as response:
+                assert response.status == 504
+                assert (await response.json())["error"]["code"] == "request_timeout"
+        assert await wait_for(lambda: health(url)[1]["models"]["tiny-llama"]["engine_sequences"] == 0)
+
+
+@pytest.mark.slow
+async def test_disconnect_storm_leaves_no_sequence_behind(server_url):
+    clients, at_once = 200, 50
+    gate = asyncio.Semaphore(at_once)
+
+    async def connect_and_drop(session: aiohttp.ClientSession) -> None:
+        async with gate:
+            response = await session.post(f"{server_url}/v1/chat/completions", json=chat(2000))
+            await response.content.readline()
+            response.close()
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        await asyncio.gather(*(connect_and_drop(session) for _ in range(clients)))
+    assert await wait_for(lambda: health(server_url)[1]["models"]["tiny-llama"]["engine_sequences"] == 0)
+    assert requests.post(f"{server_url}/v1/chat/completions", json=chat(4, stream=False), timeout=30).ok
