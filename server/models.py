@@ -55,7 +55,16 @@ UNK, ENDOFTEXT, IM_START, IM_END = "<unk>", "<|endoftext|>", "<|im_start|>", "<|
 VISION_START, VISION_END, VISION_PAD = "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>"
 IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"
 # Qwen2-VL's special tokens, in Qwen's order; config.json names their ids.
-QWEN_SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END, VISION_START, VISION_END, VISION_PAD, IMAGE_PAD, VIDEO_PAD)
+QWEN_SPECIAL_TOKENS = (
+    ENDOFTEXT,
+    IM_START,
+    IM_END,
+    VISION_START,
+    VISION_END,
+    VISION_PAD,
+    IMAGE_PAD,
+    VIDEO_PAD,
+)
 METASPACE = "\u2581"
 # Printable ASCII plus newline and tab; the metaspace stands in for " ", so every piece is complete text.
 ASCII_ALPHABET = (*(chr(c) for c in range(0x21, 0x7F)), "\n", "\t", METASPACE)
@@ -388,10 +397,11 @@ def qwen2_vl_model(config: Mapping[str, Any]) -> nn.Module:
 
 
 def _randomize(model: nn.Module, seed: int, std: float) -> None:
-    """Draw every matrix from its own key under `seed`.
+    """Draw every matrix from its own key under `seed`; zero the biases.
 
     Explicit keys keep the bytes independent of mlx-lm's init order and leave the global RNG alone;
-    vectors (the RMSNorm weights, ones) stay as built.
+    other vectors (norm weights, ones) stay as built. Biases are zeroed because nn.Linear draws them
+    from the global RNG (llama has none; Qwen2-VL has several).
     """
     params = dict(tree_flatten(model.parameters()))
     names = sorted(name for name, value in params.items() if value.ndim >= 2)
@@ -400,6 +410,7 @@ def _randomize(model: nn.Module, seed: int, std: float) -> None:
         name: mx.random.normal(params[name].shape, dtype=params[name].dtype, key=keys[i]) * std
         for i, name in enumerate(names)
     }
+    drawn |= {name: mx.zeros_like(value) for name, value in params.items() if name.endswith(".bias")}
     model.load_weights(list(drawn.items()), strict=False)
     mx.eval(model.parameters())
 

@@ -8,7 +8,6 @@ Vision-language models run the same loop through `server.vision.VisionRuntime`.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -42,8 +41,6 @@ class RuntimeOptions:
     force_sync: bool = False
     # False reproduces mlx-engine as the guide describes it (a process per request): the model is loaded
     # when a request starts with nothing running and dropped once nothing runs, so each request pays a load.
-    persistent: bool = True
-    # False: load the model per request (the guide's mlx-engine behaviour); see server/vision.py notes.
     persistent: bool = True
 
 
@@ -146,10 +143,13 @@ class BatchRuntime:
             return
         import mlx.core as mx
 
+        self.detach()
+        # Reference counting frees the weights here (no gc pass needed); the cache holds freed buffers.
+        mx.clear_cache()
+
+    def detach(self) -> None:
         self.generator.close()
         self.model = self.tokenizer = self.generator = None
-        gc.collect()  # the model's arrays are freed only once nothing refers to them
-        mx.clear_cache()
 
     # -- commands -------------------------------------------------------------------------------------
     def handle(self, command) -> list:
@@ -400,7 +400,9 @@ def open_runtime(kind: str, model_path: str, options: RuntimeOptions, send) -> t
     else:
         raise ValueError(f"unknown model kind {kind!r}: expected 'text' or 'vision'")
     model, tokenizer = load(model_path)
-    ready = ipc.Ready(model_path, count_parameters(model, quantization_bits(model_path)), context_length(model))
+    ready = ipc.Ready(
+        model_path, count_parameters(model, quantization_bits(model_path)), context_length(model)
+    )
     # The runtime holds the only references, so engine.persistent: false can free the model.
     return runtime_class(model, tokenizer, options, send, loader=partial(load, model_path)), ready
 

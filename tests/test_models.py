@@ -252,3 +252,86 @@ def test_cli_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture
     problem = err.strip().splitlines()[-1]  # argparse prints usage first, then one line naming the problem
     assert "error:" in problem
     assert argv[-1].removeprefix(EMBEDDED_PREFIX) in problem
+
+
+# ---------------------------------------------------------------- the embedded vision model
+
+
+@pytest.fixture(scope="module")
+def vlm_folder(cache_dir: Path) -> Path:
+    return build_embedded_model("tiny-qwen2-vl", cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def vlm_loaded(vlm_folder: Path):
+    import mlx_vlm
+
+    return mlx_vlm.load(str(vlm_folder))
+
+
+def test_vlm_loads_with_qwen_tokens_and_matching_sizes(vlm_folder: Path, vlm_loaded):
+    model, processor = vlm_loaded
+    tokenizer = processor.tokenizer
+    config = json.loads((vlm_folder / "config.json").read_text())
+    assert (config["model_type"], type(tokenizer).__name__) == ("qwen2_vl", "Qwen2Tokenizer")
+    assert config["vocab_size"] == len(tokenizer) == model.language_model.model.embed_tokens.weight.shape[0]
+    assert tokenizer.convert_tokens_to_ids(list(models.QWEN_SPECIAL_TOKENS)) == list(range(8))
+    assert config["image_token_id"] == tokenizer.convert_tokens_to_ids(models.IMAGE_PAD)
+    assert config["eos_token_id"] == tokenizer.convert_tokens_to_ids(models.IM_END)
+    assert model.config.vision_config.hidden_size == config["hidden_size"]
+
+
+def test_vlm_chat_template_renders_image_parts(vlm_loaded):
+    _, processor = vlm_loaded
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "What is it?"}, {"type": "image"}]},
+    ]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n"
+        "<|im_start|>user\nWhat is it?<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_vlm_every_token_streams_as_ascii_text(vlm_folder: Path):
+    from mlx_lm.tokenizer_utils import BPEStreamingDetokenizer
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    tokenizer = load_tokenizer(vlm_folder)
+    detokenizer = tokenizer.detokenizer
+    assert isinstance(detokenizer, BPEStreamingDetokenizer)
+    ids = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]
+    random.Random(0).shuffle(ids)
+    lone_space = tokenizer.convert_tokens_to_ids("\u0120")
+    segments = []
+    for token in ids:
+        detokenizer.add_token(token)
+        segments.append(detokenizer.last_segment)
+    detokenizer.finalize()
+    # mlx-lm holds a lone space back until the next token; every other token is released at once.
+    assert all(segment for token, segment in zip(ids, segments, strict=True) if token != lone_space)
+    text = "".join(segments) + detokenizer.last_segment
+    # Like mlx-lm with any byte-level BPE model, the stream drops the first token's leading space.
+    assert text == tokenizer.decode(ids).removeprefix(" ") and text.isascii()
+
+
+def test_vlm_builds_are_deterministic(vlm_folder: Path, tmp_path: Path):
+    again = build_embedded_model("tiny-qwen2-vl", cache_dir=tmp_path)
+    assert file_hashes(again) == file_hashes(vlm_folder)
+    stamp = (again / STAMP_FILE).stat().st_ino
+    assert build_embedded_model("tiny-qwen2-vl", cache_dir=tmp_path) == again
+    assert (again / STAMP_FILE).stat().st_ino == stamp
+
+
+def test_mlx_vlm_version_is_in_the_vlm_fingerprint_only(monkeypatch: pytest.MonkeyPatch):
+    before = {name: models.recipe_fingerprint(recipe) for name, recipe in EMBEDDED_MODELS.items()}
+    real_version = models.metadata.version
+    monkeypatch.setattr(
+        models.metadata, "version", lambda lib: "0.0.0" if lib == "mlx-vlm" else real_version(lib)
+    )
+    after = {name: models.recipe_fingerprint(recipe) for name, recipe in EMBEDDED_MODELS.items()}
+    assert after["tiny-llama"] == before["tiny-llama"]
+    assert after["tiny-qwen2-vl"] != before["tiny-qwen2-vl"]
+    assert "libraries" not in EMBEDDED_MODELS["tiny-llama"].payload()  # its stamp predates the field
