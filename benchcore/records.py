@@ -1,0 +1,53 @@
+"""One typed record per attempted request: what the load generator measured, with units in the names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+Outcome = Literal["success", "rejected", "timeout", "error"]
+OUTCOMES: tuple[Outcome, ...] = ("success", "rejected", "timeout", "error")
+UsageSource = Literal["server", "counted", "none"]
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """The result of one real request. Durations are measured from `scheduled_ts_s` (see docs/loadtest.md)."""
+
+    scenario: str
+    stream: bool
+    # Wall-clock epoch seconds: when the request was due, when it went out, when its outcome was known.
+    scheduled_ts_s: float
+    sent_ts_s: float
+    end_ts_s: float
+    schedule_lag_s: float
+    e2e_s: float
+    outcome: Outcome
+    outcome_detail: str
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    itl_s: list[float] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    prompt_tokens_target: int | None = None
+    max_tokens: int | None = None
+    output_tokens: int | None = None
+    output_tokens_counted: int | None = None
+    usage_source: UsageSource = "none"
+    finish_reason: str | None = None
+    http_status: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    response_bytes: int = 0
+    worker_id: str = "local"
+    user_id: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in FIELD_NAMES}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
+        # Unknown keys are ignored so that a newer writer's extra fields do not break an older reader.
+        return cls(**{name: data[name] for name in FIELD_NAMES if name in data})
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))

@@ -1,0 +1,12 @@
+"""Streaming text completions (/v1/completions) with the prompt as plain text."""
+
+from benchcore.loadgen.user import OpenAIUser
+
+
+class CompletionUser(OpenAIUser):
+    scenario = "completion_stream"
+    path = "/v1/completions"
+    stream = True
+
+    def payload(self, prompt):
+        return {"prompt": prompt.text}

@@ -1,0 +1,47 @@
+"""Test helpers: the fake server, Locust's own counts. Starting processes is benchcore.launch's job."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import urllib.request
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from benchcore.launch import REPO, serve
+from benchcore.launch import run_locust as _run_locust
+
+FAULT_SERVER = REPO / "tests" / "loadtest_fixtures" / "fault_server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fault_server() -> AbstractContextManager[str]:
+    return serve([sys.executable, str(FAULT_SERVER), "--port", "0"])
+
+
+def post(url: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=5).close()
+
+
+def run_locust(host: str, run_dir: Path, *args: str, timeout_s: float = 90.0):
+    """A headless run; Locust's own statistics also go to <run_dir>-locust.json (see locust_totals)."""
+    return _run_locust(
+        host,
+        run_dir,
+        "--json-file",
+        str(run_dir.parent / f"{run_dir.name}-locust"),
+        *args,
+        timeout_s=timeout_s,
+    )
+
+
+def locust_totals(run_dir: Path) -> tuple[int, int]:
+    """(requests, failures) as Locust itself counted them."""
+    stats = json.loads((run_dir.parent / f"{run_dir.name}-locust.json").read_text())
+    return sum(s["num_requests"] for s in stats), sum(s["num_failures"] for s in stats)
