@@ -56,6 +56,8 @@ def _wait_listening(process: subprocess.Popen, timeout_s: float) -> str:
     reader.start()
     reader.join(timeout_s)
     if not found:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)  # stdout closed: it is exiting; report how
         raise RuntimeError(f"the server did not start (exit code {process.poll()})")
     return found[0]
 

@@ -214,6 +214,8 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
             problems.append(f"unknown key '{key}'")
+        elif not item["loc"]:
+            problems.append(item["msg"].removeprefix("Value error, "))
         else:
             problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
     return f"{source}: " + "; ".join(problems)

@@ -18,6 +18,8 @@ def write_config(
 ) -> Path:
     """A config file: `base` with `sections` merged in section by section."""
     raw = yaml.safe_load(base.read_text()) if base else {}
+    if "models" in sections:
+        raw.pop("model", None)  # a config names its models one way or the other
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     path = folder / name

@@ -32,6 +32,9 @@ def test_runtime_yaml_is_the_v120_default():
         ({"modle": {}}, "modle"),
         ({"compat": "v9"}, "compat"),
         ({"limits": {"default_max_tokens": 10, "max_tokens_cap": 5}}, "default_max_tokens"),
+        ({"model": {"path": "a"}, "models": [{"path": "b"}]}, "either 'model' or 'models'"),
+        ({"models": [{"path": "x/m"}, {"path": "y/m"}]}, "two models are served as m"),
+        ({"models": [{"path": "a", "kind": "audio"}]}, "models.0.kind"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(raw, named):
