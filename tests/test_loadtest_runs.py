@@ -150,7 +150,7 @@ def test_help_lists_our_options_and_scenarios():
         text=True,
         timeout=60,
     ).stdout
-    assert {"ChatStreamUser", "ChatUser", "CompletionUser"} <= set(listing.split())
+    assert {"ChatStreamUser", "ChatUser", "CompletionUser", "VisionChatUser"} <= set(listing.split())
 
 
 def test_invalid_options_exit_2(tmp_path):
@@ -160,13 +160,8 @@ def test_invalid_options_exit_2(tmp_path):
 
 # ---- real servers ----------------------------------------------------------------------------------
 
-SERVER_MAIN = REPO / "server" / "__main__.py"
-TINY_MODEL = REPO / ".cache" / "models" / "tiny-llama"
-needs_server = pytest.mark.skipif(not SERVER_MAIN.exists(), reason="server/__main__.py does not exist yet")
-
 
 @pytest.mark.slow
-@needs_server
 def test_reference_server_run(tmp_path):
     cmd = [sys.executable, "-m", "server", "--config", "config/runtime.yaml", "--port", "0"]
     with serve(cmd) as url:
@@ -197,11 +192,8 @@ mlx:
 
 
 @pytest.mark.slow
-@needs_server
 @pytest.mark.parametrize("mode", ["http", "in_stream"])
 def test_reference_server_v111_limiter_refusals(tmp_path, mode):
-    if not (REPO / "config" / "profiles" / "v1.1.1.yaml").exists():
-        pytest.skip("no v1.1.1 profile in config/profiles yet")
     overlay = tmp_path / "tight.yaml"
     overlay.write_text(TIGHT_V111.format(mode=mode))
     cmd = [
@@ -234,12 +226,19 @@ def test_reference_server_v111_limiter_refusals(tmp_path, mode):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not TINY_MODEL.exists(), reason="embedded model not built (python -m server.models build)"
-)
 def test_peer_mlx_lm_server_run(tmp_path):
+    from server.models import build_embedded_model
+
     port = free_port()
-    cmd = [sys.executable, "-m", "mlx_lm.server", "--model", str(TINY_MODEL), "--host", "127.0.0.1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlx_lm.server",
+        "--model",
+        str(build_embedded_model()),
+        "--host",
+        "127.0.0.1",
+    ]
     with serve([*cmd, "--port", str(port)], url=f"http://127.0.0.1:{port}") as url:
         run_dir = tmp_path / "peer"
         proc = run_locust(
@@ -254,3 +253,36 @@ def test_peer_mlx_lm_server_run(tmp_path):
     assert set(s["outcome_details"]["error"]) <= {"empty_completion"}
     assert {r.scenario for r in run.records} == {"chat_stream", "completion_stream"}
     assert all(r.usage_source == "server" for r in run.records if r.outcome == "success")
+
+
+VISION_CONFIG = """compat: v1.2.0
+models:
+  - path: embedded:tiny-llama
+  - path: embedded:tiny-qwen2-vl
+"""
+
+
+@pytest.mark.slow
+def test_vision_scenario_against_a_vision_model(tmp_path):
+    config = tmp_path / "vision.yaml"
+    config.write_text(VISION_CONFIG)
+    cmd = [sys.executable, "-m", "server", "--config", str(config), "--port", "0"]
+    with serve(cmd) as url:
+        run_dir = tmp_path / "vision"
+        proc = run_locust(
+            url, run_dir, "-u", "2", "-r", "2", "-t", "4s", "--stop-timeout", "30",
+            "--model", "tiny-qwen2-vl", "--max-tokens", "16", "--ignore-eos", "--prompt-tokens", "8", "--image-size", "48x32",
+            "--images-per-request", "2", "VisionChatUser",
+        )  # fmt: skip
+    ran(proc, 0)
+    s = assert_summary_matches_records(run_dir)
+    run = read_run(run_dir)
+    assert s["requests"] > 0 and s["success_rate"] == 1.0
+    assert {r.scenario for r in run.records} == {"vision_chat_stream"}
+    # two images of a few tokens each are part of every prompt
+    assert min(r.prompt_tokens for r in run.records) > 8
+
+
+def test_vision_options_are_checked(tmp_path):
+    proc = run_locust("http://127.0.0.1:9", tmp_path / "x", "-t", "1s", "--image-size", "big", timeout_s=60)
+    assert proc.returncode == 2 and "--image-size" in proc.stderr

@@ -7,11 +7,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchcore.images import ImageOptionError, folder_images, parse_size
+
 DEFAULT_SCENARIO = "ChatStreamUser"
 GROUP_TITLE = "mlx-serving-bench load test"
 GROUP_DESCRIPTION = (
     "Scenarios (pick by class name at the end of the command line): ChatStreamUser (default, streaming "
-    "chat), ChatUser (non-streaming chat), CompletionUser (streaming /v1/completions). "
+    "chat), ChatUser (non-streaming chat), CompletionUser (streaming /v1/completions), VisionChatUser "
+    "(streaming chat with images). "
     "Results go to a run folder (records.csv, summary.json, metadata.json); see docs/loadtest.md."
 )
 
@@ -103,6 +106,24 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
             "help": "closed loop: pause between a user's requests",
         },
     ),
+    (
+        ("--image-size",),
+        {
+            "metavar": "WxH",
+            "default": "64x64",
+            "help": "VisionChatUser: size of the generated images (default: 64x64)",
+        },
+    ),
+    (("--image-dir",), {"metavar": "PATH", "help": "VisionChatUser: send the images in this folder instead"}),
+    (
+        ("--images-per-request",),
+        {
+            "metavar": "N",
+            "type": int,
+            "default": 1,
+            "help": "VisionChatUser: images per request (default: 1)",
+        },
+    ),
     (("--slo-ttft-ms",), {"metavar": "MS", "type": float, "help": "goodput SLO on time to first token"}),
     (("--slo-tpot-ms",), {"metavar": "MS", "type": float, "help": "goodput SLO on time per output token"}),
     (("--slo-e2e-ms",), {"metavar": "MS", "type": float, "help": "goodput SLO on end-to-end latency"}),
@@ -150,6 +171,9 @@ class LoadSettings:
     warmup_s: float = 0.0
     request_timeout_s: float = 60.0
     think_time_s: float = 0.0
+    image_size: str = "64x64"
+    image_dir: str | None = None
+    images_per_request: int = 1
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
     slo_e2e_ms: float | None = None
@@ -177,6 +201,14 @@ class LoadSettings:
             out.append("--warmup-s and --think-time-s cannot be negative")
         if self.prompt_file and not Path(self.prompt_file).is_file():
             out.append(f"--prompt-file {self.prompt_file}: no such file")
+        if self.images_per_request < 1:
+            out.append("--images-per-request must be at least 1")
+        try:
+            parse_size(self.image_size)
+            if self.image_dir:
+                folder_images(self.image_dir)
+        except ImageOptionError as exc:
+            out.append(str(exc))
         return out
 
     def public(self) -> dict[str, Any]:

@@ -1,0 +1,19 @@
+"""Streaming chat with images (`--image-size`, `--image-dir`, `--images-per-request`)."""
+
+from benchcore.images import image_pool
+from benchcore.loadgen.user import OpenAIUser
+
+
+class VisionChatUser(OpenAIUser):
+    scenario = "vision_chat_stream"
+    path = "/v1/chat/completions"
+    stream = True
+
+    def payload(self, prompt):
+        s = self._run.settings
+        pool = image_pool(s.image_size, s.image_dir, s.seed)
+        images = [
+            {"type": "image_url", "image_url": {"url": self._rng.choice(pool)}}
+            for _ in range(s.images_per_request)
+        ]
+        return {"messages": [{"role": "user", "content": [{"type": "text", "text": prompt.text}, *images]}]}
