@@ -271,8 +271,8 @@ def test_vision_scenario_against_a_vision_model(tmp_path):
         run_dir = tmp_path / "vision"
         proc = run_locust(
             url, run_dir, "-u", "2", "-r", "2", "-t", "4s", "--stop-timeout", "30",
-            "--model", "tiny-qwen2-vl", "--max-tokens", "16", "--ignore-eos", "--prompt-tokens", "8", "--image-size", "48x32",
-            "--images-per-request", "2", "VisionChatUser",
+            "--model", "tiny-qwen2-vl", "--max-tokens", "16", "--ignore-eos", "--prompt-tokens", "8",
+            "--image-size", "48x32", "--images-per-request", "2", "VisionChatUser",
         )  # fmt: skip
     ran(proc, 0)
     s = assert_summary_matches_records(run_dir)
