@@ -145,6 +145,8 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 class ChatShapes:
     """chat.completion and chat.completion.chunk objects."""
 
+    chunk_object = "chat.completion.chunk"
+
     def __init__(self, model: str):
         self.id = new_id("chatcmpl")
         self.model = model
@@ -164,11 +166,11 @@ class ChatShapes:
         if text is not None:
             delta["content"] = text
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return {**self._envelope("chat.completion.chunk"), "choices": [choice]}
+        return {**self._envelope(self.chunk_object), "choices": [choice]}
 
     def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         return {
-            **self._envelope("chat.completion.chunk"),
+            **self._envelope(self.chunk_object),
             "choices": [],
             "usage": usage(prompt_tokens, completion_tokens),
         }
@@ -188,6 +190,8 @@ class ChatShapes:
 class CompletionShapes(ChatShapes):
     """text_completion objects (the same object serves streamed chunks and the final body)."""
 
+    chunk_object = "text_completion"
+
     def __init__(self, model: str):
         super().__init__(model)
         self.id = new_id("cmpl")
@@ -199,14 +203,7 @@ class CompletionShapes(ChatShapes):
         self, text: str | None, finish_reason: str | None = None, role: str | None = None
     ) -> dict[str, Any]:
         choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
-        return {**self._envelope("text_completion"), "choices": [choice]}
-
-    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-        return {
-            **self._envelope("text_completion"),
-            "choices": [],
-            "usage": usage(prompt_tokens, completion_tokens),
-        }
+        return {**self._envelope(self.chunk_object), "choices": [choice]}
 
     def final(
         self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int

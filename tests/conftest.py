@@ -27,6 +27,17 @@ def write_config(
     return path
 
 
+def chat_body(max_tokens: int, stream: bool = False, content: str = "Keep talking.") -> dict:
+    """A fixed-length chat request to the embedded text model."""
+    return {
+        "model": "tiny-llama",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": stream,
+    }
+
+
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory) -> str:
     """One v1.2.0 server for the whole session (model loading is the slow part)."""

@@ -18,7 +18,7 @@ from server.limiter import (
     billions_in_name,
     detect_tier,
 )
-from tests.conftest import write_config
+from tests.conftest import chat_body, write_config
 
 
 # -- units ---------------------------------------------------------------------------------------------
@@ -135,13 +135,7 @@ def limited_config(tmp_path, max_concurrent=1, queue_depth=2, queue_timeout_ms=1
 
 
 def chat(max_tokens: int, stream: bool = False) -> dict:
-    return {
-        "model": "tiny-llama",
-        "messages": [{"role": "user", "content": "Count the rivers."}],
-        "max_tokens": max_tokens,
-        "ignore_eos": True,
-        "stream": stream,
-    }
+    return chat_body(max_tokens, stream)
 
 
 async def post(session, url, body) -> tuple[int, dict | None, float]:

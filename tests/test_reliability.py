@@ -14,17 +14,11 @@ import pytest
 import requests
 
 from server.launch import running_server
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, chat_body, write_config
 
 
 def chat(max_tokens: int, stream: bool = True) -> dict:
-    return {
-        "model": "tiny-llama",
-        "messages": [{"role": "user", "content": "Keep talking."}],
-        "max_tokens": max_tokens,
-        "ignore_eos": True,
-        "stream": stream,
-    }
+    return chat_body(max_tokens, stream)
 
 
 async def read_stream(session: aiohttp.ClientSession, url: str, body: dict) -> dict:
