@@ -1,0 +1,120 @@
+"""`python -m reports.compare RUN_DIR [RUN_DIR ...] [--out DIR]`: tables, plots and an HTML report;
+`python -m reports.compare --gate config/gates.yaml [BASELINE] CANDIDATE`: a CI performance gate.
+
+A RUN_DIR is a run folder or a folder of run folders (its repeats). Exit codes: 0 pass, 1 regression
+(gate mode), 2 bad input (the message names the file and the problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from benchcore.summary import Slo
+from reports import gate, report
+from reports import markdown as md
+from reports.errors import BadInput, RegressionFound, ReportError
+from reports.load import load_runs
+from reports.metrics import label_stats, runs_frame
+from reports.tables import summary_cells
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m reports.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders of run folders")
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: results/report-TIME or results/gate-TIME)"
+    )
+    parser.add_argument("--title", default="Serving benchmark comparison", help="report title")
+    parser.add_argument(
+        "--gate",
+        type=Path,
+        metavar="GATES_YAML",
+        help="gate mode: [BASELINE] CANDIDATE against these thresholds",
+    )
+    parser.add_argument("--slo-ttft-ms", type=float, help="goodput SLO on TTFT (default: the run's own SLO)")
+    parser.add_argument("--slo-tpot-ms", type=float, help="goodput SLO on TPOT")
+    parser.add_argument("--slo-e2e-ms", type=float, help="goodput SLO on end-to-end latency")
+    parser.add_argument(
+        "--no-report", action="store_true", help="gate mode: skip the tables and plots report"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    return parser.parse_args(argv)
+
+
+def _slo(args: argparse.Namespace) -> Slo | None:
+    values = [
+        v / 1000 if v is not None else None for v in (args.slo_ttft_ms, args.slo_tpot_ms, args.slo_e2e_ms)
+    ]
+    slo = Slo(*values)
+    return slo if slo.any() else None
+
+
+def _default_out(kind: str) -> Path:
+    return Path("results") / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    runs = load_runs(args.runs)
+    out = args.out or _default_out("report")
+    built = report.build(runs, out, title=args.title, slo=_slo(args))
+    print(md.table(summary_cells(built.tables.summary)))
+    for warning in built.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"\nreport: {built.html_path}\nmarkdown: {built.markdown_path}\ntables and plots: {out}")
+    return 0
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    if len(args.runs) > 2:
+        raise BadInput(f"--gate takes [BASELINE] CANDIDATE, got {len(args.runs)} paths: {args.runs}")
+    config = gate.load_config(args.gate)
+    *base_paths, cand_path = args.runs
+    cand_runs = load_runs([cand_path])
+    base_runs = load_runs(base_paths) if base_paths else []
+    cand = label_stats(runs_frame(cand_runs, _slo(args)))
+    base = label_stats(runs_frame(base_runs, _slo(args))) if base_runs else None
+    checks = gate.evaluate(config, cand, base)
+    text = gate.to_markdown(checks, args.gate, cand_path, base_paths[0] if base_paths else None)
+    out = args.out or _default_out("gate")
+    gate.write_outputs(out, checks, text, cand)
+    if not args.no_report:  # the full comparison goes beside the verdict, for the CI artifact
+        report.build(
+            [*base_runs, *cand_runs], out / "report", title="Performance gate: runs compared", slo=_slo(args)
+        )
+    print(text)
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file:
+        with open(summary_file, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    print(f"gate outputs: {out} (gate.md, gate.json, benchmark-bigger.json, benchmark-smaller.json)")
+    if not gate.passed(checks):
+        failed = [f"{c.label}: {c.gate}" for c in checks if c.verdict == "fail"]
+        raise RegressionFound(f"performance gate failed: {', '.join(failed)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return run_gate(args) if args.gate else run_compare(args)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Per-run figures from the records (vectorized, same definitions as benchcore.summary) and per-label
+aggregates over repeats.
+
+A label's figure is the mean over its repeats of each run's figure; its spread is their min..max.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchcore.records import OUTCOMES
+from benchcore.summary import PERCENTILES, Slo
+from reports.load import RunData
+
+log = logging.getLogger(__name__)
+
+LATENCIES = ("ttft", "e2e", "tpot")
+# Plural counts as summary.json names them, per outcome.
+COUNT_NAMES = {"success": "successes", "rejected": "rejections", "timeout": "timeouts", "error": "errors"}
+RATE_NAMES = {
+    "success": "success_rate",
+    "rejected": "rejection_rate",
+    "timeout": "timeout_rate",
+    "error": "error_rate",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """How to show and judge one figure. Values are in SI units (s, fractions); `scale` is for display."""
+
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    scale: float = 1.0
+
+
+METRICS: dict[str, Metric] = {
+    m.key: m
+    for m in (
+        Metric("output_tokens_per_s", "Output throughput", "tok/s", True),
+        Metric("requests_per_s", "Completed requests/s", "req/s", True),
+        Metric("success_rate", "Success", "%", True, 100.0),
+        Metric("rejection_rate", "Rejected", "%", False, 100.0),
+        Metric("timeout_rate", "Timed out", "%", False, 100.0),
+        Metric("error_rate", "Errors", "%", False, 100.0),
+        Metric("goodput_requests_per_s", "Goodput", "req/s", True),
+        Metric("slo_attainment", "SLO attainment", "%", True, 100.0),
+        *(
+            Metric(f"{lat}_p{p}_s", f"{lat.upper()} p{p}", "ms", False, 1000.0)
+            for lat in LATENCIES
+            for p in PERCENTILES
+        ),
+    )
+}
+
+
+def _percentiles(values: pd.Series) -> list[float | None]:
+    # Linear interpolation, as benchcore.summary.distribution (numpy's and vLLM's default).
+    arr = values.to_numpy(dtype=float, na_value=np.nan)
+    arr = arr[~np.isnan(arr)]
+    if arr.size == 0:
+        return [None] * len(PERCENTILES)
+    return [float(q) for q in np.percentile(arr, PERCENTILES)]
+
+
+def run_slo(run: RunData, override: Slo | None) -> Slo | None:
+    """The SLO given on the command line, else the one the load test used (summary.json's goodput)."""
+    if override is not None and override.any():
+        return override
+    given = (run.summary.get("goodput") or {}).get("slo") or {}
+    slo = Slo(given.get("ttft_s"), given.get("tpot_s"), given.get("e2e_s"))
+    return slo if slo.any() else None
+
+
+def _good_requests(ok: pd.DataFrame, slo: Slo) -> int:
+    # A request without the measured value (a one-token reply has no TPOT) passes that check, as in benchcore.
+    good = np.ones(len(ok), dtype=bool)
+    for column, limit in (("ttft_s", slo.ttft_s), ("tpot_s", slo.tpot_s), ("e2e_s", slo.e2e_s)):
+        if limit is not None:
+            good &= ~(ok[column].to_numpy(dtype=float, na_value=np.nan) > limit)
+    return int(good.sum())
+
+
+def run_metrics(run: RunData, slo: Slo | None = None) -> dict[str, Any]:
+    """One row of figures for one run."""
+    rec = run.records
+    n = len(rec)
+    counts = rec["outcome"].value_counts()
+    ok = rec[rec["outcome"] == "success"]
+    duration = run.duration_s
+    output_tokens = float(ok["output_tokens"].fillna(0).sum())
+    load = run.load
+    row: dict[str, Any] = {
+        "label": run.label,
+        "run": str(run.path),
+        "profile": run.profile,
+        "load_kind": load.kind,
+        "load": load.value,
+        "duration_s": duration,
+        "requests": n,
+        **{COUNT_NAMES[o]: int(counts.get(o, 0)) for o in OUTCOMES},
+        **{RATE_NAMES[o]: int(counts.get(o, 0)) / n for o in OUTCOMES},
+        "output_tokens": output_tokens,
+        "output_tokens_per_s": output_tokens / duration if duration > 0 else None,
+        "requests_per_s": len(ok) / duration if duration > 0 else None,
+    }
+    for lat in LATENCIES:
+        for p, value in zip(PERCENTILES, _percentiles(ok[f"{lat}_s"]), strict=True):
+            row[f"{lat}_p{p}_s"] = value
+    slo = run_slo(run, slo)
+    good = _good_requests(ok, slo) if slo else None
+    row["goodput_requests_per_s"] = good / duration if good is not None and duration > 0 else None
+    row["slo_attainment"] = good / n if good is not None else None
+    return row
+
+
+def runs_frame(runs: list[RunData], slo: Slo | None = None) -> pd.DataFrame:
+    """One row per run, in the order given."""
+    return pd.DataFrame([run_metrics(r, slo) for r in runs])
+
+
+def label_order(runs: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(runs["label"]))
+
+
+def label_stats(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per label: mean, min, max, std and n of every metric over its repeats (columns: metric, stat)."""
+    keys = [k for k in METRICS if k in runs and runs[k].notna().any()]
+    numeric = runs[["label", *keys]].copy()
+    numeric[keys] = numeric[keys].astype(float)
+    stats = numeric.groupby("label", sort=False)[keys].agg(["mean", "min", "max", "std", "count"])
+    return stats.loc[label_order(runs)]
+
+
+def timeline(run: RunData, bin_s: float) -> pd.DataFrame:
+    """Per time bin (by when requests ended, from the window start): output tok/s and outcomes in req/s."""
+    rec = run.records
+    t = rec["end_ts_s"].to_numpy(dtype=float) - run.window_start_s
+    n_bins = max(int(np.ceil(run.duration_s / bin_s)), 1)
+    idx = np.clip((t // bin_s).astype(int), 0, n_bins - 1)
+    outcome_codes = rec["outcome"].cat.codes.to_numpy()
+    ok = outcome_codes == OUTCOMES.index("success")
+    tokens = np.where(ok, rec["output_tokens"].fillna(0).to_numpy(dtype=float), 0.0)
+    starts = np.arange(n_bins) * bin_s
+    # The last bin may be cut short by the end of the window: divide by its real width.
+    widths = np.clip(np.minimum(starts + bin_s, max(run.duration_s, bin_s)) - starts, 1e-9, bin_s)
+    frame = pd.DataFrame({"t_s": starts})
+    frame["output_tokens_per_s"] = np.bincount(idx, weights=tokens, minlength=n_bins) / widths
+    for code, outcome in enumerate(OUTCOMES):
+        frame[outcome] = np.bincount(idx[outcome_codes == code], minlength=n_bins) / widths
+    return frame
+
+
+def label_timeline(runs: list[RunData], bin_s: float) -> pd.DataFrame:
+    """Mean timeline over the repeats of one label (repeats aligned on their window start)."""
+    frames = [timeline(r, bin_s) for r in runs]
+    return pd.concat(frames).groupby("t_s", as_index=False).mean()
+
+
+def bin_width(duration_s: float, target_bins: int = 60) -> float:
+    """A round bin width giving about `target_bins` bins."""
+    raw = max(duration_s / target_bins, 1e-3)
+    for step in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600):
+        if step >= raw:
+            return float(step)
+    return float(np.ceil(raw / 600) * 600)
+
+
+def cdf_points(values: np.ndarray, max_points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """(x, F(x)) of an empirical CDF, at most `max_points` quantiles so that a million values plot fast."""
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return values, values
+    probs = np.linspace(0.0, 1.0, min(values.size, max_points))
+    return np.quantile(values, probs), probs

@@ -1,0 +1,165 @@
+"""Runs -> tables, plots, Markdown and HTML in one folder: the output of `compare` and `reproduce`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from benchcore.summary import Slo
+from reports import html, plots
+from reports import markdown as md
+from reports.aliases import alias_frame
+from reports.load import RunData
+from reports.metrics import label_stats, runs_frame
+from reports.tables import Tables
+
+log = logging.getLogger(__name__)
+
+Section = tuple[str, str, pd.DataFrame]  # (title, note, formatted cells)
+
+
+@dataclass(slots=True)
+class Report:
+    folder: Path
+    tables: Tables
+    plots: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def markdown_path(self) -> Path:
+        return self.folder / "report.md"
+
+    @property
+    def html_path(self) -> Path:
+        return self.folder / "report.html"
+
+
+def by_label(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
+    grouped: dict[str, list[RunData]] = {}
+    for run in runs:
+        grouped.setdefault(run.label, []).append(run)
+    return grouped
+
+
+def run_warnings(runs: Sequence[RunData]) -> list[str]:
+    """What the load test itself flagged (generator behind, cut requests), per run."""
+    out = []
+    for run in runs:
+        out += [f"{run.path.name} ({run.label}): {w}" for w in run.summary.get("warnings") or ()]
+        if run.summary.get("requests") not in (None, len(run.records)):
+            out.append(
+                f"{run.path.name}: summary.json counts {run.summary['requests']} requests, "
+                f"records.csv holds {len(run.records)}"
+            )
+    return out
+
+
+def intro_lines(runs: Sequence[RunData]) -> list[str]:
+    models = sorted({str(r.metadata.get("model")) for r in runs if r.metadata.get("model")})
+    commits = sorted({(r.metadata.get("git") or {}).get("commit") or "" for r in runs} - {""})
+    machines = sorted({(r.metadata.get("machine") or {}).get("platform") or "" for r in runs} - {""})
+    lines = [
+        f"{len(runs)} run(s), {len(by_label(runs))} label(s); runs sharing a label are repeats. "
+        f"Generated {datetime.now(UTC).isoformat(timespec='seconds')}.",
+    ]
+    if models:
+        lines.append(f"Model: {', '.join(models)}.")
+    if commits:
+        lines.append(f"Code: git {', '.join(c[:12] for c in commits)}.")
+    if machines:
+        lines.append(f"Machine: {', '.join(machines)}.")
+    return lines
+
+
+def make_plots(runs: Sequence[RunData], tables: Tables, folder: Path) -> list[tuple[Path, str]]:
+    grouped = by_label(runs)
+    out = [
+        (
+            plots.save(plots.throughput(tables.runs, tables.stats), folder, "throughput"),
+            "Output throughput per label: bars are the mean over repeats, whiskers min-max, dots each run.",
+        ),
+        (
+            plots.save(plots.outcomes(tables.stats), folder, "outcomes"),
+            "What happened to every attempted request: success, rejected, timed out, error.",
+        ),
+        (
+            plots.save(plots.latency_cdfs(grouped), folder, "latency_cdf"),
+            "TTFT and end-to-end latency CDFs of successful requests (all repeats pooled).",
+        ),
+        (
+            plots.save(plots.over_time(grouped), folder, "over_time"),
+            "Throughput and outcomes over the measured window (mean over repeats).",
+        ),
+    ]
+    if plots.has_sweep(tables.runs):
+        out.append(
+            (
+                plots.save(plots.sweep(tables.runs), folder, "sweep"),
+                "Throughput and latency against the offered load: the knee is where throughput stops rising.",
+            )
+        )
+    return out
+
+
+def to_markdown(
+    title: str,
+    intro: Sequence[str],
+    sections: Sequence[Section],
+    figures: Sequence[tuple[Path, str]],
+    warnings: Sequence[str],
+    warnings_at: int = 0,
+) -> str:
+    parts = [f"# {title}", ""]
+    for line in intro:
+        parts += [line, ""]  # one paragraph each
+    for i, (heading, note, cells) in enumerate(sections):
+        if i == warnings_at and warnings:
+            parts += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]
+        parts += [f"## {heading}", "", note, "", md.table(cells), ""]
+    if figures:
+        parts += ["## Plots", ""]
+        parts += [f"![{caption}](plots/{png.name})\n\n{caption}\n" for png, caption in figures]
+    return "\n".join(parts)
+
+
+def build(
+    runs: Sequence[RunData],
+    folder: Path,
+    *,
+    title: str = "Serving benchmark comparison",
+    slo: Slo | None = None,
+    lead_sections: Sequence[Section] = (),
+    lead_intro: Sequence[str] = (),
+) -> Report:
+    """Write report.md, report.html, the CSV tables and plots/ into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = runs_frame(list(runs), slo)
+    tables = Tables.build(frame, label_stats(frame))
+    tables.write_csv(folder)
+    report = Report(folder, tables, warnings=run_warnings(runs))
+    report.plots = make_plots(runs, tables, folder / "plots")
+    sections = [
+        *lead_sections,
+        *tables.sections(),
+        (
+            "Metric names",
+            "The same figures under the names other tools use (vLLM bench serve first).",
+            alias_frame(),
+        ),
+    ]
+    intro = [*lead_intro, *intro_lines(runs)]
+    # The headline (lead sections) first; then what the load test flagged; then the detail.
+    at = len(lead_sections)
+    report.markdown_path.write_text(
+        to_markdown(title, intro, sections, report.plots, report.warnings, at), encoding="utf-8"
+    )
+    report.html_path.write_text(
+        html.render(title, intro, sections, report.plots, report.warnings, at), encoding="utf-8"
+    )
+    log.info("report written to %s", folder)
+    return report
