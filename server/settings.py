@@ -71,7 +71,7 @@ class StreamingSettings(_Strict):
     # IPC token buffering: the first token goes out at once, then up to `batch_tokens` tokens per message,
     # or whatever is buffered after `flush_ms`, whichever comes first.
     batch_tokens: int = Field(16, ge=1, le=4096)
-    flush_ms: float = Field(6.0, ge=0)
+    flush_ms: float = Field(20.0, ge=0)
 
 
 class ImageSettings(_Strict):

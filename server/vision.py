@@ -25,7 +25,7 @@ import mlx.core as mx
 from PIL import Image, UnidentifiedImageError
 
 from server import ipc
-from server.worker import BatchRuntime, Sequence
+from server.worker import BatchRuntime, Sequence, shared_sampler
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,7 @@ class RequestSampler:
     """
 
     def __init__(self, temperature: float, top_p: float):
-        from mlx_lm.sample_utils import make_sampler
-
-        self.sample = make_sampler(temp=temperature, top_p=top_p if top_p < 1.0 else 0.0)
+        self.sample = shared_sampler(temperature, top_p)
 
     def __call__(self, tokens: mx.array | None, logits: mx.array) -> mx.array:
         token = self.sample(logits - mx.logsumexp(logits, axis=-1, keepdims=True))

@@ -8,6 +8,7 @@ Vision-language models run the same loop through `server.vision.VisionRuntime`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ class RuntimeOptions:
     prefill_step_size: int = 2048
     max_kv_size: int | None = None
     batch_tokens: int = 16
-    flush_ms: float = 6.0
+    flush_ms: float = 20.0
     # v1.1.1 behaviours, off by default: at most N sequences generating at once; a device sync per step.
     concurrency_limit: int | None = None
     force_sync: bool = False
@@ -194,10 +195,8 @@ class BatchRuntime:
 
     def insert(self, sub: ipc.Submit, tokens: list[int]) -> int:
         """Queue the prompt in the generator; returns its uid."""
-        from mlx_lm.sample_utils import make_sampler
-
-        sampler = make_sampler(temp=sub.temperature, top_p=sub.top_p if sub.top_p < 1.0 else 0.0)
         stops = self.no_stops if sub.ignore_eos else self.eos_stops
+        sampler = shared_sampler(sub.temperature, sub.top_p)
         (uid,) = self.generator.insert(
             [tokens], max_tokens=[sub.max_tokens], samplers=[sampler], stop_sequences=[stops]
         )
@@ -334,6 +333,15 @@ class BatchRuntime:
     def send_events(self, events: list) -> None:
         if events:
             self.send(events)
+
+
+@functools.lru_cache(maxsize=256)
+def shared_sampler(temperature: float, top_p: float):
+    """One sampler object per (temperature, top_p): the generator samples a batch in one call only when
+    its sequences share the same sampler object, and falls back to one call per row otherwise."""
+    from mlx_lm.sample_utils import make_sampler
+
+    return make_sampler(temp=temperature, top_p=top_p if top_p < 1.0 else 0.0)
 
 
 def drain(inbox, block: bool) -> list:
