@@ -249,6 +249,14 @@ def test_open_loop_arrival_check_flags_a_generator_that_fell_behind():
     assert s["arrival"] == {"requested_rate_per_s": 10.0, "achieved_rate_per_s": 10.0, "behind": False}
 
 
+def test_a_poisson_draw_with_fewer_arrivals_is_not_falling_behind():
+    # 2.5/s for 65 s: 162 expected, sd 12.7; a draw of 150 on time is chance, 100 is not.
+    for count, behind in ((150, False), (100, True)):
+        records = [rec(t=i * 65 / count, e2e=0.1, schedule_lag_s=0.001) for i in range(count)]
+        s = summarize(records, window_start_s=0.0, window_end_s=65.0, requested_rate_per_s=2.5)
+        assert s["arrival"]["behind"] is behind, count
+
+
 # ---- run folder ------------------------------------------------------------------------------------
 
 
