@@ -235,8 +235,8 @@ def headline_note(campaign: camp.Campaign) -> str:
     source = f" Guide figures: {campaign.guide_source}." if campaign.guide_source else ""
     return (
         f"Measured with campaign '{campaign.name}' ({repeats}); 'guide' columns are the claimed figures. "
-        f"Outcome shares are of attempted requests.{source} The guide's tok/s are for a 30B model on the "
-        "author's Mac: compare the change between profiles, not the absolute throughput."
+        f"Outcome shares are of attempted requests.{source} The guide's tok/s are for its own (larger) model "
+        "on the author's Mac: compare the change between profiles, not the absolute throughput."
     )
 
 
@@ -321,7 +321,7 @@ def reproduce(campaign_path: Path, out: Path, progress: Progress, report_only: b
     built = report.build(
         runs,
         out / "report",
-        title=f"v1.1.1 vs v1.2.0, measured: campaign {campaign.name}",
+        title=f"{' vs '.join(p.name for p in campaign.profiles)}, measured: campaign {campaign.name}",
         lead_sections=lead,
         lead_intro=campaign_lines(campaign),
     )
