@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,16 @@ def write_config(
     path = folder / name
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+async def eventually(condition, timeout_s: float = 30.0) -> bool:
+    """Poll a condition until it holds or the time is up; returns its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
 
 
 def chat_body(max_tokens: int, stream: bool = False, content: str = "Keep talking.") -> dict:

@@ -18,7 +18,7 @@ from server.limiter import (
     billions_in_name,
     detect_tier,
 )
-from tests.conftest import chat_body, write_config
+from tests.conftest import chat_body, eventually, write_config
 
 
 # -- units ---------------------------------------------------------------------------------------------
@@ -218,26 +218,17 @@ async def test_disconnect_while_queued_frees_the_place(tmp_path):
             holder = await session.post(f"{url}/v1/chat/completions", json=chat(4000, stream=True))
             await holder.content.readline()
             queued = asyncio.create_task(post(session, url, chat(4)))
-            assert await wait_until(lambda: health(url)["limiter"]["queued"] == 1)
+            assert await eventually(lambda: health(url)["limiter"]["queued"] == 1)
             queued.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await queued
-            assert await wait_until(lambda: health(url)["limiter"]["queued"] == 0)
+            assert await eventually(lambda: health(url)["limiter"]["queued"] == 0)
             # The freed place takes a newcomer instead of a 429.
             newcomer = asyncio.create_task(post(session, url, chat(4)))
-            assert await wait_until(lambda: health(url)["limiter"]["queued"] == 1)
+            assert await eventually(lambda: health(url)["limiter"]["queued"] == 1)
             holder.close()
             status, body, _ = await newcomer
             assert status == 200 and body["choices"]
-
-
-async def wait_until(condition, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return condition()
 
 
 @pytest.mark.slow

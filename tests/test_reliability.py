@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from server.launch import running_server
-from tests.conftest import REPO, chat_body, write_config
+from tests.conftest import REPO, chat_body, eventually, write_config
 
 
 def chat(max_tokens: int, stream: bool = True) -> dict:
@@ -55,15 +55,6 @@ def _listening(process: psutil.Process) -> list:
         return []
 
 
-async def wait_for(condition, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return condition()
-
-
 def health(url: str) -> tuple[int, dict]:
     response = requests.get(f"{url}/health", timeout=10)
     return response.status_code, response.json()
@@ -74,7 +65,7 @@ async def test_worker_killed_under_load_fails_in_flight_requests_then_recovers(t
     with running_server(write_config(tmp_path)) as url:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
             streams = [asyncio.create_task(read_stream(session, url, chat(3000))) for _ in range(4)]
-            assert await wait_for(lambda: health(url)[1]["models"]["tiny-llama"]["engine_sequences"] == 4)
+            assert await eventually(lambda: health(url)[1]["models"]["tiny-llama"]["engine_sequences"] == 4)
             (worker,) = [
                 pid for pid in worker_pids(url) if "spawn_main" in " ".join(psutil.Process(pid).cmdline())
             ]
@@ -83,7 +74,7 @@ async def test_worker_killed_under_load_fails_in_flight_requests_then_recovers(t
         for result in results:
             assert result["status"] == 200 and not result["done"]
             assert result["error"]["code"] == "worker_crashed"
-        assert await wait_for(lambda: health(url)[0] == 200, timeout_s=60)
+        assert await eventually(lambda: health(url)[0] == 200, timeout_s=60)
         model = health(url)[1]["models"]["tiny-llama"]
         assert model["restarts_total"] == 1 and model["last_recovery_s"] > 0
         reply = requests.post(f"{url}/v1/chat/completions", json=chat(8, stream=False), timeout=30)
@@ -152,7 +143,7 @@ async def test_bounded_admission_and_request_deadline(tmp_path):
             async with session.post(f"{url}/v1/chat/completions", json=chat(3000, stream=False)) as response:
                 assert response.status == 504
                 assert (await response.json())["error"]["code"] == "request_timeout"
-        assert await wait_for(lambda: health(url)[1]["models"]["tiny-llama"]["engine_sequences"] == 0)
+        assert await eventually(lambda: health(url)[1]["models"]["tiny-llama"]["engine_sequences"] == 0)
 
 
 @pytest.mark.slow
@@ -168,5 +159,5 @@ async def test_disconnect_storm_leaves_no_sequence_behind(server_url):
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         await asyncio.gather(*(connect_and_drop(session) for _ in range(clients)))
-    assert await wait_for(lambda: health(server_url)[1]["models"]["tiny-llama"]["engine_sequences"] == 0)
+    assert await eventually(lambda: health(server_url)[1]["models"]["tiny-llama"]["engine_sequences"] == 0)
     assert requests.post(f"{server_url}/v1/chat/completions", json=chat(4, stream=False), timeout=30).ok
