@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from reports.errors import BadInput
+from reports.errors import BadInput, read_yaml
 from reports.gate import validation_message
 
 log = logging.getLogger(__name__)
@@ -145,20 +145,6 @@ def find(name_or_path: str | Path) -> Path:
     if path.suffix not in (".yaml", ".yml") and not path.exists():
         path = CAMPAIGNS_DIR / f"{name_or_path}.yaml"
     return path
-
-
-def read_yaml(path: Path, what: str) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read {what} ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{path}: not valid YAML ({exc})") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise BadInput(f"{path}: the top level of a {what} must be a mapping, not {type(raw).__name__}")
-    return raw
 
 
 def load_campaign(path: Path) -> Campaign:

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reports import markdown as md
-from reports.errors import BadInput
+from reports.errors import BadInput, read_yaml
 from reports.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -59,13 +58,8 @@ class GateConfig(_Strict):
 
 
 def load_config(path: Path) -> GateConfig:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read gates file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
+    raw = read_yaml(path, "gates file")
+    if not raw:  # an empty file would gate nothing and pass: refuse it
         raise BadInput(f"{path}: expected a mapping with 'absolute' and/or 'relative' sections")
     try:
         return GateConfig.model_validate(raw)
