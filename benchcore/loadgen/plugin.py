@@ -18,8 +18,7 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
-from benchcore import metadata as meta
-from benchcore.loadgen import options
+from benchcore.loadgen import options, prepare
 from benchcore.loadgen.runstate import RunState, load_prompts
 from benchcore.prompts import PromptError
 
@@ -63,6 +62,14 @@ def on_init(environment, **_kw) -> None:
     environment.benchcore_state = RunState(settings)
     environment.benchcore_finals = set()
     runner = environment.runner
+    if not isinstance(runner, WorkerRunner) and getattr(environment.parsed_options, "headless", False):
+        # Headless: wait for the server before Locust starts its run-time clock; exit 2 if it never comes.
+        try:
+            host = environment.host or ""
+            environment.benchcore_target = prepare.prepare(settings, host, auth_headers(settings))
+        except prepare.NotReady as exc:
+            log.error("%s", exc)
+            sys.exit(2)
     if isinstance(runner, MasterRunner):
         runner.register_message(FINAL_MSG, _on_final)
     elif isinstance(runner, WorkerRunner):
@@ -70,12 +77,31 @@ def on_init(environment, **_kw) -> None:
         runner.register_message(STOP_MSG, _on_stop_request, concurrent=True)
 
 
-def _resolve_model(environment, state: RunState) -> None:
-    """--model, else the first id the server lists; metadata gets what the server reports."""
-    state.server = meta.server_info(environment.host or "", auth_headers(state.settings))
-    state.model = state.settings.model or next(iter(state.server["models"]), None)
-    if state.model is None:
-        log.warning("GET /v1/models listed no model and --model is not set: requests omit 'model'")
+def _apply(environment, state: RunState, target: prepare.Target) -> None:
+    environment.benchcore_target = target
+    state.model, state.server, state.prompts = target.model, target.server, target.prompts
+
+
+def _resolve_model(environment, state: RunState, *, model: str | None = None, wait: bool = True) -> None:
+    """Readiness, the model (--model, else the first id the server lists), token counter and prompts.
+
+    Headless runs did this at init; a test started from the web UI does it here, and workers do it
+    with the model the master sent (no wait: the master found the server ready).
+    """
+    target = getattr(environment, "benchcore_target", None)
+    headless = getattr(environment.parsed_options, "headless", False)
+    if target is None or not wait or not headless:  # the web UI may have changed the options
+        try:
+            target = prepare.prepare(
+                state.settings, environment.host or "", auth_headers(state.settings), model=model, wait=wait
+            )
+        except prepare.NotReady as exc:
+            log.error("%s", exc)
+            environment.benchcore_not_ready = True  # users stop at once: no request goes out
+            gevent.spawn(environment.runner.stop)
+            return
+    environment.benchcore_not_ready = False
+    _apply(environment, state, target)
 
 
 @events.test_start.add_listener
@@ -89,7 +115,9 @@ def on_test_start(environment, **_kw) -> None:
         configured = bool(state.start_ts_s)
         # Without a config message (an older master) this worker runs on its own clock and model lookup.
         state.begin(state.start_ts_s if configured else time.time())
-        if not configured:
+        if configured:
+            _resolve_model(environment, state, model=state.model, wait=False)
+        else:
             _resolve_model(environment, state)
         return
     state.begin(time.time())

@@ -54,7 +54,26 @@ STREAM_FAULTS = (
     "malformed",
     "no_finish",
 )
-FAULTS = (*STREAM_FAULTS, *HTTP_FAULTS, "mixed", "first_token_ms_<N>", "token_ms_<N>")
+# Replies that look complete but break the strict-success rules (stream and body alike): the finish_reason
+# sent, how many tokens are sent against max_tokens, and what usage claims (None: the true count).
+STRICT_FAULTS = {
+    "finish_abort": ("abort", 0, None),
+    "short": ("length", -1, None),
+    "over_usage": ("length", 0, 1),
+    "zero_usage": ("length", 0, "zero"),
+}
+# A proxy's error page: newlines, quotes and bytes that are not UTF-8.
+HTML_ERROR_BODY = b'<html>\r\n<h1>502 "Bad Gateway"</h1>\n<p>upstream \xff\xfe said, "no"</p>\n</html>\n'
+FAULTS = (
+    *STREAM_FAULTS,
+    *HTTP_FAULTS,
+    *STRICT_FAULTS,
+    "html_502",
+    "body_no_finish",
+    "mixed",
+    "first_token_ms_<N>",
+    "token_ms_<N>",
+)
 _DELAY = re.compile(r"(first_token|token)_ms_(\d+)$")
 _counter = itertools.count()
 # Server-side seconds from a request's arrival to the write of its first content chunk (GET /fake/stats):
@@ -100,6 +119,10 @@ def _instant_body(chat: bool, n: int) -> bytes:
     return _instant_cache[key]
 
 
+def _claimed(sent: int, claimed) -> int:
+    return 0 if claimed == "zero" else sent + (claimed or 0)
+
+
 async def _sleep(seconds: float) -> None:
     await asyncio.sleep(min(seconds, MAX_SLEEP_S))
 
@@ -129,6 +152,8 @@ async def _stream(
     if first_s:
         await asyncio.sleep(first_s)
     sent = 0
+    finish, extra_tokens, claimed = STRICT_FAULTS.get(fault, ("length", 0, None))
+    n += extra_tokens
     for i in range(0 if fault == "empty" else n):
         if i and gap_s:
             await asyncio.sleep(gap_s)
@@ -152,9 +177,9 @@ async def _stream(
     elif fault == "no_finish":
         await resp.write(b"data: [DONE]\n\n")
     else:
-        await resp.write(_frame(_chunk(chat, None, "length")))
+        await resp.write(_frame(_chunk(chat, None, finish)))
         if fault != "ok_no_usage":
-            await resp.write(_frame(_usage(4, sent)))
+            await resp.write(_frame(_usage(4, _claimed(sent, claimed))))
         await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()
     return resp
@@ -167,6 +192,8 @@ async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
     if fault == "mixed":
         fault = MIXED_CYCLE[next(_counter) % len(MIXED_CYCLE)]
     n = int(body.get("max_tokens") or 8)
+    if fault == "html_502":
+        return web.Response(status=502, body=HTML_ERROR_BODY, content_type="text/html")
     if fault in HTTP_FAULTS:
         status, code, headers = HTTP_FAULTS[fault]
         return web.json_response(_error(code), status=status, headers=headers)
@@ -175,10 +202,13 @@ async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
     delay = _DELAY.match(fault)
     if delay:
         await asyncio.sleep(int(delay[2]) / 1000)
+    finish, extra_tokens, claimed = STRICT_FAULTS.get(fault, ("length", 0, None))
+    n += extra_tokens
     text = "" if fault == "empty" else "t " * n
-    choice = {"index": 0, "finish_reason": "length"}
+    choice = {"index": 0, "finish_reason": None if fault == "body_no_finish" else finish}
     choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
-    return web.json_response({"choices": [choice], "usage": {"prompt_tokens": 4, "completion_tokens": n}})
+    usage = {"prompt_tokens": 4, "completion_tokens": _claimed(len(text.split()), claimed)}
+    return web.json_response({"choices": [choice], "usage": usage})
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
