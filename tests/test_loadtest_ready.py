@@ -107,7 +107,7 @@ def listing_server(models: list[str], health_status: int = 200) -> Iterator[tupl
 
 def test_a_url_that_never_answers_exits_2_naming_it_and_sends_nothing(tmp_path):
     with silent_listener() as (url, received):
-        proc = run_locust(url, tmp_path / "run", "-u", "2", "-t", "5s", "--ready-timeout-s", "1", timeout_s=60)
+        proc = run_locust(url, tmp_path / "run", "-t", "5s", "--ready-timeout-s", "1", timeout_s=60)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert url in proc.stderr and "--ready-timeout-s" in proc.stderr
     assert not any(b"POST" in chunk for chunk in received)  # only readiness GETs reached it
@@ -122,7 +122,7 @@ def test_a_url_that_refuses_connections_exits_2(tmp_path):
 
 def test_a_server_listing_no_model_is_never_sent_a_request(tmp_path):
     with listing_server([]) as (url, posts):
-        proc = run_locust(url, tmp_path / "run", "-u", "2", "-t", "3s", "--ready-timeout-s", "5", timeout_s=60)
+        proc = run_locust(url, tmp_path / "run", "-t", "3s", "--ready-timeout-s", "5", timeout_s=60)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"{url}/v1/models lists no model" in proc.stderr
     assert posts == []
