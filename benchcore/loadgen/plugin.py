@@ -70,6 +70,9 @@ def on_init(environment, **_kw) -> None:
         except prepare.NotReady as exc:
             log.error("%s", exc)
             sys.exit(2)
+        # Loading a tokenizer blocks the event loop without yielding, and the loop's cached clock would
+        # then start Locust's --run-time timer that much in the past (a 4 s run ended at once).
+        gevent.get_hub().loop.update_now()
     if isinstance(runner, MasterRunner):
         runner.register_message(FINAL_MSG, _on_final)
     elif isinstance(runner, WorkerRunner):
