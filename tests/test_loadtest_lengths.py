@@ -69,7 +69,6 @@ def test_a_prompt_shorter_than_the_chat_template_exits_2(server_url, tmp_path):
 
 
 def test_prompt_and_max_tokens_beyond_the_context_exit_2(server_url, tmp_path):
-    proc = run_locust(
-        server_url, tmp_path / "long", "-t", "2s", "--prompt-tokens", "4000", "--max-tokens", "200", timeout_s=60
-    )
+    args = ("-t", "2s", "--prompt-tokens", "4000", "--max-tokens", "200")
+    proc = run_locust(server_url, tmp_path / "long", *args, timeout_s=60)
     assert proc.returncode == 2 and "exceeds the model's context of 4096 tokens" in proc.stderr
