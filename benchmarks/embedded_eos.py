@@ -39,9 +39,8 @@ def _measure(name: str, model_args: list[str], users: int, run_time_s: float, wo
     cmd = [sys.executable, "-m", "server", "--config", "config/runtime.yaml", "--port", "0", *model_args]
     run_dir = work / name
     with serve(cmd) as url:
-        proc = run_locust(
-            url, run_dir, "-u", str(users), "-r", str(users), "-t", f"{run_time_s:g}s", "--stop-timeout", "120"
-        )
+        load = ("-u", str(users), "-r", str(users), "-t", f"{run_time_s:g}s", "--stop-timeout", "120")
+        proc = run_locust(url, run_dir, *load)
     if proc.returncode not in (0, 1):
         print(f"{name}: locust exited {proc.returncode}\n{proc.stderr[-2000:]}")
         return
