@@ -103,6 +103,7 @@ def _resolve_model(environment, state: RunState, *, model: str | None = None, wa
             environment.benchcore_not_ready = True  # users stop at once: no request goes out
             gevent.spawn(environment.runner.stop)
             return
+        gevent.get_hub().loop.update_now()  # a tokenizer load blocked the loop (see on_init)
     environment.benchcore_not_ready = False
     _apply(environment, state, target)
 

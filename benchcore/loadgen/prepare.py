@@ -203,8 +203,9 @@ def check_context(settings: LoadSettings, counter: TokenCounter | None, prompts)
         pairs = [(longest, settings.max_tokens)]
     worst = max(pairs, key=lambda pair: pair[0] + pair[1])
     if worst[0] + worst[1] > limit:
+        what = f"{settings.prompt_file} max_tokens" if isinstance(prompts, FilePrompts) else "--max-tokens"
         raise NotReady(
-            f"a prompt of {worst[0]} tokens plus --max-tokens {worst[1]} exceeds the model's context of "
+            f"a prompt of {worst[0]} tokens plus {what} {worst[1]} exceeds the model's context of "
             f"{limit} tokens (max_model_len)"
         )
 
