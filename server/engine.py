@@ -147,9 +147,19 @@ class Engine:
             try:
                 events = receive.recv()
             except (EOFError, OSError):
-                self._loop.call_soon_threadsafe(self._worker_exited, process)
+                self._to_loop(self._worker_exited, process)
                 return
-            self._loop.call_soon_threadsafe(self._dispatch, events)
+            if not self._to_loop(self._dispatch, events):
+                return
+
+    def _to_loop(self, callback, *args) -> bool:
+        """Hand work to the event loop; False once the loop is closed (the server is exiting, e.g. after
+        failing to bind its port), when there is nobody left to tell."""
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            return False
+        return True
 
     def _dispatch(self, events: list) -> None:
         for event in events:

@@ -21,7 +21,7 @@ os.environ["MLXBENCH_ECHO_CHILD_OUTPUT"] = "1"
 
 from server.launch import running_server
 
-pytest_plugins = ["tests.server_logs"]
+pytest_plugins = ["tests.server_logs", "pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
 RUNTIME_CONFIG = REPO / "config" / "runtime.yaml"
