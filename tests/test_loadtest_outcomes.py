@@ -77,10 +77,11 @@ def records(tokenizer_dir) -> dict[tuple, dict]:
             cwd=REPO,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=120,
             check=True,
             env={**os.environ, "EXCHANGE_TOKENIZER": tokenizer_dir},
         )
+    sys.stderr.write(out.stderr)  # checked for ERROR records (tests/server_logs.py)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) == len(cases)
     return dict(zip(cases, rows, strict=True))
