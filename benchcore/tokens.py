@@ -87,7 +87,8 @@ def post_json(url: str, body: dict[str, Any], headers: dict[str, str], timeout_s
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             status, raw = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
+        with exc:
+            status, raw = exc.code, exc.read()
     except OSError as exc:
         log.debug("POST %s failed: %s", url, exc)
         return 0, None

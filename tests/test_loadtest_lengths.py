@@ -63,11 +63,13 @@ def test_local_tokenizer_makes_exact_prompts_of_a_distribution(server_url, tmp_p
     assert tokens["tokenizer_output_tokens"] > 0 and tokens["tokenizer_vs_usage"] is not None
 
 
+@pytest.mark.expected_errors(r"chat template alone is")
 def test_a_prompt_shorter_than_the_chat_template_exits_2(server_url, tmp_path):
     proc = run_locust(server_url, tmp_path / "short", "-t", "2s", "--prompt-tokens", "3", timeout_s=60)
     assert proc.returncode == 2 and "chat template alone is" in proc.stderr
 
 
+@pytest.mark.expected_errors(r"exceeds the model's context")
 def test_prompt_and_max_tokens_beyond_the_context_exit_2(server_url, tmp_path):
     args = ("-t", "2s", "--prompt-tokens", "4000", "--max-tokens", "200")
     proc = run_locust(server_url, tmp_path / "long", *args, timeout_s=60)

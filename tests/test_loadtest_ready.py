@@ -105,6 +105,7 @@ def listing_server(models: list[str], health_status: int = 200) -> Iterator[tupl
         thread.join(timeout=5)
 
 
+@pytest.mark.expected_errors(r"was not ready within")
 def test_a_url_that_never_answers_exits_2_naming_it_and_sends_nothing(tmp_path):
     with silent_listener() as (url, received):
         proc = run_locust(url, tmp_path / "run", "-t", "5s", "--ready-timeout-s", "1", timeout_s=60)
@@ -114,12 +115,14 @@ def test_a_url_that_never_answers_exits_2_naming_it_and_sends_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.expected_errors(r"was not ready within")
 def test_a_url_that_refuses_connections_exits_2(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     proc = run_locust(url, tmp_path / "run", "-t", "5s", "--ready-timeout-s", "1", timeout_s=60)
     assert proc.returncode == 2 and url in proc.stderr
 
 
+@pytest.mark.expected_errors(r"lists no model")
 def test_a_server_listing_no_model_is_never_sent_a_request(tmp_path):
     with listing_server([]) as (url, posts):
         proc = run_locust(url, tmp_path / "run", "-t", "3s", "--ready-timeout-s", "5", timeout_s=60)
@@ -128,6 +131,7 @@ def test_a_server_listing_no_model_is_never_sent_a_request(tmp_path):
     assert posts == []
 
 
+@pytest.mark.expected_errors(r"was not ready within")
 def test_a_loading_server_is_waited_for_until_the_deadline(tmp_path):
     # /health says 503 (loading) although /v1/models already lists the model: not ready.
     with listing_server(["m"], health_status=503) as (url, posts):
@@ -168,6 +172,8 @@ def test_a_server_started_after_the_generator(tmp_path):
             locust.kill()
         locust.wait(timeout=10)
         reader.join(timeout=5)
+        if locust.stderr is not None:
+            locust.stderr.close()
     run = read_run(run_dir)
     assert run.summary["requests"] > 0 and run.summary["success_rate"] == 1.0, run.summary["outcome_details"]
     assert {r.outcome_detail for r in run.records} == {"ok"}  # no connect_error, no request without model

@@ -11,10 +11,14 @@ calibration requests sent now, before the run ("calibrated", approximate), else 
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from benchcore import metadata as meta
@@ -50,26 +54,21 @@ class Target:
     counter: TokenCounter | None = None
     prompts: Any = None
     length_method: str = "words"
-    notes: list[str] = field(default_factory=list)
 
 
 def _probe(url: str, headers: dict[str, str], timeout_s: float) -> tuple[int, Any]:
     """(status, JSON or None) of a GET; status 0 when nothing answered."""
-    import urllib.error
-    import urllib.request
-
     req = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             status, raw = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
+        with exc:
+            status, raw = exc.code, exc.read()
     except (OSError, ValueError) as exc:
         log.debug("GET %s: %s", url, exc)
         return 0, None
     try:
-        import json
-
         return status, json.loads(raw or b"null")
     except ValueError:
         return status, None
@@ -177,8 +176,6 @@ def calibrate(settings: LoadSettings, base_url: str, model: str | None, headers)
 def build_prompts(settings: LoadSettings, counter: TokenCounter | None, calibrated=None):
     s = settings
     if s.prompt_file:
-        from pathlib import Path
-
         return FilePrompts(Path(s.prompt_file), counter)
     if counter is not None:
         return ExactPrompts(counter, s.prompt_tokens, s.prompt_dist, s.prompt_tokens_spread)  # type: ignore[arg-type]
