@@ -62,8 +62,9 @@ def on_init(environment, **_kw) -> None:
     environment.benchcore_state = RunState(settings)
     environment.benchcore_finals = set()
     runner = environment.runner
-    if not isinstance(runner, WorkerRunner) and getattr(environment.parsed_options, "headless", False):
-        # Headless: wait for the server before Locust starts its run-time clock; exit 2 if it never comes.
+    if _prepares_at_init(environment):
+        # Wait for the server, find the model, load the tokenizer, build the prompts: before Locust starts
+        # its run-time clock (and, on a worker, before its first test); exit 2 if the server never comes.
         try:
             host = environment.host or ""
             environment.benchcore_target = prepare.prepare(settings, host, auth_headers(settings))
@@ -80,32 +81,36 @@ def on_init(environment, **_kw) -> None:
         runner.register_message(STOP_MSG, _on_stop_request, concurrent=True)
 
 
-def _apply(environment, state: RunState, target: prepare.Target) -> None:
-    environment.benchcore_target = target
-    state.model, state.server, state.prompts = target.model, target.server, target.prompts
+def _prepares_at_init(environment) -> bool:
+    """Headless runs prepare at start-up: the master (or single process), and workers that know the host
+    (`--processes`). A test started from the web UI, or a worker told the host later, prepares then."""
+    if not getattr(environment.parsed_options, "headless", False):
+        return False
+    return not isinstance(environment.runner, WorkerRunner) or bool(environment.host)
 
 
-def _resolve_model(environment, state: RunState, *, model: str | None = None, wait: bool = True) -> None:
+def _resolve_model(environment, state: RunState, *, model: str | None = None) -> None:
     """Readiness, the model (--model, else the first id the server lists), token counter and prompts.
 
-    Headless runs did this at init; a test started from the web UI does it here, and workers do it
-    with the model the master sent (no wait: the master found the server ready).
+    Done at init when `_prepares_at_init`; else here, per test (the web UI may have changed the options).
+    A worker keeps the model its master sent (`model`).
     """
     target = getattr(environment, "benchcore_target", None)
-    headless = getattr(environment.parsed_options, "headless", False)
-    if target is None or not wait or not headless:  # the web UI may have changed the options
+    if target is None or not _prepares_at_init(environment):
         try:
-            target = prepare.prepare(
-                state.settings, environment.host or "", auth_headers(state.settings), model=model, wait=wait
-            )
+            headers = auth_headers(state.settings)
+            host = environment.host or ""
+            target = prepare.prepare(state.settings, host, headers, model=model, wait=not model)
         except prepare.NotReady as exc:
             log.error("%s", exc)
             environment.benchcore_not_ready = True  # users stop at once: no request goes out
             gevent.spawn(environment.runner.stop)
             return
         gevent.get_hub().loop.update_now()  # a tokenizer load blocked the loop (see on_init)
+        environment.benchcore_target = target
     environment.benchcore_not_ready = False
-    _apply(environment, state, target)
+    # No yield from here on: a worker's users start drawing prompts once its state is ready.
+    state.model, state.server, state.prompts = model or target.model, target.server, target.prompts
 
 
 @events.test_start.add_listener
@@ -119,10 +124,7 @@ def on_test_start(environment, **_kw) -> None:
         configured = bool(state.start_ts_s)
         # Without a config message (an older master) this worker runs on its own clock and model lookup.
         state.begin(state.start_ts_s if configured else time.time())
-        if configured:
-            _resolve_model(environment, state, model=state.model, wait=False)
-        else:
-            _resolve_model(environment, state)
+        _resolve_model(environment, state, model=state.model if configured else None)
         return
     state.begin(time.time())
     _resolve_model(environment, state)
