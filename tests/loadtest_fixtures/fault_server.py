@@ -19,6 +19,11 @@ import time
 
 from aiohttp import web
 
+try:  # run as a script (python tests/loadtest_fixtures/fault_server.py) or imported as a module
+    from fake_tokenize import fake_tokenize
+except ImportError:
+    from tests.loadtest_fixtures.fake_tokenize import fake_tokenize
+
 MAX_SLEEP_S = 10.0  # a stalled reply never holds a test longer than this
 MIXED_CYCLE = (
     "ok",
@@ -223,6 +228,15 @@ async def models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "ok", "object": "model"}]})
 
 
+async def tokenize(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    status, doc = fake_tokenize(body)
+    return web.json_response(doc, status=status)
+
+
 async def stats(request: web.Request) -> web.Response:
     return web.json_response({"first_token_s": _first_token_s})
 
@@ -244,6 +258,7 @@ def create_app() -> web.Application:
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
+    app.router.add_post("/tokenize", tokenize)
     app.router.add_get("/health", health)
     app.router.add_get("/fake/stats", stats)
     app.router.add_post("/fake/reset", reset)
