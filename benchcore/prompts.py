@@ -13,6 +13,7 @@ import json
 import logging
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -106,6 +107,7 @@ class ExactPrompts:
     MAX_FIXES = 4
     SERVER_CHECKS = 4  # prompts per endpoint verified through the server's /tokenize
     SERVER_WORDS = 48
+    SERVER_CONCURRENCY = 8
 
     def __init__(self, counter: TokenCounter, mean_tokens: int, dist: PromptDist = "fixed", spread: int = 0):
         if mean_tokens < 1:
@@ -114,11 +116,18 @@ class ExactPrompts:
         self.length_method = counter.method
         self._verify_each = counter.method == "tokenizer"
         self._checks_left = {"chat": self.SERVER_CHECKS, "completion": self.SERVER_CHECKS}
-        # Each word costs two counts: through the server's /tokenize, fewer words keep that to ~100 requests.
+        # Each word costs two counts: through the server's /tokenize, fewer words keep that to ~100 requests,
+        # sent a few at a time (threads: greenlets once Locust has patched the standard library).
         words = _WORDS if self._verify_each else _WORDS[: self.SERVER_WORDS]
-        self.first_cost = {w: counter.count_text(w) for w in words}
-        base = counter.count_text(_WORDS[0])
-        self.next_cost = {w: counter.count_text(f"{_WORDS[0]} {w}") - base for w in words}
+        texts = [*words, *(f"{_WORDS[0]} {w}" for w in words), _WORDS[0]]
+        if self._verify_each:
+            counts = [counter.count_text(t) for t in texts]
+        else:
+            with ThreadPoolExecutor(self.SERVER_CONCURRENCY) as pool:
+                counts = list(pool.map(counter.count_text, texts))
+        n, base = len(words), counts[-1]
+        self.first_cost = dict(zip(words, counts[:n], strict=True))
+        self.next_cost = {w: c - base for w, c in zip(words, counts[n : 2 * n], strict=True)}
         self._by_cost: dict[int, list[str]] = {}
         for word, cost in self.next_cost.items():
             if cost > 0:

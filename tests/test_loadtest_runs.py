@@ -83,7 +83,7 @@ def test_every_fault_classified_through_locust_with_warmup(fake_url, tmp_path):
         run_dir,
         "-u", "1", "-t", "4s", "--stop-timeout", "2",
         "--model", "mixed", "--request-timeout-s", "0.4", "--warmup-s", "1", "--max-tokens", "4",
-        "--tokenizer", str(build_embedded_model()),  # no calibration requests: they would shift the cycle
+        "--tokenizer", str(build_embedded_model()),  # a local tokenizer, through Locust
     )  # fmt: skip
     ran(proc, 1)  # Locust exits 1 when any request failed
     s = assert_summary_matches_records(run_dir)

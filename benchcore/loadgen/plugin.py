@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import gevent
+from gevent.event import Event
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -65,12 +66,15 @@ def on_init(environment, **_kw) -> None:
     if _prepares_at_init(environment):
         # Wait for the server, find the model, load the tokenizer, build the prompts: before Locust starts
         # its run-time clock (and, on a worker, before its first test); exit 2 if the server never comes.
+        # A worker's runner already receives messages meanwhile: its test waits for this (`_ensure_target`).
+        environment.benchcore_prepared = Event()
         try:
             host = environment.host or ""
             environment.benchcore_target = prepare.prepare(settings, host, auth_headers(settings))
         except prepare.NotReady as exc:
             log.error("%s", exc)
             sys.exit(2)
+        environment.benchcore_prepared.set()
         # Loading a tokenizer blocks the event loop without yielding, and the loop's cached clock would
         # then start Locust's --run-time timer that much in the past (a 4 s run ended at once).
         gevent.get_hub().loop.update_now()
@@ -95,6 +99,9 @@ def _resolve_model(environment, state: RunState, *, model: str | None = None) ->
     Done at init when `_prepares_at_init`; else here, per test (the web UI may have changed the options).
     A worker keeps the model its master sent (`model`).
     """
+    prepared = getattr(environment, "benchcore_prepared", None)
+    if prepared is not None:
+        prepared.wait()  # init is still preparing (a worker's first test can start meanwhile)
     target = getattr(environment, "benchcore_target", None)
     if target is None or not _prepares_at_init(environment):
         try:
