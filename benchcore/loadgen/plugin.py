@@ -63,10 +63,16 @@ def on_init(environment, **_kw) -> None:
     environment.benchcore_state = RunState(settings)
     environment.benchcore_finals = set()
     runner = environment.runner
+    # Before preparing: messages can arrive while it waits on the network.
+    if isinstance(runner, MasterRunner):
+        runner.register_message(FINAL_MSG, _on_final)
+    elif isinstance(runner, WorkerRunner):
+        runner.register_message(CONFIG_MSG, _on_config)
+        runner.register_message(STOP_MSG, _on_stop_request, concurrent=True)
     if _prepares_at_init(environment):
         # Wait for the server, find the model, load the tokenizer, build the prompts: before Locust starts
         # its run-time clock (and, on a worker, before its first test); exit 2 if the server never comes.
-        # A worker's runner already receives messages meanwhile: its test waits for this (`_ensure_target`).
+        # A worker's runner already receives messages meanwhile: its test waits for this (`_resolve_model`).
         environment.benchcore_prepared = Event()
         try:
             host = environment.host or ""
@@ -78,11 +84,6 @@ def on_init(environment, **_kw) -> None:
         # Loading a tokenizer blocks the event loop without yielding, and the loop's cached clock would
         # then start Locust's --run-time timer that much in the past (a 4 s run ended at once).
         gevent.get_hub().loop.update_now()
-    if isinstance(runner, MasterRunner):
-        runner.register_message(FINAL_MSG, _on_final)
-    elif isinstance(runner, WorkerRunner):
-        runner.register_message(CONFIG_MSG, _on_config)
-        runner.register_message(STOP_MSG, _on_stop_request, concurrent=True)
 
 
 def _prepares_at_init(environment) -> bool:
