@@ -133,9 +133,13 @@ def late_open_loop(users: int, in_flight: int) -> list[RequestRecord]:
     return [rec(t=i * 0.1, lag=0.2, e2e=e2e + 0.2, ttft=0.05, gaps=()) for i in range(40)]
 
 
+def cpu(seconds: float) -> dict[str, dict[str, float]]:
+    return {"local": {"cpu_s": seconds, "wall_s": 4.0}}
+
+
 def test_server_saturated_when_all_users_were_waiting_on_replies():
     s = summarize(late_open_loop(4, 4), window_start_s=0.0, window_end_s=4.0, requested_rate_per_s=10.0,
-                  due_slots=40, users=4, loadgen_processes={"local": {"cpu_s": 0.4, "wall_s": 4.0}})  # fmt: skip
+                  due_slots=40, users=4, loadgen_processes=cpu(0.4))  # fmt: skip
     assert s["arrival"]["behind"] and s["arrival"]["limit"] == "server"
     assert s["warning_codes"] == ["server_saturated"]
     assert "the server is saturated: all 4 users were waiting on replies" in s["warnings"][0]
@@ -143,7 +147,7 @@ def test_server_saturated_when_all_users_were_waiting_on_replies():
 
 def test_generator_behind_when_its_cpu_was_the_limit():
     s = summarize(late_open_loop(4, 4), window_start_s=0.0, window_end_s=4.0, requested_rate_per_s=10.0,
-                  due_slots=40, users=4, loadgen_processes={"local": {"cpu_s": 3.8, "wall_s": 4.0}})  # fmt: skip
+                  due_slots=40, users=4, loadgen_processes=cpu(3.8))  # fmt: skip
     assert s["arrival"]["limit"] == "cpu" and s["warning_codes"] == ["generator_behind"]
     assert "the load generator could not keep up" in s["warnings"][0] and "95%" in s["warnings"][0]
     assert s["loadgen"]["cpu_ms_per_request"] == pytest.approx(3800 / 40)
@@ -151,7 +155,7 @@ def test_generator_behind_when_its_cpu_was_the_limit():
 
 def test_generator_behind_when_users_were_free_but_requests_left_late():
     s = summarize(late_open_loop(16, 4), window_start_s=0.0, window_end_s=4.0, requested_rate_per_s=10.0,
-                  due_slots=40, users=16, loadgen_processes={"local": {"cpu_s": 0.4, "wall_s": 4.0}})  # fmt: skip
+                  due_slots=40, users=16, loadgen_processes=cpu(0.4))  # fmt: skip
     assert s["arrival"]["limit"] == "users" and s["warning_codes"] == ["generator_behind"]
     assert "the load generator could not keep up" in s["warnings"][0]
 

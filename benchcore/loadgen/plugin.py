@@ -67,6 +67,9 @@ def on_init(environment, **_kw) -> None:
             log.error("invalid option: %s", problem)
         sys.exit(2)
     _process["env"] = environment
+    # gevent's loop caches "now" from its last iteration; after a slow start (imports on a busy machine)
+    # it can be seconds old, and Locust's --run-time timer, set from it, then fires at once.
+    gevent.get_hub().loop.update_now()
     environment.benchcore_state = RunState(settings, ready=Event(), stopped=Event())
     environment.benchcore_finals = set()
     environment.benchcore_expected = set()

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 LAG_WARNING_S = 0.1  # warn (at most every WARN_EVERY_S) when a request leaves this late
 WARN_EVERY_S = 10.0
-READY_TIMEOUT_S = 30.0  # how long a worker's users wait for the master's configuration
+READY_TIMEOUT_S = 30.0
+EARLY_WAKE_S = 0.002  # how long a worker's users wait for the master's configuration
 
 
 def _scrubbed(argv: list[str]) -> list[str]:
@@ -120,11 +121,15 @@ class RunState:
 
     def sleep_until(self, due_ts_s: float) -> bool:
         """Wait for a slot; False if the test stopped before it fell due (it then never counts as due)."""
-        delay = due_ts_s - time.time()
+        # Timers wake up to a millisecond late (epoll counts in ms): sleep until just before the slot, then
+        # yield to the other users until it is due.
+        delay = due_ts_s - time.time() - EARLY_WAKE_S
         if delay > 0 and self.stopped is not None:
             self.stopped.wait(delay)
         elif delay > 0:
             time.sleep(delay)
+        while time.time() < due_ts_s and not (self.stopped is not None and self.stopped.is_set()):
+            time.sleep(0)  # gevent.sleep(0) once Locust has patched the standard library
         return not (self.stopped is not None and self.stopped.is_set() and due_ts_s >= time.time())
 
     def cpu_used(self) -> dict[str, float]:
