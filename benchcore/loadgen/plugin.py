@@ -110,6 +110,8 @@ def on_test_start(environment, **_kw) -> None:
         state.shard, state.workers = 0, {}
         environment.benchcore_book = ShardBook(state.shards)
     state.begin(time.time())
+    run_time = getattr(environment.parsed_options, "run_time", None)
+    state.end_ts_s = state.start_ts_s + run_time if run_time else None
     _resolve_model(environment, state)
 
 
@@ -133,6 +135,7 @@ def _on_hello(environment, msg, **_kw) -> None:
         CONFIG_MSG,
         {
             "start_ts_s": state.start_ts_s,
+            "end_ts_s": state.end_ts_s,
             "shards": state.shards,
             "shard": assignment.shard,
             "takeover": assignment.takeover,
@@ -158,6 +161,7 @@ def _on_config(environment, msg, **_kw) -> None:
     state.shard = data["shard"] if data["shard"] is not None else 0
     state.has_shard = data["shard"] is not None
     state.model = data["model"]
+    state.end_ts_s = data.get("end_ts_s")
     state.begin(data["start_ts_s"])
     if data["takeover"] and state.schedule is not None:
         skipped = state.schedule.skip_until(time.time())

@@ -57,6 +57,9 @@ class RunState:
     worker_id: str = "local"
     start_ts_s: float = 0.0
     stop_ts_s: float | None = None
+    # The planned end (start + --run-time, master's clock): no open-loop slot due after it is sent, so
+    # workers that hear of the stop a moment later send nothing outside the window.
+    end_ts_s: float | None = None
     model: str | None = None
     server: dict[str, Any] = field(default_factory=dict)
     shards: int = 1
@@ -130,6 +133,8 @@ class RunState:
             time.sleep(delay)
         while time.time() < due_ts_s and not (self.stopped is not None and self.stopped.is_set()):
             time.sleep(0)  # gevent.sleep(0) once Locust has patched the standard library
+        if self.end_ts_s is not None and due_ts_s >= self.end_ts_s + self.clock_offset_s:
+            return False
         return not (self.stopped is not None and self.stopped.is_set() and due_ts_s >= time.time())
 
     def cpu_used(self) -> dict[str, float]:
@@ -165,6 +170,8 @@ class RunState:
         s = self.settings
         window_start = self.start_ts_s + s.warmup_s
         stop = self.stop_ts_s or max([time.time(), *(r.end_ts_s for r in self.records)])
+        if self.end_ts_s is not None:
+            stop = min(stop, self.end_ts_s)
         measured = [r for r in self.records if window_start <= r.scheduled_ts_s < stop]
         warmup = [r for r in self.records if r.scheduled_ts_s < window_start]
         after_stop = len(self.records) - len(measured) - len(warmup)
