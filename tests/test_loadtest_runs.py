@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -502,3 +504,56 @@ def test_negative_schedule_lags_are_kept():
         "assert abs(r.schedule_lag_s + 0.5) < 1e-9 and abs(r.e2e_s - 0.5) < 1e-9, r"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60).returncode == 0
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def dump_dom(url: str, tmp_path: Path) -> str:
+    """The page as headless Chromium renders it, scripts run (the web UI is a React app that polls)."""
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run",
+           f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=8000",
+           "--dump-dom", url]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+
+def dom_cells(dom: str) -> dict[str, str]:
+    """Metric -> value of the LLM tab's table."""
+    return dict(re.findall(r"<td[^>]*>([^<]+)</td><td[^>]*>([^<]+)</td>", dom))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium)")
+def test_web_ui_tab_shows_live_llm_metrics(fake_url, tmp_path):
+    port = free_port()
+    run_dir = tmp_path / "webui"
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOADTEST_DIR), "--host", fake_url, "--web-host",
+           "127.0.0.1", "--web-port", str(port), "--autostart", "-u", "2", "-r", "2", "--model", "token_ms_5",
+           "--max-tokens", "8", "--run-dir", str(run_dir)]  # fmt: skip
+    ui = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _llm_requests(ui) >= 5, 60)
+        cells = dom_cells(dump_dom(f"{ui}/?tab=llm", tmp_path))
+        after = get_json(f"{ui}/llm/stats")
+        post(f"{ui}/stop")
+        wait_for(lambda: (run_dir / "summary.json").exists(), 60)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "ERROR" not in err, err[-3000:]
+    assert {"TTFT p50 (ms)", "TTFT p99 (ms)", "Output tok/s (since start)", "Successful requests",
+            "Cut by the end of the run"} <= set(cells), cells  # fmt: skip
+    assert 0 < float(cells["TTFT p50 (ms)"]) <= float(cells["TTFT p99 (ms)"])
+    assert float(cells["Output tok/s (since start)"]) > 0
+    shown = int(cells["Successful requests"].split()[0])
+    assert 0 < shown <= after["outcomes"]["success"] <= read_run(run_dir).summary["successes"]
+    assert cells["Failed requests"] == "0 (0.0 %)"
+
+
+def _llm_requests(ui: str) -> int:
+    try:
+        return get_json(f"{ui}/llm/stats")["requests"]
+    except OSError:
+        return 0  # the web UI is not up yet
