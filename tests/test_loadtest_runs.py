@@ -557,3 +557,18 @@ def _llm_requests(ui: str) -> int:
         return get_json(f"{ui}/llm/stats")["requests"]
     except OSError:
         return 0  # the web UI is not up yet
+
+
+@pytest.mark.slow
+def test_a_server_that_saturates_is_named_as_such(fake_url, tmp_path):
+    # The fake serves one request at a time, 100 ms each (10/s at most); 20/s are asked with 4 users.
+    run_dir = tmp_path / "saturated"
+    proc = run_locust(fake_url, run_dir, "-u", "4", "-r", "4", "-t", "3s", "--stop-timeout", "5",
+                      "--arrival", "constant", "--rate", "20", "--model", "serial_ms_100",
+                      "--max-tokens", "4")  # fmt: skip
+    ran(proc, 0)
+    s = assert_summary_matches_records(run_dir)
+    assert s["arrival"]["behind"] and s["arrival"]["limit"] == "server", s["arrival"]
+    assert "server_saturated" in s["warning_codes"] and "generator_behind" not in s["warning_codes"]
+    assert any("the server is saturated: all 4 users were waiting on replies" in w for w in s["warnings"])
+    assert s["arrival"]["due_slots"] > s["arrival"]["sent"]

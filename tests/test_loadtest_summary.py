@@ -202,3 +202,27 @@ def test_web_ui_figures():
     assert figures["output_tokens_per_s"] == pytest.approx(1000 / 20.0)
     rows = {r["metric"]: r["value"] for r in table_rows(figures)}
     assert rows["TTFT p50 (ms)"] == "149.5" and rows["Failed requests"] == "1 (1.0 %)"
+
+
+# ---- the reports: tokens binned by arrival, the cut outcome shown ------------------------------------------
+
+
+def test_report_timeline_bins_tokens_by_arrival_and_counts_cut_requests(tmp_path):
+    from benchcore.rundir import write_run
+    from reports.load import load_runs
+    from reports.metrics import run_metrics, timeline
+    from tests.reports_factory import T0
+
+    # One 8 s stream of 80 one-token chunks (TTFT 0.1 s, then 0.1 s apart) and one cut request.
+    stream = rec(t=T0, ttft=0.1, gaps=(0.1,) * 79, tokens=80)
+    cut = rec("cut", t=T0 + 1, e2e=9.0, outcome_detail="run_ended")
+    summary = summarize([stream, cut], window_start_s=T0, window_end_s=T0 + 10)
+    path = write_run(tmp_path / "run", [stream, cut], summary, {"label": "x", "load": {"users": 2}})
+    run = load_runs([path])[0]
+    line = timeline(run, 2.0)
+    # by request end all 80 tokens would sit in the 8-10 s bin; by arrival they spread over the stream
+    assert line["output_tokens_per_s"].tolist() == pytest.approx([9.5, 10.0, 10.0, 10.0, 0.5])
+    assert line["cut"].sum() * 2.0 == pytest.approx(1.0)
+    row = run_metrics(run)
+    assert row["cuts"] == 1 and row["cut_rate"] == 0.5
+    assert row["output_tokens_per_s"] == pytest.approx(summary["output_tokens_per_s"]) == pytest.approx(8.0)
