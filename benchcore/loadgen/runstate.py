@@ -122,6 +122,10 @@ class RunState:
             self.stopped.wait()
         return self.ready.is_set() and not self.stopped.is_set()
 
+    def past_end(self) -> bool:
+        """The run's planned end has passed (a worker may hear of the stop a moment later)."""
+        return self.end_ts_s is not None and time.time() >= self.end_ts_s + self.clock_offset_s
+
     def sleep_until(self, due_ts_s: float) -> bool:
         """Wait for a slot; False if the test stopped before it fell due (it then never counts as due)."""
         # Timers wake up to a millisecond late (epoll counts in ms): sleep until just before the slot, then

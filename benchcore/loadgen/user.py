@@ -89,6 +89,9 @@ class OpenAIUser(User):
         run = self._run
         if not run.wait_ready():
             return  # the test stopped before this worker got its configuration
+        if run.past_end():
+            run.stopped.wait()  # nothing is sent after the planned end: it would fall outside the window
+            return
         due = None
         if run.settings.open_loop:
             if run.schedule is None:
