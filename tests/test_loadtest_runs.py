@@ -397,10 +397,8 @@ def test_open_loop_sends_exactly_the_due_slots_and_counts_tokens_by_arrival(tmp_
 def start_workers(master_port: int, count: int) -> list[subprocess.Popen]:
     cmd = [sys.executable, "-m", "locust", "-f", str(LOADTEST_DIR), "--worker", "--master-host", "127.0.0.1",
            "--master-port", str(master_port)]  # fmt: skip
-    return [
-        subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for _ in range(count)
-    ]
+    # stderr is inherited: what the workers log reaches pytest's capture and its ERROR check
+    return [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL) for _ in range(count)]
 
 
 def stop_all(procs: list[subprocess.Popen]) -> None:
@@ -433,6 +431,7 @@ def test_master_and_two_worker_processes_record_exactly_what_the_fake_served(fak
     workers = start_workers(port, 2)
     try:
         out, err = master.communicate(timeout=120)
+        sys.stderr.write(err)
     finally:
         stop_all(workers)
     assert master.returncode == 0, err[-4000:]
@@ -467,6 +466,7 @@ def test_a_worker_whose_final_records_never_arrive_is_a_warning(fake_url, tmp_pa
         wait_for(lambda: get_json(fake_url + "/fake/stats")["received"].get("token_ms_5", 0) >= 10, 60)
         workers[1].kill()  # no final batch from this one
         _out, err = master.communicate(timeout=120)
+        sys.stderr.write(err)
     finally:
         stop_all(workers)
     assert master.returncode in (0, 1), err[-4000:]
@@ -488,6 +488,7 @@ def test_a_late_joiner_gets_no_share_while_every_shard_is_held(fake_url, tmp_pat
         wait_for(lambda: get_json(fake_url + "/fake/stats")["received"].get("token_ms_5", 0) >= 5, 60)
         workers += start_workers(port, 1)
         _out, err = master.communicate(timeout=120)
+        sys.stderr.write(err)
     finally:
         stop_all(workers)
     assert master.returncode == 0, err[-4000:]
@@ -546,7 +547,7 @@ def test_web_ui_tab_shows_live_llm_metrics(fake_url, tmp_path):
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
-    assert "ERROR" not in err, err[-3000:]
+        sys.stderr.write(err)
     assert {"TTFT p50 (ms)", "TTFT p99 (ms)", "Output tok/s (since start)", "Successful requests",
             "Cut by the end of the run"} <= set(cells), cells  # fmt: skip
     assert 0 < float(cells["TTFT p50 (ms)"]) <= float(cells["TTFT p99 (ms)"])

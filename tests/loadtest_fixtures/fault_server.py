@@ -209,7 +209,12 @@ async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
     body = await request.json()
     fault = str(body.get("model") or "ok")
     _received[fault] = _received.get(fault, 0) + 1
-    resp = await _reply(request, chat, body, fault, arrived_s)
+    try:
+        resp = await _reply(request, chat, body, fault, arrived_s)
+    except ConnectionResetError:
+        # The client went away (a run that ended, a killed worker) before aiohttp noticed and cancelled
+        # this handler: the same thing, so end the same way, without an error log.
+        raise asyncio.CancelledError from None
     _completed[fault] = _completed.get(fault, 0) + 1
     return resp
 
