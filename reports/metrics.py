@@ -197,15 +197,20 @@ def token_arrivals(run: RunData) -> tuple[np.ndarray, np.ndarray]:
 
 
 def timeline(run: RunData, bin_s: float) -> pd.DataFrame:
-    """Per time bin from the window start: output tok/s by token arrival, outcomes in req/s by request end."""
+    """Per time bin from the window start: output tok/s by token arrival, outcomes in req/s by request end
+    (requests that ended after the window are left out of those bars)."""
     rec = run.records
     n_bins = max(int(np.ceil(run.duration_s / bin_s)), 1)
 
     def bins(epoch: np.ndarray) -> np.ndarray:
         return np.clip(((epoch - run.window_start_s) // bin_s).astype(int), 0, n_bins - 1)
 
-    idx = bins(rec["end_ts_s"].to_numpy(dtype=float))
-    outcome_codes = rec["outcome"].cat.codes.to_numpy()
+    ends = rec["end_ts_s"].to_numpy(dtype=float)
+    # Requests that ended after the window (finished during --stop-timeout) are not drawn: piled into the
+    # last bin they would look like a burst.
+    ended_inside = (ends >= run.window_start_s) & (ends < run.window_start_s + run.duration_s)
+    idx = bins(ends[ended_inside])
+    outcome_codes = rec["outcome"].cat.codes.to_numpy()[ended_inside]
     times, tokens = token_arrivals(run)
     inside = (times >= run.window_start_s) & (times < run.window_start_s + run.duration_s)
     starts = np.arange(n_bins) * bin_s
