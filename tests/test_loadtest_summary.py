@@ -215,7 +215,7 @@ def test_report_timeline_bins_tokens_by_arrival_and_counts_cut_requests(tmp_path
 
     # One 8 s stream of 80 one-token chunks (TTFT 0.1 s, then 0.1 s apart) and one cut request.
     stream = rec(t=T0, ttft=0.1, gaps=(0.1,) * 79, tokens=80)
-    cut = rec("cut", t=T0 + 1, e2e=9.0, outcome_detail="run_ended")
+    cut = rec("cut", t=T0 + 1, e2e=8.0, outcome_detail="run_ended")
     summary = summarize([stream, cut], window_start_s=T0, window_end_s=T0 + 10)
     path = write_run(tmp_path / "run", [stream, cut], summary, {"label": "x", "load": {"users": 2}})
     run = load_runs([path])[0]
