@@ -94,7 +94,9 @@ def run_figures(run: RunData) -> RunFigures:
     n = len(rec)
     cuts = int((outcome == "cut").sum())
     if not cuts and run.summary.get("cuts"):
+        # Counted in summary.json but absent from records.csv: they were attempted and did not succeed.
         cuts = int(run.summary["cuts"])
+        n += cuts
     duration = run.duration_s
     # Newer summaries count the tokens that arrived inside the window (smoother than whole requests).
     if run.summary.get("output_tokens_in_window") is not None and duration > 0:

@@ -334,8 +334,8 @@ def check_shapes(pairs: list[tuple[Side, list[RunData]]]) -> list[str]:
             diffs = ev.shape_differences(reference, ev.workload_shape(run))
             if diffs:
                 problems.append(
-                    f"{run.path}: a different workload from {cand.runs[0].path} ({'; '.join(diffs)}): "
-                    "runs of different shape cannot be compared"
+                    f"{run.path}: a different workload from the candidate {cand.runs[0].path} "
+                    f"(candidate vs this run: {'; '.join(diffs)}): runs of different shape cannot be compared"
                 )
     return problems
 
