@@ -210,16 +210,15 @@ def absolute_checks(side: Side, gates: AbsoluteGates) -> list[Check]:
 
 
 def interleaved(base: Side, cand: Side) -> bool:
-    """Equal counts, and in time order the runs alternate between the sides (as scripts/perf-gate runs)."""
+    """Equal counts, and in time order each consecutive two runs hold one of each side (A B A B or
+    A B B A, as scripts/perf-gate makes them): run i of one side ran next to run i of the other."""
     if len(base.figures) != len(cand.figures) or len(base.figures) < 2:
         return False
     order = sorted(
         [(f.started_ts_s, "b") for f in base.figures] + [(f.started_ts_s, "c") for f in cand.figures]
     )
     sides = [s for _, s in order]
-    return all(sides[i] != sides[i + 1] for i in range(0, len(sides), 2)) and all(
-        sides[i] == sides[0] for i in range(0, len(sides), 2)
-    )
+    return all({sides[i], sides[i + 1]} == {"b", "c"} for i in range(0, len(sides), 2))
 
 
 def _prior(config: GateConfig, figure: str) -> stats.NoisePrior | None:
