@@ -153,11 +153,22 @@ def refusals(
     return problems
 
 
-def workload_shape(run: RunData) -> dict[str, Any]:
+# Keys the two sources (summary.json `workload`, metadata.json options) state alike; the others (scenario
+# as class or record name, model as given or as resolved) are compared only between shapes of one source.
+SOURCE_NEUTRAL_KEYS = ("prompt_tokens_target", "max_tokens", "ignore_eos", "arrival", "rate_per_s", "users")
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    values: dict[str, Any]
+    source: str  # "workload" (summary.json) or "metadata" (older run folders)
+
+
+def workload_shape(run: RunData) -> Shape:
     """The offered load's shape: summary.json's `workload`, else metadata.json's recorded options."""
     given = run.summary.get("workload")
     if isinstance(given, dict):
-        return {k: given[k] for k in SHAPE_KEYS if k in given}
+        return Shape({k: given[k] for k in SHAPE_KEYS if given.get(k) is not None}, "workload")
     meta = run.metadata
     options = meta.get("options") if isinstance(meta.get("options"), dict) else {}
     load = meta.get("load") if isinstance(meta.get("load"), dict) else {}
@@ -172,21 +183,20 @@ def workload_shape(run: RunData) -> dict[str, Any]:
         "rate_per_s": options.get("rate") if options.get("rate") is not None else load.get("rate_per_s"),
         "users": load.get("users"),
     }
-    # A closed loop has no rate, an open loop's users only carry it: compare what defines each.
-    if shape.get("arrival") in ("constant", "poisson"):
-        shape.pop("users")
-    return {k: v for k, v in shape.items() if v is not None}
+    return Shape({k: v for k, v in shape.items() if v is not None}, "metadata")
 
 
-def shape_differences(reference: dict[str, Any], other: dict[str, Any]) -> list[str]:
+def shape_differences(reference: Shape, other: Shape) -> list[str]:
     """'key: A vs B' for each key both shapes give and they disagree on."""
+    keys = SHAPE_KEYS if reference.source == other.source else SOURCE_NEUTRAL_KEYS
+    ref, oth = reference.values, other.values
     diffs = []
-    for key in SHAPE_KEYS:
-        if key in reference and key in other and reference[key] != other[key]:
+    for key in keys:
+        if key in ref and key in oth and ref[key] != oth[key]:
             # An open loop's users only carry the rate: they may differ.
-            if key == "users" and reference.get("arrival") in ("constant", "poisson"):
+            if key == "users" and ref.get("arrival") in ("constant", "poisson"):
                 continue
-            diffs.append(f"{key}: {reference[key]!r} vs {other[key]!r}")
+            diffs.append(f"{key}: {ref[key]!r} vs {oth[key]!r}")
     return diffs
 
 

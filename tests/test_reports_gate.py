@@ -393,3 +393,14 @@ def test_more_repeats_estimate_shrinks_as_repeats_accrue() -> None:
     assert more.more_repeats is None or more.more_repeats < few.more_repeats
     hopeless = stats.compare([100, 30], [30, 100], **kw)  # no change, enormous noise
     assert hopeless.verdict == "inconclusive" and hopeless.more_repeats is None
+
+
+def test_shapes_from_summary_and_from_metadata_compare_on_what_both_state(tmp_path: Path) -> None:
+    """A newer run (summary.json `workload`) against an older one (metadata options): scenario and model are
+    named differently by the two sources, so only lengths, arrival, rate and users are compared."""
+    gates = relative_gates(tmp_path)
+    old = one_run(tmp_path / "old", options={"prompt_tokens": 32, "max_tokens": 32, "arrival": "closed"})
+    new = one_run(tmp_path / "new", workload=WORKLOAD)  # scenario "chat_stream", not a class name
+    assert gate("--gate", str(gates), str(old), str(new), "--out", str(tmp_path / "o1")) in (0, 3)
+    longer = one_run(tmp_path / "longer", workload={**WORKLOAD, "max_tokens": 64})
+    assert gate("--gate", str(gates), str(old), str(longer), "--out", str(tmp_path / "o2")) == 2
