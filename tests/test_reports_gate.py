@@ -180,7 +180,7 @@ def one_run(root: Path, label: str = "v1.2.0", successes: int = 30, **kw) -> Pat
             "fell behind its schedule (achieved 2.00 of 5.00 req/s)",
         ),
         ({"warning_codes": ["missing_worker_records"]}, "records of some Locust workers are missing"),
-        ({"successes": 5}, "too few requests: 5 (evidence.min_requests 10)"),
+        ({"successes": 3}, "too few requests: 3 (evidence.min_requests 4)"),
     ],
 )
 def test_broken_evidence_is_refused(tmp_path: Path, capsys, kwargs: dict, reason: str) -> None:
