@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import server_logs
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "perf-gate"
 
@@ -69,3 +71,8 @@ def test_perf_gate_script_end_to_end(tmp_path: Path) -> None:
     assert (out / "cand" / "rep1" / "runs" / "v1.2.0" / "rep1" / "summary.json").is_file()
     assert (out / "base" / "rep1" / "runs" / "v1.2.0" / "rep1" / "summary.json").is_file()
     assert not (out / "base-src").exists()  # the baseline's worktree is removed
+    # The servers and Locust runs wrote their logs to files, out of pytest's capture: search them here.
+    logs = sorted(out.rglob("*.log"))
+    assert any(p.name.endswith(".server.log") for p in logs)
+    for path in logs:
+        assert not server_logs.problems(path.read_text(errors="replace")), path
