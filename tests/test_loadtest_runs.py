@@ -217,8 +217,12 @@ TIGHT_V111 = """compat: v1.1.1
 model_concurrency_limiter:
   enabled: true
   error_mode: {mode}
-  tier_limits:
+  tier_limits:  # every tier alike: whichever one the model's name or size selects
     '<3B': {{max_concurrent: 1, queue_depth: 2, queue_timeout_ms: 300}}
+    '3-7B': {{max_concurrent: 1, queue_depth: 2, queue_timeout_ms: 300}}
+    '7-13B': {{max_concurrent: 1, queue_depth: 2, queue_timeout_ms: 300}}
+    '13-27B': {{max_concurrent: 1, queue_depth: 2, queue_timeout_ms: 300}}
+    '30B+': {{max_concurrent: 1, queue_depth: 2, queue_timeout_ms: 300}}
 mlx:
   concurrency_limit: 1
 """
