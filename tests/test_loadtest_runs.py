@@ -230,7 +230,7 @@ mlx:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["http", "in_stream"])
-def test_reference_server_v111_limiter_refusals(tmp_path, mode):
+def test_reference_server_v111_limiter_refusals(tmp_path, mode, decode_tokens_per_s):
     overlay = tmp_path / "tight.yaml"
     overlay.write_text(TIGHT_V111.format(mode=mode))
     cmd = [
@@ -248,7 +248,10 @@ def test_reference_server_v111_limiter_refusals(tmp_path, mode):
         run_dir = tmp_path / f"v111-{mode}"
         proc = run_locust(
             url, run_dir, "-u", "6", "-r", "6", "-t", "3s", "--stop-timeout", "30", "--think-time-s", "0.05",
-            "--max-tokens", "32", "--ignore-eos", "--prompt-tokens", "16", "--request-timeout-s", "25",
+            # about a second of decoding each at this machine's measured speed: a queued request's 300 ms
+            # run out while another is served, on a fast machine as on a slow one
+            "--max-tokens", str(max(32, int(decode_tokens_per_s))), "--ignore-eos", "--prompt-tokens", "16",
+            "--request-timeout-s", "120",
         )  # fmt: skip
     ran(proc, 1)
     s = assert_summary_matches_records(run_dir)
