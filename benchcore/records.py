@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-Outcome = Literal["success", "rejected", "timeout", "error"]
-OUTCOMES: tuple[Outcome, ...] = ("success", "rejected", "timeout", "error")
+# "cut": still in flight when the run ended (Locust stopped the user); counted, never dropped.
+Outcome = Literal["success", "rejected", "timeout", "error", "cut"]
+OUTCOMES: tuple[Outcome, ...] = ("success", "rejected", "timeout", "error", "cut")
+CUT_DETAIL = "run_ended"
 # How output_tokens is known: the server's usage, the run's tokenizer on the reply's text, or not at all.
 # ("counted", in run folders written before the tokenizer count, meant content chunks.)
 UsageSource = Literal["server", "tokenizer", "none", "counted"]
@@ -42,6 +44,9 @@ class RequestRecord:
     response_bytes: int = 0
     worker_id: str = "local"
     user_id: int = 0
+    # ---- timing additions (issue 12, items 2 and 7) ----
+    # schedule -> first byte of the response (headers), beside TTFT (first content chunk).
+    ttfb_s: float | None = None
     # ---- token-count additions (issue 12, item 6) ----
     # Content chunks of a stream (a server may pack several tokens into one); output_tokens_counted is the
     # reply's text re-tokenized by the run's tokenizer.
