@@ -68,7 +68,7 @@ class Failed(NamedTuple):
 class BatchStats(NamedTuple):
     sequences: int  # in the worker: decoding, prefilling or waiting for a batch slot
     decoding: int  # decoded in the latest step
-    held: int  # held back by `mlx.concurrency_limit` (v1.1.1 only)
+    held: int  # waiting in the worker's FIFO for the generator: decode cap, mlx.concurrency_limit, prefill wait
     decode_steps: int
 
 
