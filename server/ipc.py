@@ -66,9 +66,9 @@ class Failed(NamedTuple):
 
 
 class BatchStats(NamedTuple):
-    sequences: int  # in the worker: decoding, prefilling or waiting for a batch slot
+    sequences: int  # in the generator: decoding or prefilling
     decoding: int  # decoded in the latest step
-    held: int  # waiting in the worker's FIFO for the generator: decode cap, mlx.concurrency_limit, prefill wait
+    held: int  # in the worker's FIFO queue: the decode cap, mlx.concurrency_limit, prefill_wait_ms
     decode_steps: int
 
 
