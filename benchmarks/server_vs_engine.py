@@ -266,12 +266,20 @@ def measure_point(
         shift = (offset + repeat) % len(names)
         for name in names[shift:] + names[:shift]:
             runs[name].append(summarize(runners[name](load)))
-    return {
+    medians = {
         name: PointResult(
             *(statistics.median(getattr(r, f) for r in results) for f in PointResult.__annotations__)
         )
         for name, results in runs.items()
     }
+    progress = ", ".join(
+        f"{n} {m.tok_s:.0f} tok/s, TTFT p50 {1000 * m.ttft_p50_s:.0f} ms" for n, m in medians.items()
+    )
+    print(
+        f"[{load.users or len(load.arrivals_s)} {'users' if load.closed else 'arrivals'}] {progress}",
+        file=sys.stderr,
+    )
+    return medians
 
 
 def print_tables(title: str, points: list[tuple[str, dict[str, PointResult]]], ours: list[str]) -> None:
