@@ -66,10 +66,11 @@ class Failed(NamedTuple):
 
 
 class BatchStats(NamedTuple):
-    sequences: int  # in the generator: decoding or prefilling
-    decoding: int  # decoded in the latest step
+    sequences: int  # in the generator: decoding or prefilling (the worker's FIFO queue is `held`)
+    decoding: int  # decoded in the latest decode step (the batch size of that step)
     held: int  # in the worker's FIFO queue: the decode cap, mlx.concurrency_limit, prefill_wait_ms
     decode_steps: int
+    waiting: int = 0  # in the generator without a first token yet (prefilling or waiting for a slot)
 
 
 class WorkerError(NamedTuple):
