@@ -283,8 +283,9 @@ def measure_point(
 
 
 def print_tables(title: str, points: list[tuple[str, dict[str, PointResult]]], ours: list[str]) -> None:
-    others = [ENGINE, *ours, PEER]
-    ratio_cols = [(o, ENGINE) for o in ours] + [(o, PEER) for o in ours]
+    peer = [PEER] if PEER in points[0][1] else []
+    others = [ENGINE, *ours, *peer]
+    ratio_cols = [(o, ENGINE) for o in ours] + [(o, p) for p in peer for o in ours]
     print(f"\n### {title}: output tok/s\n")
     head = " | ".join(others) + " | " + " | ".join(f"{a} / {b}" for a, b in ratio_cols)
     print(f"| load | {head} |")
@@ -353,8 +354,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         for runner in runners.values():  # warm every system
             runner(Load(users=2, rounds=1))
-        if args.no_peer:
-            runners[PEER] = runners[ENGINE]  # printed as a copy of the engine; say so below
 
         closed = []
         for i, users in enumerate(args.concurrency):
@@ -373,8 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{args.tokens} output tokens per request; median of {args.repeats} run(s) per cell; "
         f"closed loop: {args.rounds} request(s) per user; open loop: {args.open_requests} Poisson arrivals "
         f"per point; capacity = the engine's best closed-loop figure, {capacity_tok_s:.0f} tok/s = "
-        f"{capacity_rps:.2f} req/s"
-        + ("; mlx_lm.server skipped (its columns repeat the engine)" if args.no_peer else "")
+        f"{capacity_rps:.2f} req/s" + ("; mlx_lm.server skipped" if args.no_peer else "")
     )
     print_tables("Closed loop", closed, ours)
     print_tables("Open loop (Poisson)", opened, ours)

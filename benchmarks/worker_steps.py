@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     loaded = load(str(build_embedded_model()))
     profile(loaded, options, 2, 8)  # warm up
-    print(
-        f"\n{args.tokens} tokens per stream, all prompts at once; ms per step (share of wall time)\n"
-    )
+    print(f"\n{args.tokens} tokens per stream, all prompts at once; ms per step (share of wall time)\n")
     print(
         "| streams | steps | tok/s | wall ms/step | decode | prefill | join (rest of next) | "
         "per-token Python | pickling | other | Tokens msgs/step |"
