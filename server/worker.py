@@ -84,6 +84,7 @@ class Waiting:
     sub: ipc.Submit
     tokens: Any
     arrived_s: float
+    announced: bool = True  # its Started event has been sent
 
 
 @dataclass
@@ -204,8 +205,13 @@ class BatchRuntime:
                 f"{sub.max_prompt_tokens}."
             )
             return [ipc.Failed(sub.request_id, 400, "context_length_exceeded", message, "messages")]
-        self.held.append(Waiting(sub, tokens, time.perf_counter()))
-        return self.admit_held()
+        # Accepted: the HTTP process may start its reply (a queued request that times out then ends
+        # with an error event, as when mlx-lm's generator held the queue). Under mlx.concurrency_limit
+        # (v1.1.1) a held request is announced only once it starts, as v1.1.1 did.
+        announced = self.options.concurrency_limit is None
+        self.held.append(Waiting(sub, tokens, time.perf_counter(), announced))
+        events: list = [ipc.Started(sub.request_id, len(tokens))] if announced else []
+        return events + self.admit_held()
 
     def start(self, sub: ipc.Submit, tokens) -> ipc.Started:
         uid = self.insert(sub, tokens)
@@ -264,7 +270,12 @@ class BatchRuntime:
             waited_ms = (time.perf_counter() - self.held[0].arrived_s) * 1000.0
             if len(self.held) < batch and waited_ms < self.options.prefill_wait_ms:
                 return []
-        return [self.start(item.sub, item.tokens) for item in self.popleft(min(free, len(self.held)))]
+        events = []
+        for item in self.popleft(min(free, len(self.held))):
+            started = self.start(item.sub, item.tokens)
+            if not item.announced:
+                events.append(started)
+        return events
 
     def popleft(self, count: int) -> list[Waiting]:
         return [self.held.popleft() for _ in range(count)]

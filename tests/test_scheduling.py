@@ -60,12 +60,25 @@ def run_until_idle(runtime: BatchRuntime, max_steps: int = 2000) -> list[int]:
     """Step until nothing runs or waits; returns the number of sequences in the batch at each step."""
     in_batch = []
     for _ in range(max_steps):
+        note_admitted(runtime)
         if not (runtime.sequences or runtime.held):
             return in_batch
         runtime.send_events(runtime.admit_held())
+        note_admitted(runtime)
         in_batch.append(len(runtime.sequences))
         runtime.send_events(runtime.step())
     raise AssertionError(f"still busy after {max_steps} steps")
+
+
+def note_admitted(runtime: BatchRuntime) -> None:
+    """Record, in order, each request that entered the generator (uid_by_request keeps insertion order)."""
+    order = runtime.__dict__.setdefault("admitted_order", [])
+    order += [request_id for request_id in runtime.uid_by_request if request_id not in order]
+
+
+def admitted(runtime: BatchRuntime) -> list[str]:
+    note_admitted(runtime)
+    return runtime.admitted_order
 
 
 def started(events: list) -> list[str]:
@@ -81,10 +94,11 @@ def test_cap_respected_and_queued_requests_served_in_arrival_order(loaded):
     ids = [f"r{i}" for i in range(7)]
     for request_id in ids:
         runtime.send_events(runtime.handle(submit(request_id)))
-    assert started(events) == ids[:2] and len(runtime.held) == 5
+    assert admitted(runtime) == ids[:2] and len(runtime.held) == 5
+    assert started(events) == ids  # every one accepted (tokenized, checked) at once
     in_batch = run_until_idle(runtime)
     assert max(in_batch) == 2
-    assert started(events) == ids  # FIFO: nobody overtakes
+    assert admitted(runtime) == ids  # FIFO: nobody overtakes
     assert finished(events) == dict.fromkeys(ids, 6)
     assert max(e.sequences for e in events if isinstance(e, ipc.BatchStats)) <= 2
     assert any(e.held == 5 for e in events if isinstance(e, ipc.BatchStats))
@@ -96,7 +110,7 @@ def test_a_cancelled_waiting_request_never_starts(loaded):
         runtime.send_events(runtime.handle(submit(request_id)))
     runtime.handle(ipc.Cancel("b"))
     run_until_idle(runtime)
-    assert started(events) == ["a", "c"]
+    assert admitted(runtime) == ["a", "c"]
     assert set(finished(events)) == {"a", "c"}
 
 
@@ -105,8 +119,9 @@ def test_concurrency_limit_still_serializes_under_a_larger_cap(loaded):
     assert runtime.decode_cap == 1
     for request_id in "abcd":
         runtime.send_events(runtime.handle(submit(request_id)))
+    assert started(events) == ["a"]  # v1.1.1: a held request is announced when it starts
     assert max(run_until_idle(runtime)) == 1
-    assert started(events) == list("abcd") and len(finished(events)) == 4
+    assert started(events) == admitted(runtime) == list("abcd") and len(finished(events)) == 4
 
 
 def test_cap_defaults_to_max_batch_size(loaded):
@@ -118,12 +133,12 @@ def test_arrivals_wait_for_company_while_others_decode(loaded):
     # 1000 ms is the longest wait allowed; each check below runs microseconds after the arrival.
     runtime, events = make_runtime(loaded, prefill_wait_ms=1000, prefill_batch_size=2)
     runtime.send_events(runtime.handle(submit("first", max_tokens=40)))
-    assert started(events) == ["first"]  # nothing was decoding: no wait
+    assert admitted(runtime) == ["first"]  # nothing was decoding: no wait
     runtime.send_events(runtime.step())
     runtime.send_events(runtime.handle(submit("second")))
-    assert started(events) == ["first"] and len(runtime.held) == 1
+    assert admitted(runtime) == ["first"] and len(runtime.held) == 1
     runtime.send_events(runtime.handle(submit("third")))
-    assert started(events) == ["first", "second", "third"]  # a full prefill batch goes at once
+    assert admitted(runtime) == ["first", "second", "third"]  # a full prefill batch goes at once
     run_until_idle(runtime)
     assert set(finished(events)) == {"first", "second", "third"}
 
