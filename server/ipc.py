@@ -66,11 +66,11 @@ class Failed(NamedTuple):
 
 
 class BatchStats(NamedTuple):
-    sequences: int  # in the generator: decoding or prefilling (the worker's FIFO queue is `held`)
+    sequences: int  # in the generator: decoding, prefilling or waiting for a batch slot
     decoding: int  # decoded in the latest decode step (the batch size of that step)
-    held: int  # in the worker's FIFO queue: the decode cap, mlx.concurrency_limit, prefill_wait_ms
+    held: int  # admitted but held back by `mlx.concurrency_limit` (serialized generation)
     decode_steps: int
-    waiting: int = 0  # in the generator without a first token yet (prefilling or waiting for a slot)
+    waiting: int = 0  # without a first token yet (prefilling, or queued for a slot under the decode cap)
 
 
 class WorkerError(NamedTuple):

@@ -302,9 +302,18 @@ class BatchRuntime:
         return events
 
     def stats(self) -> ipc.BatchStats:
-        waiting = sum(1 for seq in self.sequences.values() if seq.completion_tokens == 0)
-        decoding = self.last_batch_size if len(self.sequences) > waiting else 0
-        return ipc.BatchStats(len(self.sequences), decoding, len(self.held), self.decode_steps, waiting)
+        # The record keeps its meaning whatever the queue: requests queued for a batch slot (announced)
+        # count as sequences waiting, as when mlx-lm's generator held them; `held` is concurrency_limit's.
+        queued = sum(1 for item in self.held if item.announced)
+        prefilling = sum(1 for seq in self.sequences.values() if seq.completion_tokens == 0)
+        decoding = self.last_batch_size if len(self.sequences) > prefilling else 0
+        return ipc.BatchStats(
+            len(self.sequences) + queued,
+            decoding,
+            len(self.held) - queued,
+            self.decode_steps,
+            prefilling + queued,
+        )
 
     def advance(self, seq: Sequence, token: int, finish_reason: str | None, now: float, events: list) -> None:
         stopped = False
