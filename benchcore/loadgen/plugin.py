@@ -39,8 +39,18 @@ FINAL_GRACE_S = 10.0  # beyond --stop-timeout, how long the master waits for wor
 _process: dict[str, Any] = {}
 
 
+# Set once on_init has built this process's RunState. A worker is connected to its master before Locust
+# fires init, so a spawn (and the listeners it triggers) can come first: those wait for it.
+_initialized = Event()
+INIT_WAIT_S = 120.0
+
+
 def state_of(environment) -> RunState:
-    return environment.benchcore_state  # set in on_init; one per process
+    state = getattr(environment, "benchcore_state", None)  # set in on_init; one per process
+    if state is None:
+        _initialized.wait(INIT_WAIT_S)
+        state = environment.benchcore_state
+    return state
 
 
 def auth_headers(settings: options.LoadSettings) -> dict[str, str]:
@@ -72,6 +82,7 @@ def on_init(environment, **_kw) -> None:
     environment.benchcore_state = RunState(settings, ready=Event(), stopped=Event())
     environment.benchcore_finals = set()
     environment.benchcore_expected = set()
+    _initialized.set()
     runner = environment.runner
     # Before preparing: messages can arrive while it waits on the network.
     if isinstance(runner, MasterRunner):
