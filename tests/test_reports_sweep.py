@@ -1,0 +1,142 @@
+"""Probe, sweep plan and knee: the rules applied to measured figures, with fake measurements (no server),
+so nothing here depends on the machine's speed."""
+
+from __future__ import annotations
+
+import pytest
+
+from reports import campaign as camp
+from reports.knee import CurvePoint, find_knee
+from reports.probe import ProbeResult, ProfileProbe, StepResult, probe_profile
+from reports.sweep import comparison_point, plan_rates, point_load, run_order, users_for, with_slo
+
+DEFAULT = camp.load_campaign(camp.find("default"))
+
+
+def step(concurrency: int, rps: float, e2e_s: float = 1.0, ttft_s: float = 0.1, successes: int = 10):
+    return StepResult(concurrency, successes, successes, rps, 128 * rps, ttft_s, e2e_s, 10.0, "run")
+
+
+def fake_runner(capacity_rps: float, per_stream_rps: float):
+    """A server whose throughput grows with concurrency up to `capacity_rps`; records each call."""
+    calls = []
+
+    def run(name, concurrency, warmup_s, window_s):
+        calls.append((concurrency, warmup_s, window_s))
+        rps = min(capacity_rps, per_stream_rps * concurrency)
+        return step(concurrency, rps, e2e_s=concurrency / rps)
+
+    return run, calls
+
+
+def test_probe_doubles_until_throughput_stops_rising():
+    run, calls = fake_runner(capacity_rps=6.0, per_stream_rps=1.0)
+    result = probe_profile("batching", DEFAULT.probe, run, lambda _: None)
+    # 1, 2, 4 rise; 8 reaches 6 req/s (+50 %), 16 adds nothing: saturated.
+    assert [c for c, _, _ in calls] == [1, 2, 4, 8, 16]
+    assert result.capacity_rps == 6.0 and result.best.concurrency == 8
+    assert result.single.e2e_p50_s == 1.0
+
+
+def test_probe_of_a_serialized_server_stops_at_two():
+    run, calls = fake_runner(capacity_rps=1.0, per_stream_rps=1.0)
+    result = probe_profile("serial", DEFAULT.probe, run, lambda _: None)
+    assert [c for c, _, _ in calls] == [1, 2] and result.capacity_rps == 1.0
+
+
+def test_probe_step_windows_follow_the_measured_latency():
+    run, calls = fake_runner(capacity_rps=2.0, per_stream_rps=1.0)
+    probe_profile("p", DEFAULT.probe, run, lambda _: None)
+    rule = DEFAULT.probe.step_s
+    first, second, third = calls[0], calls[1], calls[2]
+    assert first == (1, DEFAULT.probe.first_warmup_s, DEFAULT.probe.first_step_s)
+    assert second[2] == pytest.approx(max(rule.value({"single_e2e_s": 1.0}), 2 * 2 * 1.0))
+    # At concurrency 2 the reply took 1 s (2 streams at 2 req/s): the window covers two rounds at 4.
+    assert third[2] >= 2 * 2 * 1.0
+
+
+def test_probe_repeats_a_first_step_with_too_few_replies():
+    windows = []
+
+    def run(name, concurrency, warmup_s, window_s):
+        windows.append(window_s)
+        few = len(windows) == 1
+        return step(concurrency, 0.1 if few else 1.0, successes=1 if few else 10)
+
+    probe_profile("slow", DEFAULT.probe, run, lambda _: None)
+    assert windows[:2] == [DEFAULT.probe.first_step_s, 2 * DEFAULT.probe.first_step_s]
+
+
+def probe_of(**capacities: float) -> ProbeResult:
+    return ProbeResult(
+        [ProfileProbe(name, [step(1, 1.0, e2e_s=0.8), step(2, cap)]) for name, cap in capacities.items()]
+    )
+
+
+def test_quantities_and_slo_come_from_the_probe():
+    q = with_slo(DEFAULT, probe_of(a=1.0, b=2.0, c=3.0).quantities())
+    assert q["single_e2e_s"] == 0.8 and q["min_capacity_rps"] == 1.0 and q["max_capacity_rps"] == 3.0
+    assert q["slo_e2e_s"] == pytest.approx(DEFAULT.slo.e2e_s.times * 0.8)
+    assert q["slo_ttft_s"] == pytest.approx(DEFAULT.slo.ttft_s.times * 0.1)
+
+
+def test_sweep_rates_span_below_serialized_to_beyond_batching_capacity():
+    q = with_slo(DEFAULT, probe_of(serial=1.0, batching=3.0).quantities())
+    rates = plan_rates(DEFAULT.sweep, q)
+    assert len(rates) == DEFAULT.sweep.points >= 5
+    assert rates == sorted(rates) and len(set(rates)) == len(rates)
+    assert rates[0] == pytest.approx(0.5) and rates[-1] == pytest.approx(4.5)
+    ratios = [b / a for a, b in zip(rates, rates[1:], strict=False)]
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-3)  # geometric
+    # The comparison point: nearest 1.25x the serialized capacity.
+    assert rates[comparison_point(rates, DEFAULT.sweep, q)] == pytest.approx(1.25, rel=0.25)
+
+
+def test_sweep_order_is_rate_by_rate_with_the_profiles_rotating():
+    order = run_order([1.0, 2.0, 3.0], ["a", "b", "c"])
+    assert [(r.rate_per_s, r.profile) for r in order] == [
+        (1.0, "a"), (1.0, "b"), (1.0, "c"),
+        (2.0, "b"), (2.0, "c"), (2.0, "a"),
+        (3.0, "c"), (3.0, "a"), (3.0, "b"),
+    ]  # fmt: skip
+    assert order[0].folder != order[3].folder
+
+
+def test_every_profile_gets_the_same_schedule_at_a_rate_and_enough_users():
+    q = with_slo(DEFAULT, probe_of(serial=1.0, batching=3.0).quantities())
+    runs = run_order(plan_rates(DEFAULT.sweep, q), ["a", "b"])
+    loads = [point_load(dict(DEFAULT.load), DEFAULT.sweep, r, q) for r in runs]
+    by_point = {}
+    for run, load in zip(runs, loads, strict=True):
+        by_point.setdefault(run.point, set()).add((load.seed, load.rate, load.duration_s, load.users))
+        assert load.arrival == "poisson" and load.slo_e2e_s == q["slo_e2e_s"]
+        # Little's law: every request could be in flight for the whole client deadline, and still find a user.
+        assert load.users >= load.rate * load.request_timeout_s
+    assert all(len(v) == 1 for v in by_point.values())
+    assert len({next(iter(v))[0] for v in by_point.values()}) == len(by_point)  # a schedule per rate
+    assert users_for(DEFAULT.sweep, 1000.0, 1000.0) == DEFAULT.sweep.max_users
+
+
+def test_derived_limits_follow_the_probe():
+    spec = DEFAULT.profiles[0]
+    derived = camp.derived_overrides(spec, {"single_e2e_ms": 500.0})
+    tiers = derived["model_concurrency_limiter"]["tier_limits"]
+    assert set(tiers) == set(camp.TIERS) and tiers["7-13B"] == {"queue_timeout_ms": 4000}
+
+
+@pytest.mark.parametrize(
+    ("shares", "expected"),
+    [
+        # (served share, within-SLO share) per rate 1, 2, 3, 4
+        ([(1, 1), (1, 1), (1, 1), (1, 1)], (4.0, None, None)),
+        ([(1, 1), (1, 0.95), (0.6, 0.5), (1, 1)], (2.0, 3.0, "served+slo")),  # a later recovery is ignored
+        ([(1, 1), (1, 0.5), (1, 0.2), (1, 0.1)], (1.0, 2.0, "slo")),
+        ([(0.5, 0.5), (0.3, 0.3), (0.2, 0.2), (0.1, 0.1)], (None, 1.0, "served+slo")),
+        ([(1, 1), (0.8, 0.95), (0.5, 0.5), (0.3, 0.3)], (1.0, 2.0, "served")),
+    ],
+)
+def test_knee(shares, expected):
+    points = [CurvePoint(float(i + 1), served, slo) for i, (served, slo) in enumerate(shares)]
+    knee = find_knee(list(reversed(points)), follow_share=0.9, slo_attainment=0.9)
+    assert (knee.holds_up_to_rps, knee.breaks_at_rps, knee.reason) == expected
+    assert knee.describe()
