@@ -76,7 +76,13 @@ def curves_figure(
     for ax in (ttft, e2e):
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(PLAIN)
-    fig.suptitle("Per profile against offered load; dotted verticals: each profile's knee", fontsize=11)
+        ax.yaxis.set_minor_formatter(PLAIN)
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+    fig.suptitle(
+        "Per profile against offered load; dotted verticals: the load where each profile's knee is passed "
+        "(served < share or SLO missed)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -95,13 +101,33 @@ def outcomes_figure(curve: pd.DataFrame, knees: dict[str, Knee]) -> Figure:
             ax.bar(x, share, bottom=bottom, color=color, label=label)
             bottom += share
         knee = knees.get(name)
-        ax.set_title(f"{name}: knee {knee.describe() if knee else 'n/a'}", fontsize=8, wrap=True)
+        ax.set_title(f"{name}\n{_short(knee)}", fontsize=9)
         ax.set_xlabel("offered load (req/s)")
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     axes[0][0].set_ylabel("% of attempted requests")
-    axes[0][-1].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(
+        handles.values(),
+        handles.keys(),
+        loc="upper center",
+        ncol=len(handles),
+        fontsize=8,
+        bbox_to_anchor=(0.5, 1.0),
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return fig
+
+
+def _short(knee: Knee | None) -> str:
+    if knee is None:
+        return "knee: n/a"
+    if knee.breaks_at_rps is None:
+        return f"holds across the sweep ({knee.holds_up_to_rps:.2f} req/s)"
+    held = f"{knee.holds_up_to_rps:.2f}" if knee.holds_up_to_rps is not None else "none"
+    return f"holds up to {held}, breaks at {knee.breaks_at_rps:.2f} req/s ({knee.reason})"
 
 
 def write_curves(

@@ -130,10 +130,10 @@ def probe_profile(
         first = run_step(name, 1, spec.first_warmup_s, window_s)
         if first.successes >= spec.min_first_step_requests and first.e2e_p50_s:
             break
-        progress(
-            f"  {name}: only {first.successes} one-stream replies in {window_s:g} s; again, twice as long"
-        )
-        window_s *= 2
+        # Long enough for the wanted replies at the latency just seen (and at least twice as long).
+        seen_e2e_s = first.e2e_p50_s or window_s
+        window_s = max(2 * window_s, 1.5 * spec.min_first_step_requests * seen_e2e_s)
+        progress(f"  {name}: only {first.successes} one-stream replies; again for {window_s:.0f} s")
     result.steps.append(first)
     if not first.e2e_p50_s:
         return result  # nothing completed: the caller reports it

@@ -325,6 +325,8 @@ def base_load(campaign: camp.Campaign, target: Target) -> dict:
 
 
 def step_result(run_dir: Path, concurrency: int) -> probing.StepResult:
+    if sweep_report.request_count(run_dir) == 0:  # nothing measured (e.g. one slow first reply): zeros
+        return probing.StepResult(concurrency, 0, 0, 0.0, 0.0, None, None, 0.0, str(run_dir))
     (run,) = load_runs([run_dir])
     m = run_metrics(run)
     return probing.StepResult(
@@ -340,43 +342,69 @@ def step_result(run_dir: Path, concurrency: int) -> probing.StepResult:
     )
 
 
+WARM_UP_TIMEOUT_S = 300.0
+
+
+def warm_up(url: str, model: str | None, max_tokens: int) -> None:
+    """One short request before anything is measured: the first replies of a fresh server compile kernels.
+    Bounded by WARM_UP_TIMEOUT_S; a failure here is left for the probe to report."""
+    try:
+        if model is None:
+            with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as response:
+                model = json.loads(response.read())["data"][0]["id"]
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "warm up"}],
+            "max_tokens": max_tokens,
+        }
+        request = urllib.request.Request(
+            f"{url}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=WARM_UP_TIMEOUT_S) as response:
+            response.read()
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        log.warning("warm-up request to %s failed: %s", url, exc)
+
+
 def run_probe(
-    campaign: camp.Campaign, targets: list[Target], out: Path, progress: Progress
+    campaign: camp.Campaign, targets: list[Target], urls: dict[str, str], out: Path, progress: Progress
 ) -> probing.ProbeResult:
     results = []
     for target in targets:
-        progress(f"probe {target.name}: starting")
-        with target_server(campaign, target, out, "probe") as url:
+        progress(f"probe {target.name}: closed loop, concurrency 1, 2, 4, ...")
+        url = urls[target.name]
 
-            def run_step(
-                name: str,
-                concurrency: int,
-                warmup_s: float,
-                window_s: float,
-                target: Target = target,
-                url=url,
-            ) -> probing.StepResult:
-                load = camp.LoadSpec.model_validate(
-                    {
-                        **base_load(campaign, target),
-                        "arrival": "closed",
-                        "rate": None,
-                        "users": concurrency,
-                        "spawn_rate": None,
-                        "think_time_s": 0,
-                        "warmup_s": round(warmup_s, 2),
-                        "duration_s": round(window_s, 1),
-                    }
-                )
-                run_dir = out / "runs" / "probe" / name / f"c{concurrency:03d}"
-                if run_dir.exists():  # a repeated first step
-                    run_dir = run_dir.with_name(f"{run_dir.name}-{time.monotonic_ns()}")
-                label = f"{name}-probe-c{concurrency}"
-                run_locust(load, url, run_dir, label, out / "logs" / f"{label}.locust.log", progress)
-                drain(url, load.request_timeout_s + DRAIN_EXTRA_S)
-                return step_result(run_dir, concurrency)
+        def run_step(
+            name: str,
+            concurrency: int,
+            warmup_s: float,
+            window_s: float,
+            target: Target = target,
+            url=url,
+        ) -> probing.StepResult:
+            load = camp.LoadSpec.model_validate(
+                {
+                    **base_load(campaign, target),
+                    "arrival": "closed",
+                    "rate": None,
+                    "users": concurrency,
+                    "spawn_rate": None,
+                    "think_time_s": 0,
+                    "warmup_s": round(warmup_s, 2),
+                    "duration_s": round(window_s, 1),
+                }
+            )
+            run_dir = out / "runs" / "probe" / name / f"c{concurrency:03d}"
+            if run_dir.exists():  # a repeated first step
+                run_dir = run_dir.with_name(f"{run_dir.name}-{time.monotonic_ns()}")
+            label = f"{name}-probe-c{concurrency}"
+            run_locust(load, url, run_dir, label, out / "logs" / f"{label}.locust.log", progress)
+            drain(url, load.request_timeout_s + DRAIN_EXTRA_S)
+            return step_result(run_dir, concurrency)
 
-            result = probing.probe_profile(target.name, campaign.probe, run_step, progress)
+        result = probing.probe_profile(target.name, campaign.probe, run_step, progress)
         if not result.single or not result.single.e2e_p50_s:
             raise RunFailed(f"probe {target.name}: no single-stream request completed; see {out / 'logs'}")
         single = result.single
@@ -411,6 +439,7 @@ class Eta:
 def run_sweep(
     campaign: camp.Campaign,
     targets: list[Target],
+    urls: dict[str, str],
     out: Path,
     plan: sweep_report.SweepPlan,
     progress: Progress,
@@ -424,32 +453,26 @@ def run_sweep(
         f"sweep: {len(runs)} runs ({len(plan.rates)} rates x {len(targets)} profiles), "
         f"about {eta.left_s() / 60:.1f} min"
     )
-    with contextlib.ExitStack() as stack:
-        urls = {}
-        for target in targets:
-            derived = None
-            if target.spec is not None and campaign.derived_limits:
-                derived = camp.derived_overrides(target.spec, q)
-            urls[target.name] = stack.enter_context(target_server(campaign, target, out, "sweep", derived))
-        progress(f"sweep: servers ready: {', '.join(f'{n} {u}' for n, u in urls.items())}")
-        for i, (run, load) in enumerate(zip(runs, loads, strict=True)):
-            started = time.monotonic()
-            run_dir = sweep_report.sweep_dir(out, run)
-            label = run.profile
-            progress(
-                f"sweep {i + 1}/{len(runs)}: {run.profile} at {run.rate_per_s:.2f} req/s "
-                f"({run.rate_per_s / q['min_capacity_rps']:.2f}x the lowest capacity), {load.users} users, "
-                f"{load.warmup_s:g} + {load.duration_s:g} s"
-            )
-            log_path = out / "logs" / f"sweep-{run.profile}-{run.folder}.locust.log"
-            run_locust(load, urls[run.profile], run_dir, label, log_path, progress)
-            drain(urls[run.profile], load.request_timeout_s + DRAIN_EXTRA_S)
-            eta.finished(time.monotonic() - started)
+    for i, (run, load) in enumerate(zip(runs, loads, strict=True)):
+        started = time.monotonic()
+        run_dir = sweep_report.sweep_dir(out, run)
+        label = run.profile
+        progress(
+            f"sweep {i + 1}/{len(runs)}: {run.profile} at {run.rate_per_s:.2f} req/s "
+            f"({run.rate_per_s / q['min_capacity_rps']:.2f}x the lowest capacity), {load.users} users, "
+            f"{load.warmup_s:g} + {load.duration_s:g} s"
+        )
+        log_path = out / "logs" / f"sweep-{run.profile}-{run.folder}.locust.log"
+        run_locust(load, urls[run.profile], run_dir, label, log_path, progress)
+        drain(urls[run.profile], load.request_timeout_s + DRAIN_EXTRA_S)
+        eta.finished(time.monotonic() - started)
+        if sweep_report.request_count(run_dir):
             m = run_metrics(load_runs([run_dir])[0], plan.slo)
-            progress(
-                f"  -> {100 * m['success_rate']:.0f} % served, goodput "
-                f"{m['goodput_requests_per_s'] or 0:.2f} req/s; about {eta.left_s() / 60:.1f} min left"
-            )
+            goodput = m["goodput_requests_per_s"] or 0
+            done = f"{100 * m['success_rate']:.0f} % served, goodput {goodput:.2f} req/s"
+        else:
+            done = "no request in the window"
+        progress(f"  -> {done}; about {eta.left_s() / 60:.1f} min left")
 
 
 def sweep_targets(campaign: camp.Campaign, external: Target | None) -> list[Target]:
@@ -483,18 +506,39 @@ def reproduce_sweep(
         (out / "campaign.yaml").write_text(campaign_path.read_text(encoding="utf-8"), encoding="utf-8")
         if external is None:
             build_model(progress)
-        probe = run_probe(campaign, targets, out, progress)
-        q = sweeping.with_slo(campaign, probe.quantities())
-        rates = sweeping.plan_rates(campaign.sweep, q)
-        plan = sweep_report.SweepPlan(
-            [t.name for t in targets], rates, sweeping.comparison_point(rates, campaign.sweep, q), q
-        )
-        plan.write(out)
-        progress(
-            f"derived: SLO TTFT {1000 * q['slo_ttft_s']:.0f} ms, E2E {q['slo_e2e_s']:.2f} s; rates "
-            f"{', '.join(f'{r:.2f}' for r in rates)} req/s; comparison at {rates[plan.comparison]:.2f}"
-        )
-        run_sweep(campaign, targets, out, plan, progress)
+        # Every server runs for the whole campaign (the idle ones wait on their queues); a profile whose
+        # limits derive from the probe is restarted once with them, after the probe.
+        with contextlib.ExitStack() as stack:
+            servers: dict[str, contextlib.ExitStack] = {}
+            urls: dict[str, str] = {}
+
+            def start(target: Target, phase: str, derived: dict | None = None) -> None:
+                servers[target.name] = stack.enter_context(contextlib.ExitStack())
+                progress(
+                    f"{target.name}: starting the server ({phase})" if target.url is None else target.url
+                )
+                url = servers[target.name].enter_context(target_server(campaign, target, out, phase, derived))
+                warm_up(url, target.model, campaign.load_for(target.spec).max_tokens if target.spec else 16)
+                urls[target.name] = url
+
+            for target in targets:
+                start(target, "probe")
+            probe = run_probe(campaign, targets, urls, out, progress)
+            q = sweeping.with_slo(campaign, probe.quantities())
+            rates = sweeping.plan_rates(campaign.sweep, q)
+            plan = sweep_report.SweepPlan(
+                [t.name for t in targets], rates, sweeping.comparison_point(rates, campaign.sweep, q), q
+            )
+            plan.write(out)
+            progress(
+                f"derived: SLO TTFT {1000 * q['slo_ttft_s']:.0f} ms, E2E {q['slo_e2e_s']:.2f} s; rates "
+                f"{', '.join(f'{r:.2f}' for r in rates)} req/s; comparison at {rates[plan.comparison]:.2f}"
+            )
+            for target in targets:
+                if target.spec is not None and target.spec.derive and campaign.derived_limits:
+                    servers[target.name].close()  # stop it, then start it with the derived values
+                    start(target, "sweep", camp.derived_overrides(target.spec, q))
+            run_sweep(campaign, targets, urls, out, plan, progress)
     progress("writing the report (curves, knees, headline, HTML)")
     built, _, _, _ = sweep_report.write(campaign, out, plan, probe)
     return built

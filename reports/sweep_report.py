@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchcore.rundir import SUMMARY_FILE
 from benchcore.summary import Slo
 from reports import campaign as camp
 from reports import curves, html, report
@@ -92,8 +93,18 @@ def curve_row(run: RunData, sweep_run: SweepRun, slo: Slo) -> dict[str, Any]:
     }
 
 
+def request_count(run_dir: Path) -> int:
+    """The requests a run folder's summary counts (0 when it has none, or no summary)."""
+    try:
+        return int(json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8")).get("requests") or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 def curve_table(out: Path, plan: SweepPlan) -> tuple[pd.DataFrame, list[RunData]]:
-    runs = plan.runs()
+    # A run with no request in its window (possible only on a machine far slower than the probe saw) is
+    # left out of the curve rather than failing the report; the report's warnings name it.
+    runs = [r for r in plan.runs() if request_count(sweep_dir(out, r)) > 0]
     data = load_runs([sweep_dir(out, r) for r in runs])
     rows = [curve_row(d, r, plan.slo) for d, r in zip(data, runs, strict=True)]
     table = pd.DataFrame(rows).sort_values(["profile", "rate_per_s"], kind="stable")
@@ -326,13 +337,18 @@ def write(
     slo = {"ttft_s": plan.quantities["slo_ttft_s"], "e2e_s": plan.quantities["slo_e2e_s"]}
     figures = curves.write_curves(curve, knee, slo, capacities, folder / "plots")
     # The runs at the comparison point, in the usual compare report (latency over time, CDFs, ...).
-    at = [d for d, r in zip(data, plan.runs(), strict=True) if r.point == plan.comparison]
+    at = [d for d in data if d.path.name == next(r.folder for r in plan.runs() if r.point == plan.comparison)]
     detail = report.build(
         sorted(at, key=lambda d: plan.profiles.index(d.label) if d.label in plan.profiles else 0),
         folder / "comparison-point",
         title=f"The runs at the comparison point, {plan.rates[plan.comparison]:.2f} req/s",
     )
     warnings = report.run_warnings(data)
+    missing = [str(sweep_dir(out, r)) for r in plan.runs() if request_count(sweep_dir(out, r)) == 0]
+    if missing:
+        warnings.insert(
+            0, f"{len(missing)} sweep runs measured no request and are left out: {', '.join(missing)}"
+        )
     behind = curve[curve["generator_behind"]]
     if len(behind):
         warnings.insert(0, f"the load generator fell behind in {len(behind)} of {len(curve)} sweep runs")

@@ -64,7 +64,10 @@ def test_probe_repeats_a_first_step_with_too_few_replies():
         return step(concurrency, 0.1 if few else 1.0, successes=1 if few else 10)
 
     probe_profile("slow", DEFAULT.probe, run, lambda _: None)
-    assert windows[:2] == [DEFAULT.probe.first_step_s, 2 * DEFAULT.probe.first_step_s]
+    # The first try's replies took 1 s: the next window is twice as long, or long enough for the wanted
+    # number of replies at that latency, whichever is longer.
+    wanted_s = 1.5 * DEFAULT.probe.min_first_step_requests * 1.0
+    assert windows[:2] == [DEFAULT.probe.first_step_s, max(2 * DEFAULT.probe.first_step_s, wanted_s)]
 
 
 def probe_of(**capacities: float) -> ProbeResult:
@@ -140,3 +143,53 @@ def test_knee(shares, expected):
     knee = find_knee(list(reversed(points)), follow_share=0.9, slo_attainment=0.9)
     assert (knee.holds_up_to_rps, knee.breaks_at_rps, knee.reason) == expected
     assert knee.describe()
+
+
+# -- the report, from known run folders -----------------------------------------------------------------
+def test_report_only_writes_curves_knees_and_headline(tmp_path, capsys):
+    """Known sweep runs give known knees and a known headline at the comparison point."""
+    from reports.reproduce import main
+    from reports.sweep_report import SweepPlan, sweep_dir
+    from tests.reports_factory import outcome_mix, write_synthetic_run
+
+    out = tmp_path / "repro"
+    out.mkdir()
+    (out / "campaign.yaml").write_text(camp.find("default").read_text())
+    probe = probe_of(**{"v1.1.1": 1.0, "v1.2.0": 1.0, "guide-promise": 3.0})
+    probe.write(out)
+    q = with_slo(DEFAULT, probe.quantities())  # SLO E2E = 4 x 0.8 s = 3.2 s
+    rates = [0.5, 1.0, 2.0, 4.0]
+    plan = SweepPlan(["v1.1.1", "v1.2.0", "guide-promise"], rates, 2, q)
+    plan.write(out)
+    for run in plan.runs():
+        if run.profile == "guide-promise":  # follows up to 2 req/s, then slow beyond the SLO
+            mix = outcome_mix(10, e2e_s=1.0 if run.rate_per_s <= 2 else 5.0, ttft_s=0.1)
+        else:  # serialized: fine at 0.5 and 1, then refusals
+            mix = outcome_mix(10, 0, 0) if run.rate_per_s <= 1 else outcome_mix(5, 3, 2)
+        write_synthetic_run(sweep_dir(out, run), mix, label=run.profile, rate=run.rate_per_s)
+    assert main(["--out", str(out), "--report-only"]) == 0
+    printed = capsys.readouterr().out
+    knees = __import__("json").loads((out / "sweep.json").read_text())["knees"]
+    assert (knees["v1.1.1"]["holds_up_to_rps"], knees["v1.1.1"]["breaks_at_rps"]) == (1.0, 2.0)
+    assert knees["v1.1.1"]["reason"] == "served+slo"
+    assert (knees["guide-promise"]["holds_up_to_rps"], knees["guide-promise"]["breaks_at_rps"]) == (2.0, 4.0)
+    assert knees["guide-promise"]["reason"] == "slo"
+    headline = (out / "headline.md").read_text()
+    assert (
+        "| v1.1.1 measured | v1.1.1 guide | v1.2.0 measured | v1.2.0 guide | guide-promise measured |"
+        in headline
+    )
+    assert "| Success | 50.0 % | 70.0 % | 50.0 % | 100.0 % | 100.0 % |" in headline
+    assert "| Timeouts | 20.0 % | 18.0 % | 20.0 % | 0.0 % | 0.0 % |" in headline
+    assert (
+        "At 2.00 req/s offered" in headline
+        and "guide-promise holds up to 2.00x the load v1.1.1 holds" in headline
+    )
+    assert (out / "report" / "plots" / "curves.png").is_file() and (
+        out / "report" / "plots" / "outcomes.png"
+    ).is_file()
+    assert (out / "knees.csv").is_file() and (out / "curve.csv").is_file()
+    html = (out / "report" / "report.html").read_text()
+    assert "Knees (computed from the curves)" in html and html.count("data:image/png;base64,") == 2
+    assert (out / "report" / "comparison-point" / "report.html").is_file()
+    assert "| Success |" in printed
