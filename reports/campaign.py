@@ -4,6 +4,7 @@ and the figures a document claimed for them. Validated once; any problem is BadI
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +57,7 @@ class LoadSpec(_Strict):
 
     def locust_args(self, host: str, run_dir: Path, label: str) -> list[str]:
         run_time_s = round(self.warmup_s + self.duration_s)
+        # Locust takes whole seconds here.
         stop_s = self.stop_timeout_s if self.stop_timeout_s is not None else self.request_timeout_s
         args = [
             "--headless",
@@ -64,7 +66,7 @@ class LoadSpec(_Strict):
             "-r", f"{self.spawn_rate or self.users:g}",
             "-t", f"{run_time_s}s",
             # In-flight requests may finish after the end rather than be cut and left uncounted.
-            "--stop-timeout", f"{stop_s:g}",
+            "--stop-timeout", str(math.ceil(stop_s)),
             "--run-dir", str(run_dir),
             "--label", label,
             "--arrival", self.arrival,
@@ -156,6 +158,9 @@ class ProbeSpec(_Strict):
     # expected latency (2x the previous step's E2E p50), whatever step_s's at_most says
     max_concurrency: int = Field(64, ge=1)
     rise_below: float = Field(0.10, ge=0)
+    # Doublings in a row without that rise before the probe stops: batching often gains nothing at 2
+    # streams (prefill and decode compete) and only pays from 4 or 8.
+    patience: int = Field(2, ge=1)
 
 
 class SloSpec(_Strict):

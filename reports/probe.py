@@ -121,11 +121,19 @@ StepRunner = Callable[[str, int, float, float], StepResult]
 
 
 def probe_profile(
-    name: str, spec: camp.ProbeSpec, run_step: StepRunner, progress: Callable[[str], None]
+    name: str,
+    spec: camp.ProbeSpec,
+    run_step: StepRunner,
+    progress: Callable[[str], None],
+    e2e_hint_s: float | None = None,
 ) -> ProfileProbe:
-    """Concurrency 1, then doubling while a doubling raises the served throughput by `rise_below` or more."""
+    """Concurrency 1, then doubling until `patience` doublings in a row raise the served throughput by less
+    than `rise_below` over the best so far.
+    `e2e_hint_s` (a warm-up reply's duration) lengthens the first step to fit the wanted replies."""
     result = ProfileProbe(name)
     window_s = spec.first_step_s
+    if e2e_hint_s:
+        window_s = max(window_s, 1.5 * spec.min_first_step_requests * e2e_hint_s)
     for _ in range(MAX_FIRST_STEP_TRIES):
         first = run_step(name, 1, spec.first_warmup_s, window_s)
         if first.successes >= spec.min_first_step_requests and first.e2e_p50_s:
@@ -142,6 +150,7 @@ def probe_profile(
     best = first.requests_per_s
     concurrency = 2
     previous_e2e_s = first.e2e_p50_s
+    flat = 0  # doublings in a row that did not raise the throughput enough
     while concurrency <= spec.max_concurrency:
         # A doubling at most doubles a reply's latency (throughput does not fall), so this many rounds fit.
         window_s = max(spec.step_s.value(single), spec.rounds_per_step * 2 * previous_e2e_s)
@@ -151,10 +160,16 @@ def probe_profile(
             f"  {name}: concurrency {concurrency}: {step.requests_per_s:.2f} req/s, "
             f"{step.output_tokens_per_s:.0f} tok/s (best so far {best:.2f} req/s)"
         )
-        if step.requests_per_s < best * (1 + spec.rise_below) or not step.e2e_p50_s:
-            break  # saturated: a doubling no longer pays
+        if not step.e2e_p50_s:
+            break  # nothing completed at this concurrency
+        if step.requests_per_s < best * (1 + spec.rise_below):
+            flat += 1
+            if flat >= spec.patience:
+                break  # saturated: doublings no longer pay
+        else:
+            flat = 0
+        best = max(best, step.requests_per_s)
         previous_e2e_s = step.e2e_p50_s
-        best = step.requests_per_s
         concurrency *= 2
     return result
 

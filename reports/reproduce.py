@@ -345,9 +345,10 @@ def step_result(run_dir: Path, concurrency: int) -> probing.StepResult:
 WARM_UP_TIMEOUT_S = 300.0
 
 
-def warm_up(url: str, model: str | None, max_tokens: int) -> None:
-    """One short request before anything is measured: the first replies of a fresh server compile kernels.
-    Bounded by WARM_UP_TIMEOUT_S; a failure here is left for the probe to report."""
+def warm_up(url: str, model: str | None, max_tokens: int) -> float | None:
+    """Two requests of the campaign's reply length before anything is measured (a fresh server's first
+    replies compile kernels); returns the second one's duration, a first guess at the single-stream E2E
+    that sizes the probe's first step. Bounded by WARM_UP_TIMEOUT_S; a failure is left to the probe."""
     try:
         if model is None:
             with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as response:
@@ -362,14 +363,25 @@ def warm_up(url: str, model: str | None, max_tokens: int) -> None:
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=WARM_UP_TIMEOUT_S) as response:
-            response.read()
+        elapsed_s = None
+        for _ in range(2):
+            started = time.monotonic()
+            with urllib.request.urlopen(request, timeout=WARM_UP_TIMEOUT_S) as response:
+                response.read()
+            elapsed_s = time.monotonic() - started
+        return elapsed_s
     except (OSError, ValueError, KeyError, IndexError) as exc:
         log.warning("warm-up request to %s failed: %s", url, exc)
+        return None
 
 
 def run_probe(
-    campaign: camp.Campaign, targets: list[Target], urls: dict[str, str], out: Path, progress: Progress
+    campaign: camp.Campaign,
+    targets: list[Target],
+    urls: dict[str, str],
+    hints: dict[str, float | None],
+    out: Path,
+    progress: Progress,
 ) -> probing.ProbeResult:
     results = []
     for target in targets:
@@ -404,7 +416,9 @@ def run_probe(
             drain(url, load.request_timeout_s + DRAIN_EXTRA_S)
             return step_result(run_dir, concurrency)
 
-        result = probing.probe_profile(target.name, campaign.probe, run_step, progress)
+        result = probing.probe_profile(
+            target.name, campaign.probe, run_step, progress, hints.get(target.name)
+        )
         if not result.single or not result.single.e2e_p50_s:
             raise RunFailed(f"probe {target.name}: no single-stream request completed; see {out / 'logs'}")
         single = result.single
@@ -511,6 +525,7 @@ def reproduce_sweep(
         with contextlib.ExitStack() as stack:
             servers: dict[str, contextlib.ExitStack] = {}
             urls: dict[str, str] = {}
+            hints: dict[str, float | None] = {}
 
             def start(target: Target, phase: str, derived: dict | None = None) -> None:
                 servers[target.name] = stack.enter_context(contextlib.ExitStack())
@@ -518,12 +533,13 @@ def reproduce_sweep(
                     f"{target.name}: starting the server ({phase})" if target.url is None else target.url
                 )
                 url = servers[target.name].enter_context(target_server(campaign, target, out, phase, derived))
-                warm_up(url, target.model, campaign.load_for(target.spec).max_tokens if target.spec else 16)
+                max_tokens = camp.LoadSpec.model_validate(base_load(campaign, target)).max_tokens
+                hints[target.name] = warm_up(url, target.model, max_tokens)
                 urls[target.name] = url
 
             for target in targets:
                 start(target, "probe")
-            probe = run_probe(campaign, targets, urls, out, progress)
+            probe = run_probe(campaign, targets, urls, hints, out, progress)
             q = sweeping.with_slo(campaign, probe.quantities())
             rates = sweeping.plan_rates(campaign.sweep, q)
             plan = sweep_report.SweepPlan(

@@ -3,6 +3,8 @@ so nothing here depends on the machine's speed."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from reports import campaign as camp
@@ -32,8 +34,8 @@ def fake_runner(capacity_rps: float, per_stream_rps: float):
 def test_probe_doubles_until_throughput_stops_rising():
     run, calls = fake_runner(capacity_rps=6.0, per_stream_rps=1.0)
     result = probe_profile("batching", DEFAULT.probe, run, lambda _: None)
-    # 1, 2, 4 rise; 8 reaches 6 req/s (+50 %), 16 adds nothing: saturated.
-    assert [c for c, _, _ in calls] == [1, 2, 4, 8, 16]
+    # 1, 2, 4 rise; 8 reaches 6 req/s (+50 %), 16 and 32 add nothing: saturated.
+    assert [c for c, _, _ in calls] == [1, 2, 4, 8, 16, 32]
     assert result.capacity_rps == 6.0 and result.best.concurrency == 8
     assert result.single.e2e_p50_s == 1.0
 
@@ -41,7 +43,18 @@ def test_probe_doubles_until_throughput_stops_rising():
 def test_probe_of_a_serialized_server_stops_at_two():
     run, calls = fake_runner(capacity_rps=1.0, per_stream_rps=1.0)
     result = probe_profile("serial", DEFAULT.probe, run, lambda _: None)
-    assert [c for c, _, _ in calls] == [1, 2] and result.capacity_rps == 1.0
+    assert [c for c, _, _ in calls] == [1, 2, 4] and result.capacity_rps == 1.0
+
+
+def test_probe_looks_past_a_flat_doubling():
+    # Batching that gains nothing at 2 streams but does at 4 and 8 (as on a small CPU).
+    rps = {1: 1.0, 2: 1.0, 4: 1.5, 8: 2.0, 16: 2.0, 32: 2.05}
+
+    def run(name, concurrency, warmup_s, window_s):
+        return step(concurrency, rps[concurrency], e2e_s=concurrency / rps[concurrency])
+
+    result = probe_profile("batching", DEFAULT.probe, run, lambda _: None)
+    assert result.capacity_rps == 2.05 and [s.concurrency for s in result.steps] == [1, 2, 4, 8, 16, 32]
 
 
 def test_probe_step_windows_follow_the_measured_latency():
@@ -70,6 +83,12 @@ def test_probe_repeats_a_first_step_with_too_few_replies():
     assert windows[:2] == [DEFAULT.probe.first_step_s, max(2 * DEFAULT.probe.first_step_s, wanted_s)]
 
 
+def test_a_warm_up_reply_sizes_the_first_step():
+    run, calls = fake_runner(capacity_rps=1.0, per_stream_rps=1.0)
+    probe_profile("p", DEFAULT.probe, run, lambda _: None, e2e_hint_s=3.0)
+    assert calls[0][2] == max(DEFAULT.probe.first_step_s, 1.5 * DEFAULT.probe.min_first_step_requests * 3.0)
+
+
 def probe_of(**capacities: float) -> ProbeResult:
     return ProbeResult(
         [ProfileProbe(name, [step(1, 1.0, e2e_s=0.8), step(2, cap)]) for name, cap in capacities.items()]
@@ -89,7 +108,7 @@ def test_sweep_rates_span_below_serialized_to_beyond_batching_capacity():
     assert len(rates) == DEFAULT.sweep.points >= 5
     assert rates == sorted(rates) and len(set(rates)) == len(rates)
     assert rates[0] == pytest.approx(0.5) and rates[-1] == pytest.approx(4.5)
-    ratios = [b / a for a, b in zip(rates, rates[1:], strict=False)]
+    ratios = [b / a for a, b in itertools.pairwise(rates)]
     assert max(ratios) == pytest.approx(min(ratios), rel=1e-3)  # geometric
     # The comparison point: nearest 1.25x the serialized capacity.
     assert rates[comparison_point(rates, DEFAULT.sweep, q)] == pytest.approx(1.25, rel=0.25)
