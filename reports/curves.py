@@ -94,12 +94,16 @@ def outcomes_figure(curve: pd.DataFrame, knees: dict[str, Knee]) -> Figure:
         rows = curve[curve["profile"] == name].sort_values("rate_per_s")
         x = [f"{r:.2f}" for r in rows["rate_per_s"]]
         bottom = pd.Series(0.0, index=rows.index)
+        # Older run folders count cut requests beside the records (not in the shares): not stacked then.
+        beside = "uncounted_cuts" in rows and rows["uncounted_cuts"].fillna(0).any()
         for column, label, color in SHARES:
-            if column not in rows or not rows[column].fillna(0).any():
+            if column not in rows or not rows[column].fillna(0).any() or (column == "cut_rate" and beside):
                 continue
             share = 100 * rows[column].fillna(0)
             ax.bar(x, share, bottom=bottom, color=color, label=label)
             bottom += share
+        if beside:
+            ax.plot(x, 100 * rows["cut_rate"].fillna(0), "kx--", label="cut at the end (beside the shares)")
         knee = knees.get(name)
         ax.set_title(f"{name}\n{_short(knee)}", fontsize=9)
         ax.set_xlabel("offered load (req/s)")
