@@ -151,3 +151,21 @@ def test_report_only_rebuilds_the_headline_from_earlier_runs(tmp_path: Path, cap
 def test_report_only_without_runs_is_bad_input(tmp_path: Path, capsys) -> None:
     assert main(["--out", str(tmp_path), "--report-only", "--campaign", "smoke"]) == 2
     assert "no earlier runs to report on" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--url", "localhost:8080"], "--url 'localhost:8080'"),
+        (["--url", "http://127.0.0.1:1", "--label", "a b"], "--label 'a b'"),
+    ],
+)
+def test_bad_external_target_exits_2(tmp_path: Path, capsys, args: list[str], problem: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--out", str(tmp_path / "out")])
+    assert exited.value.code == 2 and problem in capsys.readouterr().err
+
+
+def test_quick_and_url_need_a_sweep_campaign(tmp_path: Path, capsys) -> None:
+    assert main(["--campaign", "smoke", "--quick", "--out", str(tmp_path / "out")]) == 2
+    assert "need a sweep campaign" in capsys.readouterr().err
