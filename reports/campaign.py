@@ -161,6 +161,9 @@ class ProbeSpec(_Strict):
     # Doublings in a row without that rise before the probe stops: batching often gains nothing at 2
     # streams (prefill and decode compete) and only pays from 4 or 8.
     patience: int = Field(2, ge=1)
+    # A step whose E2E p50 passes this multiple of the one-stream E2E also ends the probe: replies wait in
+    # a queue, so a further doubling adds queueing, not throughput (and its window would grow with it).
+    max_e2e_multiple: float = Field(8.0, gt=1)
 
 
 class SloSpec(_Strict):

@@ -169,6 +169,8 @@ def probe_profile(
         else:
             flat = 0
         best = max(best, step.requests_per_s)
+        if step.e2e_p50_s > spec.max_e2e_multiple * first.e2e_p50_s:
+            break  # queueing: replies take many times a lone reply's time
         previous_e2e_s = step.e2e_p50_s
         concurrency *= 2
     return result

@@ -83,6 +83,20 @@ def test_probe_repeats_a_first_step_with_too_few_replies():
     assert windows[:2] == [DEFAULT.probe.first_step_s, max(2 * DEFAULT.probe.first_step_s, wanted_s)]
 
 
+def test_probe_stops_when_replies_queue():
+    # Throughput creeps up with concurrency (overheads overlap) while every reply waits in a queue.
+    def run(name, concurrency, warmup_s, window_s):
+        return step(concurrency, 1.0 + 0.2 * concurrency, e2e_s=concurrency / (1.0 + 0.2 * concurrency))
+
+    result = probe_profile("serial", DEFAULT.probe, run, lambda _: None)
+    # E2E at 16 is 16 / 4.2 = 3.8 s, at 32: 32 / 7.4 = 4.3 s; at 64: 64 / 13.8 = 4.6 s; single: 1 / 1.2 s.
+    # 8x the single-stream 0.83 s is 6.7 s: never passed here, so it ends at max_concurrency.
+    assert result.steps[-1].concurrency == DEFAULT.probe.max_concurrency
+    tight = DEFAULT.probe.model_copy(update={"max_e2e_multiple": 4.0})
+    result = probe_profile("serial", tight, run, lambda _: None)
+    assert result.steps[-1].concurrency == 16  # 3.8 s > 4 x 0.83 s
+
+
 def test_a_warm_up_reply_sizes_the_first_step():
     run, calls = fake_runner(capacity_rps=1.0, per_stream_rps=1.0)
     probe_profile("p", DEFAULT.probe, run, lambda _: None, e2e_hint_s=3.0)
