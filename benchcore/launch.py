@@ -6,6 +6,7 @@ Bounded everywhere: a server that does not print its URL or answer /health in ti
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -23,6 +24,14 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]  # the checkout: servers run from here (config/, .cache/)
 LOADTEST_DIR = Path(loadtest.__file__).resolve().parent
 URL_RE = re.compile(r"http://127\.0\.0\.1:\d+")
+
+
+# Set (by the test suite) to pass what servers and Locust runs print through to our stderr.
+ECHO_ENV = "MLXBENCH_ECHO_CHILD_OUTPUT"
+
+
+def echo_child_output() -> bool:
+    return os.environ.get(ECHO_ENV, "") not in ("", "0")
 
 
 class ServerFailed(RuntimeError):
@@ -46,11 +55,14 @@ def serve(
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     printed = threading.Event()
+    echo = echo_child_output()
 
     def pump() -> None:  # also keeps the pipe drained so a chatty server never blocks
         assert proc.stdout is not None
         for line in proc.stdout:
             output.append(line)
+            if echo:
+                sys.stderr.write(line)
             if URL_RE.search(line):
                 printed.set()
 
@@ -92,6 +104,9 @@ def locust_cmd(host: str, run_dir: Path, *args: str) -> list[str]:
 
 def run_locust(host: str, run_dir: Path, *args: str, timeout_s: float = 600.0) -> subprocess.CompletedProcess:
     """One headless run; the run folder lands in run_dir. Output is captured (see .stderr for the log)."""
-    return subprocess.run(
+    proc = subprocess.run(
         locust_cmd(host, run_dir, *args), cwd=REPO, capture_output=True, text=True, timeout=timeout_s
     )
+    if echo_child_output():
+        sys.stderr.write(proc.stdout + proc.stderr)
+    return proc

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-Outcome = Literal["success", "rejected", "timeout", "error"]
-OUTCOMES: tuple[Outcome, ...] = ("success", "rejected", "timeout", "error")
+# "cut": still in flight when the run ended (Locust stopped the user); counted, never dropped.
+Outcome = Literal["success", "rejected", "timeout", "error", "cut"]
+OUTCOMES: tuple[Outcome, ...] = ("success", "rejected", "timeout", "error", "cut")
+CUT_DETAIL = "run_ended"
 UsageSource = Literal["server", "counted", "none"]
 
 
@@ -40,6 +42,9 @@ class RequestRecord:
     response_bytes: int = 0
     worker_id: str = "local"
     user_id: int = 0
+    # ---- timing additions (issue 12, items 2 and 7) ----
+    # schedule -> first byte of the response (headers), beside TTFT (first content chunk).
+    ttfb_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FIELD_NAMES}

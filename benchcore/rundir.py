@@ -37,7 +37,7 @@ _INT_FIELDS = frozenset(
     }
 )
 _FLOAT_FIELDS = frozenset(
-    {"scheduled_ts_s", "sent_ts_s", "end_ts_s", "schedule_lag_s", "e2e_s", "ttft_s", "tpot_s"}
+    {"scheduled_ts_s", "sent_ts_s", "end_ts_s", "schedule_lag_s", "e2e_s", "ttft_s", "tpot_s", "ttfb_s"}
 )
 
 

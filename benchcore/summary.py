@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,10 +14,17 @@ from benchcore.records import OUTCOMES, RequestRecord
 
 SCHEMA_VERSION = 1
 PERCENTILES = (50, 90, 95, 99)
-# The generator is "behind" when requests leave this much later than scheduled (p95), or when it achieves
-# less than this share of the requested rate.
+# The generator is "behind" when requests leave this much later than scheduled (p95), or when fewer
+# requests went out than the schedule had slots due in the window.
 BEHIND_LAG_P95_S = 0.05
-BEHIND_RATE_SHARE = 0.95
+# A Python load-generator process runs on one core: at this share of it, the client is the limit.
+CPU_LIMIT_SHARE = 0.9
+# Warning codes (summary.json "warning_codes"; the gate refuses runs by code).
+CUT_REQUESTS = "cut_requests"
+GENERATOR_BEHIND = "generator_behind"
+MISSING_WORKER_RECORDS = "missing_worker_records"
+SERVER_SATURATED = "server_saturated"
+APPROXIMATE_PROMPT_LENGTHS = "approximate_prompt_lengths"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,68 @@ def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
+def add_warning(summary: dict[str, Any], code: str, text: str) -> None:
+    """A human sentence in `warnings` and its machine-readable code in `warning_codes` (once per code)."""
+    summary.setdefault("warnings", []).append(text)
+    codes = summary.setdefault("warning_codes", [])
+    if code not in codes:
+        codes.append(code)
+
+
+def chunk_arrivals(rec: RequestRecord) -> tuple[list[float], float]:
+    """Epoch times at which a request's output arrived, and the tokens each arrival carried.
+
+    A stream's content chunks arrive at schedule + TTFT, then after each ITL gap; the request's output
+    tokens are spread evenly over its chunks (a server may pack several tokens into one chunk). Without
+    chunk times (non-streamed replies) every token arrives when the reply was read.
+    """
+    tokens = rec.output_tokens or 0
+    if rec.ttft_s is None:
+        return [rec.end_ts_s], float(tokens)
+    t = rec.scheduled_ts_s + rec.ttft_s
+    times = [t]
+    for gap in rec.itl_s:
+        t += gap
+        times.append(t)
+    return times, tokens / len(times)
+
+
+def tokens_in_window(records: Iterable[RequestRecord], start_s: float, end_s: float) -> float:
+    """Output tokens of successful requests that arrived in [start_s, end_s)."""
+    total = 0.0
+    for rec in records:
+        if rec.outcome != "success" or not rec.output_tokens:
+            continue
+        times, per_chunk = chunk_arrivals(rec)
+        total += per_chunk * sum(1 for t in times if start_s <= t < end_s)
+    return total
+
+
+def peak_in_flight(records: Sequence[RequestRecord]) -> int:
+    """The largest number of requests that were out at the same moment (sent, no outcome yet)."""
+    events = sorted([(r.sent_ts_s, 1) for r in records] + [(r.end_ts_s, -1) for r in records])
+    peak = now = 0
+    for _, step in events:  # ends sort before sends at the same instant: a reused user is not counted twice
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def cpu_figures(processes: dict[str, dict[str, float]], requests: int) -> dict[str, Any]:
+    """Load-generator CPU per process ({id: {cpu_s, wall_s}}): share of one core, and CPU per request."""
+    out: dict[str, Any] = {}
+    for pid, p in processes.items():
+        wall = p.get("wall_s") or 0.0
+        out[pid] = {**p, "cpu_share_of_core": p["cpu_s"] / wall if wall > 0 else None}
+    total = sum(p["cpu_s"] for p in processes.values())
+    return {
+        "processes": out,
+        "cpu_s": total,
+        "cpu_ms_per_request": 1000 * total / requests if requests else None,
+        "max_cpu_share_of_core": max((p["cpu_share_of_core"] or 0.0 for p in out.values()), default=None),
+    }
+
+
 def summarize(
     records: Sequence[RequestRecord],
     *,
@@ -69,12 +138,17 @@ def summarize(
     window_end_s: float | None = None,
     slo: Slo | None = None,
     requested_rate_per_s: float | None = None,
+    due_slots: int | None = None,
+    users: int | None = None,
+    warmup_records: Sequence[RequestRecord] = (),
+    loadgen_processes: dict[str, dict[str, float]] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Summarize the measured records of a run.
 
     The window defaults to [first scheduled send, last end]. Rates are fractions of attempted requests;
-    throughputs divide by the window's duration; latencies are over successful requests.
+    output throughput counts the tokens that *arrived* inside the window (from the measured requests and
+    from warm-up requests still streaming into it), divided by its duration; latencies are over successes.
     """
     start = (
         window_start_s
@@ -86,7 +160,9 @@ def summarize(
     counts = Counter(r.outcome for r in records)
     ok = [r for r in records if r.outcome == "success"]
     n = len(records)
-    output_tokens = sum(r.output_tokens or 0 for r in ok)
+    in_window = tokens_in_window(records, start, end)
+    warmup_in_window = tokens_in_window(warmup_records, start, end)
+    tokens_arrived = in_window + warmup_in_window
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "requests": n,
@@ -94,26 +170,33 @@ def summarize(
         "rejections": counts["rejected"],
         "timeouts": counts["timeout"],
         "errors": counts["error"],
+        "cuts": counts["cut"],
         "success_rate": _rate(counts["success"], n),
         "rejection_rate": _rate(counts["rejected"], n),
         "timeout_rate": _rate(counts["timeout"], n),
         "error_rate": _rate(counts["error"], n),
+        "cut_rate": _rate(counts["cut"], n),
         "outcome_details": _details(records),
         "window_start_ts_s": start,
         "window_end_ts_s": end,
         "duration_s": duration,
         "requests_per_s": counts["success"] / duration if duration else None,
         "attempted_requests_per_s": n / duration if duration else None,
-        "output_tokens": output_tokens,
-        "output_tokens_per_s": output_tokens / duration if duration else None,
+        "output_tokens": sum(r.output_tokens or 0 for r in ok),
+        "output_tokens_in_window": tokens_arrived,
+        "warmup_output_tokens_in_window": warmup_in_window,
+        "output_tokens_per_s": tokens_arrived / duration if duration else None,
         "prompt_tokens": sum(r.prompt_tokens or 0 for r in ok),
         "tokens": _token_sources(ok),
         "ttft_s": distribution(r.ttft_s for r in ok),
+        "ttfb_s": distribution(r.ttfb_s for r in ok),
         "e2e_s": distribution(r.e2e_s for r in ok),
         "tpot_s": distribution(r.tpot_s for r in ok),
         "itl_s": distribution(gap for r in ok for gap in r.itl_s),
         "schedule_lag_s": distribution(r.schedule_lag_s for r in records),
+        "peak_in_flight": peak_in_flight(records),
         "warnings": [],
+        "warning_codes": [],
     }
     if slo is not None and slo.any():
         good = sum(1 for r in ok if slo.met_by(r))
@@ -123,8 +206,20 @@ def summarize(
             "requests_per_s": good / duration if duration else None,
             "attainment": _rate(good, n),
         }
+    cpu = cpu_figures(loadgen_processes, n) if loadgen_processes else None
+    if cpu is not None:
+        summary["loadgen"] = cpu
+    if counts["cut"]:
+        add_warning(
+            summary,
+            CUT_REQUESTS,
+            f"{counts['cut']} request(s) were still in flight when the run ended (outcome 'cut'); they count "
+            "as attempted and not successful. Give --stop-timeout at least --request-timeout-s",
+        )
     if requested_rate_per_s:
-        summary["arrival"] = _arrival_check(summary, requested_rate_per_s)
+        summary["arrival"] = _arrival_check(summary, records, requested_rate_per_s, due_slots, users, cpu)
+    elif cpu is not None and (cpu["max_cpu_share_of_core"] or 0) >= CPU_LIMIT_SHARE:
+        add_warning(summary, GENERATOR_BEHIND, _cpu_text(cpu) + "; latencies include the client's own delay")
     if extra:
         summary.update(extra)
     return summary
@@ -133,7 +228,7 @@ def summarize(
 def _details(records: Sequence[RequestRecord]) -> dict[str, dict[str, int]]:
     by_outcome: dict[str, dict[str, int]] = {o: {} for o in OUTCOMES}
     for (outcome, detail), count in sorted(Counter((r.outcome, r.outcome_detail) for r in records).items()):
-        by_outcome[outcome][detail] = count
+        by_outcome.setdefault(outcome, {})[detail] = count
     return by_outcome
 
 
@@ -148,20 +243,84 @@ def _token_sources(ok: Sequence[RequestRecord]) -> dict[str, Any]:
     }
 
 
-def _arrival_check(summary: dict[str, Any], requested: float) -> dict[str, Any]:
+def _cpu_text(cpu: dict[str, Any]) -> str:
+    pid, share = max(
+        ((k, v["cpu_share_of_core"] or 0.0) for k, v in cpu["processes"].items()), key=lambda kv: kv[1]
+    )
+    return (
+        f"the load generator could not keep up: its process {pid} used {100 * share:.0f}% of a CPU core; "
+        "add --processes"
+    )
+
+
+def _arrival_check(
+    summary: dict[str, Any],
+    records: Sequence[RequestRecord],
+    requested: float,
+    due: int | None,
+    users: int | None,
+    cpu: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Requested against achieved: the exact count of due slots, the lag, and who was the limit."""
     achieved = summary["attempted_requests_per_s"]
     lag_p95 = summary["schedule_lag_s"]["p95"]
-    # Poisson arrivals in a window of T seconds vary by sqrt(rate * T) requests: allow three of those, so
-    # that a seeded draw with fewer arrivals is not taken for a generator that fell behind.
-    duration_s = summary.get("duration_s") or 0.0
-    noise = 3 * math.sqrt(requested * duration_s) / duration_s if duration_s > 0 else 0.0
-    floor = min(BEHIND_RATE_SHARE * requested, requested - noise)
-    behind = (achieved is not None and achieved < floor) or (
-        lag_p95 is not None and lag_p95 > BEHIND_LAG_P95_S
+    sent = summary["requests"]
+    missed = (due - sent) if due is not None else None
+    late = lag_p95 is not None and lag_p95 > BEHIND_LAG_P95_S
+    behind = late or (missed is not None and missed > 0)
+    out: dict[str, Any] = {
+        "requested_rate_per_s": requested,
+        "achieved_rate_per_s": achieved,
+        "due_slots": due,
+        "sent": sent,
+        "missed_slots": missed,
+        "users": users,
+        "peak_in_flight": summary["peak_in_flight"],
+        "behind": behind,
+        "limit": None,
+    }
+    if not behind:
+        return out
+    what = (
+        f"achieved {achieved or 0:.2f} of {requested:.2f} req/s ({sent} sent of {due} due), "
+        f"p95 schedule lag {lag_p95 or 0:.3f} s"
+        if due is not None
+        else f"achieved {achieved or 0:.2f} of {requested:.2f} req/s, p95 schedule lag {lag_p95 or 0:.3f} s"
     )
-    if behind:
-        summary["warnings"].append(
-            f"load generator fell behind: achieved {achieved or 0:.2f} of {requested:.2f} req/s, "
-            f"p95 schedule lag {lag_p95 or 0:.3f} s; add users (-u) or processes"
+    waiting = all_users_waiting(records, users)
+    out["all_users_waiting"] = waiting
+    if cpu is not None and (cpu["max_cpu_share_of_core"] or 0) >= CPU_LIMIT_SHARE:
+        out["limit"] = "cpu"
+        add_warning(summary, GENERATOR_BEHIND, f"{_cpu_text(cpu)} ({what})")
+    elif not waiting:
+        out["limit"] = "users"
+        add_warning(
+            summary,
+            GENERATOR_BEHIND,
+            f"the load generator could not keep up: requests left late while not all of its "
+            f"{users if users is not None else ''} users had a request out (users still spawning, or "
+            f"busy in the client) ({what}); spawn users at once (-r = -u) or add --processes",
         )
-    return {"requested_rate_per_s": requested, "achieved_rate_per_s": achieved, "behind": behind}
+    else:
+        out["limit"] = "server"
+        e2e = summary["e2e_s"]["mean"]
+        carry = f"; at E2E {e2e:.3f} s, {users} users carry at most {users / e2e:.2f} req/s" if e2e else ""
+        add_warning(
+            summary,
+            SERVER_SATURATED,
+            f"the server is saturated: all {users} users were waiting on replies ({what}){carry}",
+        )
+    return out
+
+
+def all_users_waiting(records: Sequence[RequestRecord], users: int | None) -> bool:
+    """Whether, when most late requests fell due, every user already had a request out."""
+    if not users:
+        return False
+    late = [r.scheduled_ts_s for r in records if r.schedule_lag_s > BEHIND_LAG_P95_S]
+    if not late:
+        return False
+    sends = sorted(r.sent_ts_s for r in records)
+    ends = sorted(r.end_ts_s for r in records)
+    full = sum(1 for t in late if bisect_right(sends, t) - bisect_right(ends, t) >= users)
+    return full >= len(late) / 2

@@ -6,8 +6,10 @@
    fixture's "instant" model: the whole reply pre-built, one write), with 1 Locust process and with
    `--processes 2`; small replies for requests/s, long ones for tokens/s. Client CPU seconds are shown: on
    this 2-core machine the fake server and the generator share the cores.
-2. TTFT accuracy: the fake waits 200 ms before the first token; the client's TTFT minus 200 ms, and minus
-   the delay the fake itself observed (arrival of the request to the write of the first token).
+2. Bias: against the FAKE delay server (`tests/loadtest_fixtures/delay_server.py`, TTFT 100 ms, ITL
+   10 ms, 64 one-token chunks), closed loop at 1, 8 and 32 users and open loop at 5, 10 and 20 req/s: the
+   client's TTFT and E2E (from the send) minus what the fake observed for the same requests, the lag from
+   the schedule, and the client's CPU per request.
 3. Reference (unless --no-reference): the reference server's token rate with the embedded model at a few
    concurrencies, and the ratio ceiling / reference best.
 """
@@ -18,19 +20,18 @@ import argparse
 import json
 import logging
 import resource
-import socket
 import statistics
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-from benchcore import read_summary
+from benchcore import read_run, read_summary
 from benchcore.launch import REPO, run_locust, serve
 
 FAKE = REPO / "tests" / "loadtest_fixtures" / "fault_server.py"
-TTFT_DELAY_S = 0.200
+DELAY_FAKE = REPO / "tests" / "loadtest_fixtures" / "delay_server.py"
+TTFT_MS, ITL_MS, BIAS_TOKENS = 100, 10, 64
 
 
 def children_cpu_s() -> float:
@@ -73,64 +74,68 @@ def ceiling(host: str, work: Path, duration: str) -> list[dict]:
     return rows
 
 
-def fake_first_token_s(host: str) -> list[float]:
-    with urllib.request.urlopen(host + "/fake/stats", timeout=5) as resp:
-        return json.load(resp)["first_token_s"]
-
-
 def reset_fake(host: str) -> None:
     urllib.request.urlopen(urllib.request.Request(host + "/fake/reset", data=b"", method="POST"), timeout=5)
 
 
-def raw_socket_ttft_s(host: str, model: str, count: int) -> list[float]:
-    """Baseline: TTFT seen by a minimal blocking-socket client (no gevent, no HTTP library, no JSON).
+def fake_timings(host: str) -> list[dict]:
+    with urllib.request.urlopen(host + "/fake/stats", timeout=5) as resp:
+        return json.load(resp)["timings"]
 
-    The clock starts after connect, as on the harness's kept-alive connection, and stops when the first
-    content chunk's bytes arrive.
+
+# (arrival, users, rate): closed loop at 1, 8 and 32 users; open loop (constant and Poisson) up to 20 req/s.
+BIAS_POINTS = (
+    ("closed", 1, None),
+    ("closed", 8, None),
+    ("closed", 32, None),
+    ("constant", 32, 5.0),
+    ("constant", 32, 10.0),
+    ("constant", 32, 20.0),
+    ("poisson", 32, 20.0),
+)
+
+
+def _ms(value: float) -> float:
+    return 1000 * value
+
+
+def bias(host: str, work: Path, duration: str, max_tokens: int) -> list[dict]:
+    """Client TTFT/E2E (from the send: the schedule lag taken out) minus what the FAKE observed.
+
+    The FAKE stamps each request when its bytes arrive and records when it wrote the first and the last
+    token, so the difference of the means over the same requests is the client's own bias (plus the
+    loopback); the lag from the schedule is reported on its own.
     """
-    hostname, port = host.removeprefix("http://").split(":")
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8,
-                       "stream": True}).encode()  # fmt: skip
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {hostname}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode()
-    out = []
-    for _ in range(count):
-        with socket.create_connection((hostname, int(port)), timeout=10) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            start = time.perf_counter()
-            sock.sendall(head + body)
-            seen = b""
-            while b'"content":"t0 "' not in seen:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise RuntimeError("fake server closed the stream before the first token")
-                seen += chunk
-            out.append(time.perf_counter() - start)
-    return out
-
-
-def ttft_accuracy(host: str, work: Path, duration: str) -> list[dict]:
-    model = f"first_token_ms_{round(TTFT_DELAY_S * 1000)}"
-    baseline = statistics.median(raw_socket_ttft_s(host, model, 20))
     rows = []
-    for users in (1, 16):
+    for arrival, users, rate in BIAS_POINTS:
         reset_fake(host)
+        name = f"bias-{arrival}-{users}-{rate or 0:g}"
+        extra = ["--arrival", arrival, "--rate", str(rate)] if rate else []
         s, _ = load(
-            host, work, f"ttft-{users}", "-u", str(users), "-r", str(users), "-t", duration,
-            "--model", model, "--max-tokens", "8",
+            host, work, name, "-u", str(users), "-r", str(users), "-t", duration,
+            "--max-tokens", str(max_tokens), *extra,
         )  # fmt: skip
-        server_side = fake_first_token_s(host)
-        ttft = s["ttft_s"]
+        ok = [r for r in read_run(work / name).records if r.outcome == "success"]
+        served = fake_timings(host)
+        ttft = [r.ttft_s - r.schedule_lag_s for r in ok]
+        e2e = [r.e2e_s - r.schedule_lag_s for r in ok]
+        lag = [r.schedule_lag_s for r in ok]
+        fake_ttft = [t["ttft_s"] for t in served]
+        fake_e2e = [t["e2e_s"] for t in served]
         rows.append(
             {
-                "users": users,
-                "requests": s["requests"],
-                "p50_minus_nominal_ms": (ttft["p50"] - TTFT_DELAY_S) * 1000,
-                "p99_minus_nominal_ms": (ttft["p99"] - TTFT_DELAY_S) * 1000,
-                "p50_minus_fake_observed_ms": (ttft["p50"] - statistics.median(server_side)) * 1000,
-                "p50_minus_raw_socket_p50_ms": (ttft["p50"] - baseline) * 1000,
+                "load": f"{users} users" if arrival == "closed" else f"{arrival} {rate:g}/s",
+                "requests": len(ok),
+                "served": len(served),
+                "ttft_bias_mean_ms": _ms(statistics.mean(ttft) - statistics.mean(fake_ttft)),
+                "ttft_bias_p50_ms": _ms(statistics.median(ttft) - statistics.median(fake_ttft)),
+                "e2e_bias_mean_ms": _ms(statistics.mean(e2e) - statistics.mean(fake_e2e)),
+                "e2e_bias_p50_ms": _ms(statistics.median(e2e) - statistics.median(fake_e2e)),
+                "ttfb_p50_ms": _ms(statistics.median(r.ttfb_s - r.schedule_lag_s for r in ok)),
+                "lag_p50_ms": _ms(statistics.median(lag)),
+                "lag_p99_ms": _ms(s["schedule_lag_s"]["p99"] or 0.0),
+                "achieved_per_s": s["attempted_requests_per_s"],
+                "cpu_ms_per_req": (s.get("loadgen") or {}).get("cpu_ms_per_request") or 0.0,
             }
         )
     return rows
@@ -180,8 +185,14 @@ def main(argv: list[str] | None = None) -> int:
             ceiling_rows = ceiling(fake, work, duration)
             print("Load generator ceiling against the instant FAKE server (ChatStreamUser, 32 users):")
             print(table(ceiling_rows), flush=True)
-            print(f"\nTTFT accuracy, FAKE server with a {TTFT_DELAY_S * 1000:.0f} ms first-token delay (ms):")
-            print(table(ttft_accuracy(fake, work, duration)), flush=True)
+        delay_cmd = [sys.executable, str(DELAY_FAKE), "--ttft-ms", str(TTFT_MS), "--itl-ms", str(ITL_MS)]
+        with serve([*delay_cmd, "--port", "0"]) as fake:
+            print(
+                f"\nBias against the FAKE delay server (TTFT {TTFT_MS} ms, ITL {ITL_MS} ms, {BIAS_TOKENS} "
+                "tokens, one per chunk): client minus what the fake observed, ms; lag from the schedule; "
+                "client CPU per request (all Locust processes)"
+            )
+            print(table(bias(fake, work, duration, BIAS_TOKENS)), flush=True)
         if not args.no_reference:
             ref_rows = reference(work)
             print("\nReference server (embedded model, 128 tokens, ignore_eos), output tokens/s:")

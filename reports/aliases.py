@@ -21,10 +21,10 @@ ALIASES: tuple[tuple[str, str, str, str, str], ...] = (
         "successful requests / measured window",
     ),
     (
-        "Success / Rejected / Timed out / Errors",
-        "success_rate, rejection_rate, timeout_rate, error_rate",
+        "Success / Rejected / Timed out / Errors / Cut at end",
+        "success_rate, rejection_rate, timeout_rate, error_rate, cut_rate",
         "`completed` of `num_prompts`; failures are not split",
-        "GuideLLM successful / incomplete / errored",
+        "GuideLLM successful / errored / incomplete (= cut)",
         "shares of attempted requests; they sum to 100 %",
     ),
     (

@@ -2,7 +2,8 @@
 `python -m reports.compare --gate config/gates.yaml [BASELINE] CANDIDATE`: a CI performance gate.
 
 A RUN_DIR is a run folder or a folder of run folders (its repeats). Exit codes: 0 pass, 1 regression
-(gate mode), 2 bad input (the message names the file and the problem).
+(gate mode), 2 bad input or runs the gate refuses to judge (the message names the file and the problem),
+3 inconclusive (gate mode: the repeats cannot tell a change from noise; not a pass).
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slo-tpot-ms", type=float, help="goodput SLO on TPOT")
     parser.add_argument("--slo-e2e-ms", type=float, help="goodput SLO on end-to-end latency")
     parser.add_argument(
+        "--shape-of",
+        type=Path,
+        action="append",
+        metavar="RUN_DIR",
+        help="gate mode: refuse a candidate whose workload differs from these runs' (a committed baseline)",
+    )
+    parser.add_argument(
         "--no-report", action="store_true", help="gate mode: skip the tables and plots report"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -75,6 +83,13 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_step_summary(text: str) -> None:
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file:
+        with open(summary_file, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+
+
 def run_gate(args: argparse.Namespace) -> int:
     if len(args.runs) > 2:
         raise BadInput(f"--gate takes [BASELINE] CANDIDATE, got {len(args.runs)} paths: {args.runs}")
@@ -82,25 +97,36 @@ def run_gate(args: argparse.Namespace) -> int:
     *base_paths, cand_path = args.runs
     cand_runs = load_runs([cand_path])
     base_runs = load_runs(base_paths) if base_paths else []
-    cand = label_stats(runs_frame(cand_runs, _slo(args)))
-    base = label_stats(runs_frame(base_runs, _slo(args))) if base_runs else None
-    checks = gate.evaluate(config, cand, base)
-    text = gate.to_markdown(checks, args.gate, cand_path, base_paths[0] if base_paths else None)
+    reference = load_runs(args.shape_of) if args.shape_of else None
     out = args.out or _default_out("gate")
-    gate.write_outputs(out, checks, text, cand)
+    base_name = base_paths[0] if base_paths else None
+    cand = label_stats(runs_frame(cand_runs, _slo(args)))
+    try:
+        result = gate.evaluate(config, cand_runs, base_runs or None, reference)
+    except gate.Refused as exc:
+        text = gate.refused_markdown(exc.problems, args.gate, cand_path, base_name)
+        gate.write_outputs(out, "refused", [], text, cand, problems=exc.problems)
+        print(text)
+        _write_step_summary(text)
+        raise
+    text = gate.to_markdown(result, args.gate, cand_path, base_name)
+    gate.write_outputs(out, result.verdict, result.checks, text, cand, diagnoses=result.diagnoses)
     if not args.no_report:  # the full comparison goes beside the verdict, for the CI artifact
         report.build(
             [*base_runs, *cand_runs], out / "report", title="Performance gate: runs compared", slo=_slo(args)
         )
     print(text)
-    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary_file:
-        with open(summary_file, "a", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    _write_step_summary(text)
     print(f"gate outputs: {out} (gate.md, gate.json, benchmark-bigger.json, benchmark-smaller.json)")
-    if not gate.passed(checks):
-        failed = [f"{c.label}: {c.gate}" for c in checks if c.verdict == "fail"]
-        raise RegressionFound(f"performance gate failed: {', '.join(failed)}")
+    if result.verdict == "fail":
+        failed = [f"{c.label}: {c.gate}" for c in result.checks if c.verdict == "fail"]
+        message = f"performance gate failed: {', '.join(failed)}"
+        if result.diagnoses:
+            message += " (the offered load may be the cause: see the diagnosis)"
+        raise RegressionFound(message)
+    if result.verdict == "inconclusive":
+        undecided = [f"{c.label}: {c.gate}" for c in result.checks if c.verdict == "inconclusive"]
+        raise gate.Inconclusive(f"performance gate inconclusive (not a pass): {', '.join(undecided)}")
     return 0
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from benchcore.records import OUTCOMES
+from benchcore.rundir import RECORDS_FILE
 from benchcore.summary import PERCENTILES, Slo
 from reports.load import RunData
 
@@ -21,12 +22,19 @@ log = logging.getLogger(__name__)
 
 LATENCIES = ("ttft", "e2e", "tpot")
 # Plural counts as summary.json names them, per outcome.
-COUNT_NAMES = {"success": "successes", "rejected": "rejections", "timeout": "timeouts", "error": "errors"}
+COUNT_NAMES = {
+    "success": "successes",
+    "rejected": "rejections",
+    "timeout": "timeouts",
+    "error": "errors",
+    "cut": "cuts",
+}
 RATE_NAMES = {
     "success": "success_rate",
     "rejected": "rejection_rate",
     "timeout": "timeout_rate",
     "error": "error_rate",
+    "cut": "cut_rate",
 }
 
 
@@ -50,6 +58,7 @@ METRICS: dict[str, Metric] = {
         Metric("rejection_rate", "Rejected", "%", False, 100.0),
         Metric("timeout_rate", "Timed out", "%", False, 100.0),
         Metric("error_rate", "Errors", "%", False, 100.0),
+        Metric("cut_rate", "Cut at the end", "%", False, 100.0),
         Metric("goodput_requests_per_s", "Goodput", "req/s", True),
         Metric("slo_attainment", "SLO attainment", "%", True, 100.0),
         *(
@@ -95,7 +104,13 @@ def run_metrics(run: RunData, slo: Slo | None = None) -> dict[str, Any]:
     counts = rec["outcome"].value_counts()
     ok = rec[rec["outcome"] == "success"]
     duration = run.duration_s
-    output_tokens = float(ok["output_tokens"].fillna(0).sum())
+    times, tokens = token_arrivals(run)
+    start = run.window_start_s
+    inside = (times >= start) & (times < start + duration)
+    # Tokens that arrived in the window, with those of warm-up requests (summary.json; not in records.csv).
+    output_tokens = float(tokens[inside].sum()) + float(
+        run.summary.get("warmup_output_tokens_in_window") or 0
+    )
     load = run.load
     row: dict[str, Any] = {
         "label": run.label,
@@ -139,20 +154,71 @@ def label_stats(runs: pd.DataFrame) -> pd.DataFrame:
     return stats.loc[label_order(runs)]
 
 
-def timeline(run: RunData, bin_s: float) -> pd.DataFrame:
-    """Per time bin (by when requests ended, from the window start): output tok/s and outcomes in req/s."""
+def _itl_column(run: RunData) -> pd.Series:
+    """records.csv's per-chunk gaps (JSON lists), row for row with run.records; read only when needed."""
+    key = (str(run.path), (run.path / RECORDS_FILE).stat().st_mtime_ns)
+    if key not in _ITL_CACHE:
+        frame = pd.read_csv(run.path / RECORDS_FILE, usecols=lambda c: c == "itl_s", dtype="string")
+        _ITL_CACHE.clear()  # one run at a time is enough: the figures read each run once
+        _ITL_CACHE[key] = frame["itl_s"] if "itl_s" in frame else pd.Series(pd.NA, index=run.records.index)
+    return _ITL_CACHE[key]
+
+
+_ITL_CACHE: dict[tuple[str, int], pd.Series] = {}
+
+
+def token_arrivals(run: RunData) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch time, tokens) of every chunk of output of successful requests, as benchcore.summary places
+    them: the first at schedule + TTFT, the next after each ITL gap, the request's tokens spread evenly;
+    a reply without chunk times (non-streamed) delivers all of them when it ended."""
     rec = run.records
-    t = rec["end_ts_s"].to_numpy(dtype=float) - run.window_start_s
+    ok = (rec["outcome"] == "success").to_numpy()
+    tokens = rec["output_tokens"].fillna(0).to_numpy(dtype=float)[ok]
+    ttft = rec["ttft_s"].to_numpy(dtype=float)[ok]
+    first = np.where(
+        np.isnan(ttft),
+        rec["end_ts_s"].to_numpy(dtype=float)[ok],
+        rec["scheduled_ts_s"].to_numpy(dtype=float)[ok] + ttft,
+    )
+    if not ok.any():
+        return np.empty(0), np.empty(0)
+    texts = _itl_column(run)[ok].fillna("").str.strip("[]").to_numpy(dtype=object)
+    texts = np.where(np.isnan(ttft), "", texts)  # no chunk times without a first chunk
+    counts = np.array([t.count(",") + 1 if t else 0 for t in texts], dtype=int)
+    joined = ",".join(t for t in texts if t)
+    gaps = np.array(joined.split(","), dtype=float) if joined else np.empty(0)
+    row = np.repeat(np.arange(len(texts)), counts)
+    cum = np.cumsum(gaps)
+    before = np.concatenate([[0.0], cum])[np.cumsum(counts) - counts]  # sum of the gaps of earlier rows
+    later_times = first[row] + cum - before[row]
+    per_chunk = tokens / (counts + 1)
+    times = np.concatenate([first, later_times])
+    return times, np.concatenate([per_chunk, per_chunk[row]])
+
+
+def timeline(run: RunData, bin_s: float) -> pd.DataFrame:
+    """Per time bin from the window start: output tok/s by token arrival, outcomes in req/s by request end
+    (requests that ended after the window are left out of those bars)."""
+    rec = run.records
     n_bins = max(int(np.ceil(run.duration_s / bin_s)), 1)
-    idx = np.clip((t // bin_s).astype(int), 0, n_bins - 1)
-    outcome_codes = rec["outcome"].cat.codes.to_numpy()
-    ok = outcome_codes == OUTCOMES.index("success")
-    tokens = np.where(ok, rec["output_tokens"].fillna(0).to_numpy(dtype=float), 0.0)
+
+    def bins(epoch: np.ndarray) -> np.ndarray:
+        return np.clip(((epoch - run.window_start_s) // bin_s).astype(int), 0, n_bins - 1)
+
+    ends = rec["end_ts_s"].to_numpy(dtype=float)
+    # Requests that ended after the window (finished during --stop-timeout) are not drawn: piled into the
+    # last bin they would look like a burst.
+    ended_inside = (ends >= run.window_start_s) & (ends < run.window_start_s + run.duration_s)
+    idx = bins(ends[ended_inside])
+    outcome_codes = rec["outcome"].cat.codes.to_numpy()[ended_inside]
+    times, tokens = token_arrivals(run)
+    inside = (times >= run.window_start_s) & (times < run.window_start_s + run.duration_s)
     starts = np.arange(n_bins) * bin_s
     # The last bin may be cut short by the end of the window: divide by its real width.
     widths = np.clip(np.minimum(starts + bin_s, max(run.duration_s, bin_s)) - starts, 1e-9, bin_s)
     frame = pd.DataFrame({"t_s": starts})
-    frame["output_tokens_per_s"] = np.bincount(idx, weights=tokens, minlength=n_bins) / widths
+    arrived = np.bincount(bins(times[inside]), weights=tokens[inside], minlength=n_bins)
+    frame["output_tokens_per_s"] = arrived / widths
     for code, outcome in enumerate(OUTCOMES):
         frame[outcome] = np.bincount(idx[outcome_codes == code], minlength=n_bins) / widths
     return frame

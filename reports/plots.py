@@ -18,16 +18,23 @@ from matplotlib.ticker import FuncFormatter
 
 from benchcore.records import OUTCOMES
 from reports.load import RunData
-from reports.metrics import bin_width, cdf_points, label_timeline
+from reports.metrics import RATE_NAMES, bin_width, cdf_points, label_timeline
 
 log = logging.getLogger(__name__)
 
-OUTCOME_COLORS = {"success": "#2e7d32", "rejected": "#f9a825", "timeout": "#7b1fa2", "error": "#c62828"}
+OUTCOME_COLORS = {
+    "success": "#2e7d32",
+    "rejected": "#f9a825",
+    "timeout": "#7b1fa2",
+    "error": "#c62828",
+    "cut": "#757575",
+}
 OUTCOME_NAMES = {
     "success": "success",
     "rejected": "rejected (429/overload)",
     "timeout": "timed out",
     "error": "error",
+    "cut": "cut by the end of the run",
 }
 DPI = 110
 plt.rcParams.update(
@@ -98,14 +105,10 @@ def outcomes(stats: pd.DataFrame) -> Figure:
     fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(labels) + 2.5), 4.2))
     x = np.arange(len(labels))
     bottom = np.zeros(len(labels))
-    rate_keys = {
-        "success": "success_rate",
-        "rejected": "rejection_rate",
-        "timeout": "timeout_rate",
-        "error": "error_rate",
-    }
     for outcome in OUTCOMES:
-        share = 100 * stats[(rate_keys[outcome], "mean")].to_numpy(dtype=float)
+        key = (RATE_NAMES[outcome], "mean")
+        # run folders from before the "cut" outcome have no such column
+        share = 100 * stats[key].to_numpy(dtype=float) if key in stats else np.zeros(len(labels))
         ax.bar(
             x, share, bottom=bottom, width=0.6, color=OUTCOME_COLORS[outcome], label=OUTCOME_NAMES[outcome]
         )
@@ -190,7 +193,7 @@ def over_time(by_label: Mapping[str, list[RunData]]) -> Figure:
         top.step(x, y, where="post", color=colors[label], label=label)
     top.set_ylabel("Output tok/s")
     top.set_ylim(bottom=0)
-    top.set_title(f"Output throughput over time (bins of {bin_s:g} s, by request end, mean of repeats)")
+    top.set_title(f"Output throughput over time (bins of {bin_s:g} s, by token arrival, mean of repeats)")
     top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="label")
     for (label, line), row in zip(timelines.items(), axes[1:], strict=True):
         ax = row[0]

@@ -23,6 +23,7 @@ SUMMARY_COLUMNS = (
     ("rejection_rate", "rejected_pct", "Rejected", 1),
     ("timeout_rate", "timeout_pct", "Timed out", 1),
     ("error_rate", "error_pct", "Errors", 1),
+    ("cut_rate", "cut_pct", "Cut at end", 1),
     ("requests_per_s", "requests_per_s", "Completed req/s", 2),
 )
 LATENCY_COLUMNS = (
@@ -41,6 +42,7 @@ DELTA_METRICS = (
     "rejection_rate",
     "timeout_rate",
     "error_rate",
+    "cut_rate",
     "requests_per_s",
     "ttft_p50_s",
     "ttft_p99_s",
@@ -178,6 +180,7 @@ def runs_cells(runs: pd.DataFrame) -> pd.DataFrame:
             "Rejected": runs["rejections"],
             "Timed out": runs["timeouts"],
             "Errors": runs["errors"],
+            "Cut": runs["cuts"],
             "Output tok/s": [md.fmt(v, 1) for v in runs["output_tokens_per_s"]],
             "TTFT p50 (ms)": ms(runs["ttft_p50_s"]),
             "E2E p50 (ms)": ms(runs["e2e_p50_s"]),

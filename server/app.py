@@ -71,7 +71,6 @@ def model_kind(model: ModelSettings, path: Path) -> str:
 
 async def _engines(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    metrics = app[METRICS]
     loop = asyncio.get_running_loop()
     engines: list[tuple[Engine, ModelSettings]] = []
     for model in settings.served_models:
@@ -82,7 +81,6 @@ async def _engines(app: web.Application) -> AsyncIterator[None]:
         engine = Engine(
             model.served_name, str(path), runtime_options(settings), settings.log_level, kind, restart
         )
-        engine.on_stats = _stats_recorder(metrics, engine.name)
         engines.append((engine, model))
         app[ENGINES][engine.name] = engine
     for engine, _ in engines:
@@ -92,14 +90,6 @@ async def _engines(app: web.Application) -> AsyncIterator[None]:
     for watcher in watchers:
         watcher.cancel()
     await asyncio.gather(*(engine.stop() for engine, _ in engines))
-
-
-def _stats_recorder(metrics: ServerMetrics, name: str):
-    def record(stats) -> None:
-        metrics.batch_size.labels(name).set(stats.decoding)
-        metrics.sequences.labels(name).set(stats.sequences)
-
-    return record
 
 
 async def _on_ready(app: web.Application, engine: Engine, model: ModelSettings) -> None:

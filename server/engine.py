@@ -14,15 +14,13 @@ import multiprocessing as mp
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from server import ipc
 from server.worker import RuntimeOptions, run_worker
 
 log = logging.getLogger(__name__)
-
-EventSink = Callable[[object], None]
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,6 @@ class Engine:
         self.failure: str | None = None
         self.draining = False
         self.stats = ipc.BatchStats(0, 0, 0, 0)
-        self.on_stats: EventSink | None = None
         self.limiter = None  # a ConcurrencyLimiter under compat v1.1.1, set once the model is loaded
         self.restarts_total = 0
         self.last_recovery_s: float | None = None
@@ -150,16 +147,24 @@ class Engine:
             try:
                 events = receive.recv()
             except (EOFError, OSError):
-                self._loop.call_soon_threadsafe(self._worker_exited, process)
+                self._to_loop(self._worker_exited, process)
                 return
-            self._loop.call_soon_threadsafe(self._dispatch, events)
+            if not self._to_loop(self._dispatch, events):
+                return
+
+    def _to_loop(self, callback, *args) -> bool:
+        """Hand work to the event loop; False once the loop is closed (the server is exiting, e.g. after
+        failing to bind its port), when there is nobody left to tell."""
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            return False
+        return True
 
     def _dispatch(self, events: list) -> None:
         for event in events:
             if isinstance(event, ipc.BatchStats):
-                self.stats = event
-                if self.on_stats:
-                    self.on_stats(event)
+                self.stats = event  # read by /metrics and /health when they are asked
             elif isinstance(event, ipc.Ready):
                 self._on_ready(event)
             elif isinstance(event, ipc.WorkerError):

@@ -66,10 +66,11 @@ class Failed(NamedTuple):
 
 
 class BatchStats(NamedTuple):
-    sequences: int  # in the worker: decoding, prefilling or waiting for a batch slot
-    decoding: int  # decoded in the latest step
-    held: int  # held back by `mlx.concurrency_limit` (v1.1.1 only)
+    sequences: int  # in the generator: decoding, prefilling or waiting for a batch slot
+    decoding: int  # decoded in the latest decode step (the batch size of that step)
+    held: int  # admitted but held back by `mlx.concurrency_limit` (serialized generation)
     decode_steps: int
+    waiting: int = 0  # in the generator without a first token yet (prefilling or waiting for a slot)
 
 
 class WorkerError(NamedTuple):

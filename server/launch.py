@@ -16,6 +16,12 @@ from pathlib import Path
 import requests
 
 _LISTENING = re.compile(r"serving on (http://\S+)")
+# Set (by the test suite) to pass the server's log through to our stderr instead of discarding it.
+ECHO_ENV = "MLXBENCH_ECHO_CHILD_OUTPUT"
+
+
+def echo_child_output() -> bool:
+    return os.environ.get(ECHO_ENV, "") not in ("", "0")
 
 
 @contextlib.contextmanager
@@ -26,9 +32,11 @@ def running_server(
     ready_timeout_s: float = 180.0,
     log_file: Path | None = None,
 ) -> Iterator[str]:
-    """Yields the base URL once /health says ready; SIGTERM and wait on exit."""
+    """Yields the base URL once /health says ready; SIGTERM and wait on exit. The server's log goes to
+    `log_file`, else to our stderr when MLXBENCH_ECHO_CHILD_OUTPUT is set, else nowhere."""
     command = [sys.executable, "-m", "server", "--config", str(config), "--port", "0", *(extra_args or [])]
-    stderr = open(log_file, "w") if log_file else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    inherit = None if echo_child_output() else subprocess.DEVNULL
+    stderr = open(log_file, "w") if log_file else inherit  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, **(env or {})}
     )
@@ -38,8 +46,11 @@ def running_server(
         yield base_url
     finally:
         stop_server(process)
+        process.stdout.close()
         if log_file:
             stderr.close()
+            if echo_child_output():
+                sys.stderr.write(Path(log_file).read_text(errors="replace"))
 
 
 def _wait_listening(process: subprocess.Popen, timeout_s: float) -> str:

@@ -18,12 +18,41 @@ _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 3
 
 
 class EngineCollector:
-    """Worker restarts and v1.1.1 limiter state per model, read from the engines at scrape time."""
+    """Engine batch state, worker restarts and v1.1.1 limiter state per model, read from the engines at
+    scrape time (the worker reports its batch after every step; nothing is done per step here)."""
 
     def __init__(self, engines: dict):
         self.engines = engines
 
     def collect(self):
+        yield from self.batch_state()
+        yield from self.limiter_state()
+
+    def batch_state(self):
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["model"])
+
+        running = gauge("sequences_running", "Sequences in the engine's batch that are decoding")
+        waiting = gauge(
+            "sequences_waiting",
+            "Sequences admitted to the engine but not decoding yet (prefilling, waiting for a batch slot, "
+            "or held by mlx.concurrency_limit)",
+        )
+        held = gauge("sequences_held", "Sequences held back by mlx.concurrency_limit (serialized generation)")
+        batch = gauge("batch_size", "Sequences decoded by the latest engine step")
+        steps = CounterMetricFamily(
+            f"{PREFIX}_decode_steps", "Engine decode steps since the worker started", labels=["model"]
+        )
+        for name, engine in self.engines.items():
+            stats = engine.stats
+            running.add_metric([name], stats.sequences - stats.waiting)
+            waiting.add_metric([name], stats.waiting + stats.held)
+            held.add_metric([name], stats.held)
+            batch.add_metric([name], stats.decoding)
+            steps.add_metric([name], stats.decode_steps)
+        yield from (running, waiting, held, batch, steps)
+
+    def limiter_state(self):
         labels = ["model", "tier"]
         active = GaugeMetricFamily(
             f"{PREFIX}_limiter_active", "Requests holding a limiter slot", labels=labels
@@ -84,15 +113,6 @@ class ServerMetrics:
         self.output_tokens = Counter(f"{PREFIX}_output_tokens", "Tokens generated", ["model"], registry=r)
         self.in_flight = Gauge(
             f"{PREFIX}_requests_in_flight", "Requests being answered", ["model"], registry=r
-        )
-        self.batch_size = Gauge(
-            f"{PREFIX}_batch_size", "Sequences decoded in the latest engine step", ["model"], registry=r
-        )
-        self.waiting = Gauge(
-            f"{PREFIX}_sequences_waiting",
-            "Sequences admitted to the engine but not decoding yet",
-            ["model"],
-            registry=r,
         )
         self.model_ready = Gauge(f"{PREFIX}_model_ready", "1 once the model is loaded", ["model"], registry=r)
 

@@ -14,7 +14,9 @@ from server.settings import LimitSettings
 
 class _Request(BaseModel):
     # Unknown fields are ignored, as most OpenAI-compatible servers do, so newer clients keep working.
-    model_config = ConfigDict(extra="ignore")
+    # strict: a value of the wrong JSON type is refused, never coerced ("5" for 5, true for 1, 1 for true,
+    # 5.0 for 5), as OpenAI's API refuses it. An integer is still a valid number for a float field.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
@@ -57,7 +59,7 @@ class _Sampling(_Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     # vLLM's extension: keep generating past EOS, for fixed-length benchmarks.
     ignore_eos: bool = False
 
@@ -87,11 +89,68 @@ def parse_request(model: type[RequestT], body: Any) -> RequestT:
         return model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
+        param = error_param(first["loc"])
         message = f"Invalid value for '{param}': {first['msg']}." if param else first["msg"]
         if first["type"] == "missing":
             message = f"Missing required parameter: '{param}'."
-        raise APIError(400, message, code="invalid_value", param=param) from None
+        elif first["type"].endswith("_type") and first["type"] != "literal_error":
+            message = f"Invalid type for '{param}': {first['msg']}, got {json_type(first['input'])}."
+        raise APIError(
+            400, message, code="invalid_type" if "_type" in first["type"] else "invalid_value", param=param
+        ) from None
+
+
+def check_json_shape(value: Any, max_depth: int, max_elements: int) -> None:
+    """Refuse bodies nested deeper than `max_depth` or holding more than `max_elements` values."""
+    stack = [(value, 1)]
+    elements = 0
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        if children and depth > max_depth:
+            raise too_deep(max_depth)
+        for child in children:
+            elements += 1
+            stack.append((child, depth + 1))
+        if elements > max_elements:
+            raise APIError(
+                400,
+                f"The JSON body holds more than this server's limit of {max_elements} values.",
+                code="json_too_many_elements",
+            )
+
+
+def too_deep(max_depth: int) -> APIError:
+    return APIError(
+        400,
+        f"The JSON body is nested deeper than this server's limit of {max_depth} levels.",
+        code="json_too_deep",
+    )
+
+
+def error_param(loc: tuple) -> str | None:
+    """The parameter a validation error is about, as a dotted path (`messages.0.content`): pydantic's
+    location also names the union member it tried (`str`, `list[int]`, `TextPart`), which is not a
+    parameter of the request."""
+    names = [str(part) for part in loc if isinstance(part, int) or not _is_type_tag(part)]
+    return ".".join(names) or None
+
+
+def _is_type_tag(part: str) -> bool:
+    return "[" in part or part in _TYPE_TAGS or (part[:1].isupper() and part.isidentifier())
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "function-after"})
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a parsed value, for error messages."""
+    if value is None:
+        return "null"
+    for python_type, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string")):
+        if isinstance(value, python_type):
+            return name
+    return "array" if isinstance(value, list) else "object"
 
 
 def resolve_max_tokens(requested: int | None, limits: LimitSettings) -> int:

@@ -23,10 +23,12 @@ from server.protocol import (
     CompletionShapes,
     Message,
     TextPart,
+    check_json_shape,
     check_stops,
     completion_prompt,
     parse_request,
     resolve_max_tokens,
+    too_deep,
 )
 from server.settings import ImageSettings
 
@@ -37,10 +39,15 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 
 async def read_json(request: web.Request):
     body = await request.read()  # raises 413 past client_max_size
+    limits = request.app[SETTINGS].limits
     try:
-        return json.loads(body)
+        value = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise APIError(400, "The request body is not valid JSON.", code="invalid_json") from None
+    except RecursionError:  # nested past the interpreter's own limit, so far past ours
+        raise too_deep(limits.max_json_depth) from None
+    check_json_shape(value, limits.max_json_depth, limits.max_json_elements)
+    return value
 
 
 def engine_for(request: web.Request, model: str) -> Engine:

@@ -92,6 +92,10 @@ class LimitSettings(_Strict):
     max_tokens_cap: int = Field(4096, ge=1)
     default_max_tokens: int = Field(256, ge=1)
     max_stop_strings: int = Field(8, ge=0)
+    # A JSON body nested deeper than this, or holding more values (array items and object members, at any
+    # depth) than this, is refused with 400 before any work is done: parsing cost stays bounded.
+    max_json_depth: int = Field(32, ge=4, le=512)
+    max_json_elements: int = Field(100_000, ge=16)
     # Requests beyond max_batch_size wait inside the engine; past this many waiting, 429 server_overloaded,
     # so memory cannot grow without bound.
     max_waiting_requests: int = Field(1024, ge=0)

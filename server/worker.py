@@ -108,6 +108,7 @@ class BatchRuntime:
         # Admitted but held back by `concurrency_limit` (v1.1.1's serialized generation).
         self.held: deque[tuple[ipc.Submit, Any]] = deque()
         self.decode_steps = 0
+        self.last_batch_size = 0  # sequences decoded by the latest step that decoded any
         self.attach(model, tokenizer)
 
     # -- the model ------------------------------------------------------------------------------------
@@ -237,7 +238,9 @@ class BatchRuntime:
             import mlx.core as mx
 
             mx.synchronize()
-        self.decode_steps += 1 if responses else 0
+        if responses:
+            self.decode_steps += 1
+            self.last_batch_size = len(responses)
         now = time.perf_counter()
         events: list = []
         for response in responses:
@@ -246,11 +249,13 @@ class BatchRuntime:
                 self.advance(seq, response.token, response.finish_reason, now, events)
         events += self.admit_held()
         if events:
-            events.append(self.stats(len(responses)))
+            events.append(self.stats())
         return events
 
-    def stats(self, decoding: int) -> ipc.BatchStats:
-        return ipc.BatchStats(len(self.sequences), decoding, len(self.held), self.decode_steps)
+    def stats(self) -> ipc.BatchStats:
+        waiting = sum(1 for seq in self.sequences.values() if seq.completion_tokens == 0)
+        decoding = self.last_batch_size if len(self.sequences) > waiting else 0
+        return ipc.BatchStats(len(self.sequences), decoding, len(self.held), self.decode_steps, waiting)
 
     def advance(self, seq: Sequence, token: int, finish_reason: str | None, now: float, events: list) -> None:
         stopped = False
@@ -319,7 +324,7 @@ class BatchRuntime:
                         [ipc.Failed(command.request_id, 500, "engine_error", f"The engine failed: {exc}")]
                     )
             if commands and (len(self.sequences), len(self.held)) != before:
-                self.send_events([self.stats(0)])
+                self.send_events([self.stats()])
             if not busy and os.getppid() != parent:
                 log.warning("parent process is gone; worker exits")
                 return

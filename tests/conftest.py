@@ -1,15 +1,27 @@
-"""Shared fixtures: the real server as a subprocess on a free port, with the real tiny model."""
+"""Shared fixtures: the real server as a subprocess on a free port, with the real tiny model.
+
+Every test also fails when anything it ran logged an unexpected ERROR or traceback (tests/server_logs.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 
+# The launchers echo what their servers and Locust runs print to our stderr, where pytest captures it
+# per test phase and server_logs checks it. Set before anything starts a process.
+os.environ["MLXBENCH_ECHO_CHILD_OUTPUT"] = "1"
+
 from server.launch import running_server
+
+pytest_plugins = ["tests.server_logs", "pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
 RUNTIME_CONFIG = REPO / "config" / "runtime.yaml"
@@ -53,6 +65,33 @@ def chat_body(max_tokens: int, stream: bool = False, content: str = "Keep talkin
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory) -> str:
     """One v1.2.0 server for the whole session (model loading is the slow part)."""
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    with running_server(RUNTIME_CONFIG, log_file=log) as url:
+    with running_server(RUNTIME_CONFIG) as url:
         yield url
+
+
+async def stream_timing(url: str, max_tokens: int) -> tuple[float, float]:
+    """One streamed fixed-length request: (seconds to the first content, seconds from it to the end)."""
+    start = time.perf_counter()
+    first = None
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session,
+        session.post(f"{url}/v1/chat/completions", json=chat_body(max_tokens, stream=True)) as response,
+    ):
+        async for line in response.content:
+            if first is None and line.startswith(b"data: {"):
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                if choices[0].get("delta", {}).get("content"):
+                    first = time.perf_counter()
+    end = time.perf_counter()
+    first = first or end
+    return first - start, end - first
+
+
+@pytest.fixture(scope="session")
+def decode_tokens_per_s(server_url) -> float:
+    """This machine's single-stream decode speed, measured now: tests size their streams and deadlines
+    from it instead of assuming a speed (machines here differ by 2.5x, and a loaded one is slower still)."""
+    tokens = 64
+    timings = [asyncio.run(stream_timing(server_url, tokens)) for _ in range(2)]
+    best_s = max(min(decode_s for _, decode_s in timings), 1e-3)
+    return (tokens - 1) / best_s

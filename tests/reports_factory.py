@@ -1,7 +1,12 @@
-"""Synthetic run folders with known records, written through benchcore's own writer and summary."""
+"""Synthetic run folders with known records, written through benchcore's own writer and summary.
+
+`write_synthetic_run` can also write the summary keys newer load tests add (`cuts`, `cut_rate`,
+`warning_codes`, `workload`, `arrival`) and metadata.json's recorded `options`, so that the gate's
+refusals and shape checks are tested on both newer and older run folders."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +75,37 @@ def write_synthetic_run(
     rate: float | None = None,
     profile: str | None = None,
     slo: Slo | None = None,
+    start_s: float = 0.0,
+    cuts: int | None = None,
+    warning_codes: list[str] | None = None,
+    workload: dict[str, Any] | None = None,
+    arrival: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Path:
-    """A complete run folder whose measured window is [T0, T0 + duration_s]."""
-    summary = summarize(
-        records, window_start_s=T0, window_end_s=T0 + duration_s, slo=slo, extra={"label": label}
-    )
+    """A complete run folder whose measured window is [T0 + start_s, T0 + start_s + duration_s].
+
+    Records are shifted by `start_s` (so that runs can be given an order in time). `cuts` adds that
+    many requests cut at the end of the run, counted in summary.json (`cuts`, `cut_rate`) as a newer load
+    test writes them; `warning_codes`, `workload` and `arrival` go into summary.json as given;
+    `options` into metadata.json (the load test's recorded options).
+    """
+    records = [
+        replace(r, scheduled_ts_s=r.scheduled_ts_s + start_s, sent_ts_s=r.sent_ts_s + start_s,
+                end_ts_s=r.end_ts_s + start_s)
+        for r in records
+    ]  # fmt: skip
+    start = T0 + start_s
+    extra: dict[str, Any] = {"label": label}
+    if cuts is not None:
+        attempted = len(records) + cuts
+        extra.update(requests=attempted, cuts=cuts, cut_rate=cuts / attempted)
+    if warning_codes is not None:
+        extra["warning_codes"] = warning_codes
+    if workload is not None:
+        extra["workload"] = workload
+    if arrival is not None:
+        extra["arrival"] = arrival
+    summary = summarize(records, window_start_s=start, window_end_s=start + duration_s, slo=slo, extra=extra)
     metadata = {
         "label": label,
         "server": {"profile": profile, "models": ["tiny-llama"]},
@@ -86,4 +117,6 @@ def write_synthetic_run(
             "run_time_s": duration_s,
         },
     }
+    if options is not None:
+        metadata["options"] = options
     return write_run(path, records, summary, metadata)

@@ -5,7 +5,6 @@ import json
 import time
 
 import aiohttp
-import pytest
 import requests
 
 TOKENS = 64
@@ -52,14 +51,25 @@ async def test_concurrent_streams_run_together_and_all_complete(server_url):
     assert max(r["first_s"] for r in many) < min(r["end_s"] for r in many)
 
 
-@pytest.mark.slow
-async def test_aggregate_throughput_beats_a_single_stream(server_url):
-    # Best of two each: this 2-core machine is shared. On the tiny CPU model batching gains ~1.2-1.4x
-    # (benchmarks/server_vs_engine.py); serialized generation would gain nothing.
-    single_s = min([(await timed_streams(server_url, 1))[1] for _ in range(2)])
-    many_s = min([(await timed_streams(server_url, 8))[1] for _ in range(2)])
-    single_rate, aggregate_rate = TOKENS / single_s, 8 * TOKENS / many_s
-    assert aggregate_rate > single_rate, (single_rate, aggregate_rate)
+def decode_steps(url: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    (value,) = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('mlxserving_decode_steps_total{model="tiny-llama"}')
+    ]
+    return value
+
+
+async def test_concurrent_streams_share_decode_steps(server_url):
+    # What batching buys, counted rather than timed (a timed ratio fails on a busy machine; the speed
+    # figures live in benchmarks/server_vs_engine.py): 8 streams of 64 tokens decode together in about 64
+    # steps; serialized generation would take 8 x 64.
+    before = decode_steps(server_url)
+    many, _ = await timed_streams(server_url, 8)
+    assert all(r["done"] for r in many)
+    steps = decode_steps(server_url) - before
+    assert TOKENS <= steps < 2 * TOKENS, steps
 
 
 def engine_sequences(url: str) -> int:

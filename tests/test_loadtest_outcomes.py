@@ -50,9 +50,10 @@ def records() -> dict[tuple[str, str, bool], dict]:
             cwd=REPO,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=120,
             check=True,
         )
+    sys.stderr.write(out.stderr)  # checked for ERROR records (tests/server_logs.py)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) == len(cases)
     return dict(zip(cases, rows, strict=True))

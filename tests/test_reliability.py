@@ -1,6 +1,7 @@
 """The server under faults: a killed worker, shutdown with streams in flight, overload, deadlines, storms."""
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -21,8 +22,10 @@ def chat(max_tokens: int, stream: bool = True) -> dict:
     return chat_body(max_tokens, stream)
 
 
-async def read_stream(session: aiohttp.ClientSession, url: str, body: dict) -> dict:
-    """Status, whether [DONE] came, and the error event if one came."""
+async def read_stream(
+    session: aiohttp.ClientSession, url: str, body: dict, first_text: asyncio.Event | None = None
+) -> dict:
+    """Status, whether [DONE] came, and the error event if one came; sets `first_text` once text came."""
     result = {"status": None, "done": False, "error": None, "chunks": 0}
     async with session.post(f"{url}/v1/chat/completions", json=body) as response:
         result["status"] = response.status
@@ -39,7 +42,18 @@ async def read_stream(session: aiohttp.ClientSession, url: str, body: dict) -> d
                     result["error"] = event["error"]
                 else:
                     result["chunks"] += 1
+                    if first_text is not None and event["choices"][0]["delta"].get("content"):
+                        first_text.set()
     return result
+
+
+def endless(decode_tokens_per_s: float, seconds: float) -> int:
+    """A max_tokens that this machine cannot finish within `seconds`, with a 10x margin."""
+    return max(3000, int(10 * decode_tokens_per_s * seconds))
+
+
+# Streams longer than the default cap: limits.max_tokens_cap is raised in these tests' configs.
+NO_CAP = {"max_tokens_cap": 10**7}
 
 
 def worker_pids(server_url: str) -> list[int]:
@@ -61,10 +75,12 @@ def health(url: str) -> tuple[int, dict]:
 
 
 @pytest.mark.slow
-async def test_worker_killed_under_load_fails_in_flight_requests_then_recovers(tmp_path):
-    with running_server(write_config(tmp_path)) as url:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            streams = [asyncio.create_task(read_stream(session, url, chat(3000))) for _ in range(4)]
+@pytest.mark.expected_errors(r"worker exited unexpectedly")
+async def test_worker_killed_under_load_fails_in_flight_requests_then_recovers(tmp_path, decode_tokens_per_s):
+    tokens = endless(decode_tokens_per_s, 30)  # still running when the kill comes
+    with running_server(write_config(tmp_path, limits=NO_CAP)) as url:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+            streams = [asyncio.create_task(read_stream(session, url, chat(tokens))) for _ in range(4)]
             assert await eventually(lambda: health(url)[1]["models"]["tiny-llama"]["engine_sequences"] == 4)
             (worker,) = [
                 pid for pid in worker_pids(url) if "spawn_main" in " ".join(psutil.Process(pid).cmdline())
@@ -84,38 +100,51 @@ async def test_worker_killed_under_load_fails_in_flight_requests_then_recovers(t
 
 
 def start_server(config) -> tuple[subprocess.Popen, str]:
+    """A server this test signals itself (running_server would stop it); its log goes to our stderr."""
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "--config", str(config), "--port", "0"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
         text=True,
         cwd=REPO,
     )
     url = process.stdout.readline().split()[2]
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(requests.RequestException):
             if requests.get(f"{url}/health", timeout=2).status_code == 200:
                 return process, url
-        except requests.RequestException:
-            pass
         time.sleep(0.1)
     process.kill()
     raise RuntimeError("server did not become healthy")
 
 
-@pytest.mark.slow
-async def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_an_error(tmp_path):
-    process, url = start_server(write_config(tmp_path, server={"shutdown_grace_s": 1.5}))
+def accepting(url: str) -> bool:
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            short = asyncio.create_task(read_stream(session, url, chat(200)))
-            long = asyncio.create_task(read_stream(session, url, chat(100000 // 30)))
-            await asyncio.sleep(0.3)
+        requests.get(f"{url}/health", timeout=2)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+async def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_an_error(
+    tmp_path, decode_tokens_per_s
+):
+    # Sized from this machine's measured speed: the short stream needs a tenth of the grace period, the
+    # long one ten times it.
+    short_tokens = 64
+    grace_s = max(2.0, 10 * short_tokens / decode_tokens_per_s)
+    config = write_config(tmp_path, server={"shutdown_grace_s": grace_s}, limits=NO_CAP)
+    process, url = start_server(config)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+            running = [asyncio.Event(), asyncio.Event()]
+            short = asyncio.create_task(read_stream(session, url, chat(short_tokens), running[0]))
+            long_body = chat(endless(decode_tokens_per_s, grace_s))
+            long = asyncio.create_task(read_stream(session, url, long_body, running[1]))
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in running)), 120)
             process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
-            with pytest.raises(requests.ConnectionError):  # no longer accepting
-                requests.get(f"{url}/health", timeout=2)
+            assert await eventually(lambda: not accepting(url), 30)
             short_result, long_result = await asyncio.gather(short, long)
         assert short_result["done"] and short_result["error"] is None
         assert not long_result["done"] and long_result["error"]["code"] == "server_shutting_down"
@@ -123,24 +152,30 @@ async def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_an_erro
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+        process.stdout.close()
 
 
 @pytest.mark.slow
-async def test_bounded_admission_and_request_deadline(tmp_path):
+async def test_bounded_admission_and_request_deadline(tmp_path, decode_tokens_per_s):
+    deadline_s = 1.0
+    tokens = endless(decode_tokens_per_s, deadline_s)
     config = write_config(
         tmp_path,
         engine={"max_batch_size": 1, "prefill_batch_size": 1},
-        limits={"max_waiting_requests": 1, "request_timeout_s": 1.0},
+        limits={"max_waiting_requests": 1, "request_timeout_s": deadline_s, **NO_CAP},
     )
     with running_server(config) as url:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            results = await asyncio.gather(*(read_stream(session, url, chat(3000)) for _ in range(3)))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+            results = await asyncio.gather(*(read_stream(session, url, chat(tokens)) for _ in range(3)))
             refused = [r for r in results if r["status"] == 429]
             assert len(refused) == 1 and refused[0]["error"]["code"] == "server_overloaded"
             timed_out = [r for r in results if r["status"] == 200]
             assert len(timed_out) == 2
             assert all(r["error"]["code"] == "request_timeout" and not r["done"] for r in timed_out)
-            async with session.post(f"{url}/v1/chat/completions", json=chat(3000, stream=False)) as response:
+            async with session.post(
+                f"{url}/v1/chat/completions", json=chat(tokens, stream=False)
+            ) as response:
                 assert response.status == 504
                 assert (await response.json())["error"]["code"] == "request_timeout"
         assert await eventually(lambda: health(url)[1]["models"]["tiny-llama"]["engine_sequences"] == 0)

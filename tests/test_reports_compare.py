@@ -88,7 +88,7 @@ def test_compare_writes_markdown_csv_html_and_plots(two_labels: Path, tmp_path: 
     out = tmp_path / "report"
     assert main([str(two_labels), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| v1.1.1 | 2 | 75.0 (70.0-80.0) | 75.0 % | 10.0 % | 15.0 % | 0.0 % | 0.75 |" in printed
+    assert "| v1.1.1 | 2 | 75.0 (70.0-80.0) | 75.0 % | 10.0 % | 15.0 % | 0.0 % | 0.0 % | 0.75 |" in printed
     for name in (
         "report.md",
         "report.html",

@@ -1,3 +1,4 @@
+import socket
 import subprocess
 import sys
 
@@ -95,6 +96,25 @@ def test_cli_rejects_a_missing_config_file_and_bad_yaml(tmp_path):
     bad.write_text("server: [unclosed\n")
     result = run_server_cli("--config", str(bad))
     assert result.returncode == 2 and "not valid YAML" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_port_in_use_is_exit_2_without_a_traceback():
+    # The model loads first, then the bind fails: the worker's reader thread must not die noisily.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "server", "--config", str(RUNTIME_CONFIG), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr and "Exception in thread" not in result.stderr
 
 
 def test_cli_rejects_a_model_that_is_not_there(tmp_path):

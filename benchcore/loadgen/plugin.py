@@ -1,10 +1,14 @@
 """Locust event listeners: options, per-process state, record shipping to the master, the run folder.
 
 Message flow in distributed mode (--processes N, or --master/--worker):
-  master test_start -> "benchcore_config" to workers (start time, shard count, model);
-  workers piggyback records on Locust's periodic stats report, and send the rest in "benchcore_final" at
-  their test_stop; the master waits for every worker's final batch before it writes the run folder. When
-  the master stops on --run-time it has not told workers to stop yet, so it sends "benchcore_stop" first.
+  master test_start: the shard count is fixed (the workers connected then) and a ShardBook is opened;
+  worker test_start -> "benchcore_hello" (its clock) -> the master assigns it a shard by worker id and
+  answers "benchcore_config" (start time, shards, its shard, model, the master's clock). A worker that
+  reconnects or joins late says hello again and gets the config again. Workers piggyback records on
+  Locust's periodic stats report and send the rest in "benchcore_final" at their test_stop; the master
+  waits for every configured worker's final batch before it writes the run folder, and names the missing
+  ones in summary.json. When the master stops on --run-time it has not told workers to stop yet, so it
+  sends "benchcore_stop" first.
 """
 
 from __future__ import annotations
@@ -15,17 +19,20 @@ import time
 from typing import Any
 
 import gevent
+from gevent.event import Event
 from locust import events
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from benchcore import metadata as meta
-from benchcore.loadgen import options
+from benchcore.loadgen import options, webui
 from benchcore.loadgen.runstate import RunState, load_prompts
+from benchcore.loadgen.shards import ShardBook
 from benchcore.prompts import PromptError
 
 log = logging.getLogger(__name__)
 
-CONFIG_MSG, FINAL_MSG, STOP_MSG = "benchcore_config", "benchcore_final", "benchcore_stop"
+HELLO_MSG, CONFIG_MSG = "benchcore_hello", "benchcore_config"
+FINAL_MSG, STOP_MSG = "benchcore_final", "benchcore_stop"
 REPORT_KEY = "benchcore"
 FINAL_GRACE_S = 10.0  # beyond --stop-timeout, how long the master waits for workers' last records
 
@@ -60,14 +67,21 @@ def on_init(environment, **_kw) -> None:
             log.error("invalid option: %s", problem)
         sys.exit(2)
     _process["env"] = environment
-    environment.benchcore_state = RunState(settings)
+    # gevent's loop caches "now" from its last iteration; after a slow start (imports on a busy machine)
+    # it can be seconds old, and Locust's --run-time timer, set from it, then fires at once.
+    gevent.get_hub().loop.update_now()
+    environment.benchcore_state = RunState(settings, ready=Event(), stopped=Event())
     environment.benchcore_finals = set()
+    environment.benchcore_expected = set()
     runner = environment.runner
     if isinstance(runner, MasterRunner):
+        runner.register_message(HELLO_MSG, _on_hello)
         runner.register_message(FINAL_MSG, _on_final)
     elif isinstance(runner, WorkerRunner):
         runner.register_message(CONFIG_MSG, _on_config)
         runner.register_message(STOP_MSG, _on_stop_request, concurrent=True)
+    if getattr(environment, "web_ui", None) is not None:
+        webui.install(environment)
 
 
 def _resolve_model(environment, state: RunState) -> None:
@@ -85,30 +99,73 @@ def on_test_start(environment, **_kw) -> None:
     state.settings = options.LoadSettings.from_options(environment.parsed_options)  # the web UI may edit them
     if isinstance(runner, WorkerRunner):
         state.worker_id = f"w{max(runner.worker_index, 0)}"
-        state.shard = max(runner.worker_index, 0)
-        configured = bool(state.start_ts_s)
-        # Without a config message (an older master) this worker runs on its own clock and model lookup.
-        state.begin(state.start_ts_s if configured else time.time())
-        if not configured:
-            _resolve_model(environment, state)
+        state.ready.clear()
+        state.stopped.clear()
+        runner.send_message(HELLO_MSG, {"worker_ts_s": time.time(), "worker_id": state.worker_id})
         return
-    state.begin(time.time())
-    _resolve_model(environment, state)
-    environment.benchcore_finals = set()
+    environment.benchcore_finals, environment.benchcore_expected = set(), set()
     if isinstance(runner, MasterRunner):
-        workers = runner.clients.ready + runner.clients.running + runner.clients.spawning
-        environment.benchcore_expected = {w.id for w in workers}
-        state.shards = len(workers) or 1
-        runner.send_message(
-            CONFIG_MSG, {"start_ts_s": state.start_ts_s, "shards": state.shards, "model": state.model}
-        )
+        state.worker_id = "master"
+        state.shards = max(len(_live_workers(runner)), 1)
+        state.shard, state.workers = 0, {}
+        environment.benchcore_book = ShardBook(state.shards)
+    state.begin(time.time())
+    run_time = getattr(environment.parsed_options, "run_time", None)
+    state.end_ts_s = state.start_ts_s + run_time if run_time else None
+    _resolve_model(environment, state)
+
+
+def _live_workers(runner) -> set[str]:
+    return {cid for cid, node in runner.clients.items() if node.state != STATE_MISSING}
+
+
+def _on_hello(environment, msg, **_kw) -> None:
+    """A worker started (or restarted) its test: give it its shard and the run's configuration."""
+    state = state_of(environment)
+    runner = environment.runner
+    assignment = environment.benchcore_book.assign(msg.node_id, _live_workers(runner) | {msg.node_id})
+    environment.benchcore_expected.add(msg.node_id)
+    environment.benchcore_finals.discard(msg.node_id)
+    state.workers.setdefault(msg.data["worker_id"], {}).update(
+        {"client_id": msg.node_id, "shard": assignment.shard}
+    )
+    if assignment.shard is None and state.settings.open_loop:
+        log.warning("worker %s joined with every shard taken: its users send nothing", msg.data["worker_id"])
+    runner.send_message(
+        CONFIG_MSG,
+        {
+            "start_ts_s": state.start_ts_s,
+            "end_ts_s": state.end_ts_s,
+            "shards": state.shards,
+            "shard": assignment.shard,
+            "takeover": assignment.takeover,
+            "model": state.model,
+            "worker_ts_s": msg.data["worker_ts_s"],
+            "master_ts_s": time.time(),
+        },
+        client_id=msg.node_id,
+    )
 
 
 def _on_config(environment, msg, **_kw) -> None:
+    """Measure this worker's clock against the master's (NTP-style), then start this worker's test."""
     state = state_of(environment)
-    state.start_ts_s = msg.data["start_ts_s"]
-    state.shards = max(int(msg.data["shards"]), 1)
-    state.model = msg.data["model"]
+    now = time.time()
+    data = msg.data
+    rtt = now - data["worker_ts_s"]
+    state.clock_offset_s = (data["worker_ts_s"] + now) / 2 - data["master_ts_s"]
+    state.info = {"clock_offset_s": state.clock_offset_s, "rtt_s": rtt, "shard": data["shard"]}
+    if state.ready.is_set() and state.start_ts_s == data["start_ts_s"]:
+        return  # a repeated hello for the same test (reconnect): keep the schedule and the records
+    state.shards = max(int(data["shards"]), 1)
+    state.shard = data["shard"] if data["shard"] is not None else 0
+    state.has_shard = data["shard"] is not None
+    state.model = data["model"]
+    state.end_ts_s = data.get("end_ts_s")
+    state.begin(data["start_ts_s"])
+    if data["takeover"] and state.schedule is not None:
+        skipped = state.schedule.skip_until(time.time())
+        log.info("took over shard %s late: %d slot(s) already past are left missed", data["shard"], skipped)
 
 
 def _on_stop_request(environment, msg, **_kw) -> None:
@@ -117,27 +174,44 @@ def _on_stop_request(environment, msg, **_kw) -> None:
 
 @events.test_stopping.add_listener
 def on_test_stopping(environment, **_kw) -> None:
-    state_of(environment).stop_ts_s = time.time()
+    state = state_of(environment)
+    state.stop_ts_s = time.time()
+    state.stopped.set()
+
+
+def _worker_payload(state: RunState, final: bool) -> dict[str, Any]:
+    payload: dict[str, Any] = {"records": state.drain(), "worker_id": state.worker_id, "info": state.info}
+    if final:
+        payload["cpu"] = state.cpu_used()
+    return payload
 
 
 @events.report_to_master.add_listener
 def on_report_to_master(client_id, data, **_kw) -> None:
     env = _process.get("env")
-    if env is not None and isinstance(env.runner, WorkerRunner):
-        state = state_of(env)
-        data[REPORT_KEY] = {"records": state.drain(), "incomplete": state.incomplete}
-        state.incomplete = 0
+    if env is not None and isinstance(env.runner, WorkerRunner) and state_of(env).ready.is_set():
+        data[REPORT_KEY] = _worker_payload(state_of(env), final=False)
+
+
+def _merge(environment, payload: dict[str, Any]) -> None:
+    state = state_of(environment)
+    state.merge(payload)
+    worker = payload.get("worker_id")
+    if worker:
+        state.workers.setdefault(worker, {}).update(payload.get("info") or {})
+        if "cpu" in payload:
+            state.cpu[worker] = payload["cpu"]
 
 
 @events.worker_report.add_listener
 def on_worker_report(client_id, data, **_kw) -> None:
     env = _process.get("env")
     if REPORT_KEY in data and env is not None:
-        state_of(env).merge(data[REPORT_KEY])
+        _merge(env, data[REPORT_KEY])
 
 
 def _on_final(environment, msg, **_kw) -> None:
-    state_of(environment).merge(msg.data)
+    _merge(environment, msg.data)
     environment.benchcore_finals.add(msg.node_id)
 
 
@@ -146,8 +220,10 @@ def on_test_stop(environment, **_kw) -> None:
     runner = environment.runner
     state = state_of(environment)
     if isinstance(runner, WorkerRunner):
-        runner.send_message(FINAL_MSG, {"records": state.drain(), "incomplete": state.incomplete})
-        state.incomplete, state.start_ts_s = 0, 0.0
+        if state.ready.is_set():
+            runner.send_message(FINAL_MSG, _worker_payload(state, final=True))
+        state.start_ts_s = 0.0
+        state.ready.clear()
         return
     if isinstance(runner, MasterRunner):
         _await_finals(environment, runner)
@@ -155,14 +231,15 @@ def on_test_stop(environment, **_kw) -> None:
 
 
 def _await_finals(environment, runner) -> None:
-    expected = getattr(environment, "benchcore_expected", set())
+    expected = environment.benchcore_expected
     if expected - environment.benchcore_finals:
         runner.send_message(STOP_MSG)  # workers that already stopped ignore it
     deadline = time.monotonic() + (environment.stop_timeout or 0) + FINAL_GRACE_S
     while expected - environment.benchcore_finals and time.monotonic() < deadline:
         gevent.sleep(0.05)
-    if missing := expected - environment.benchcore_finals:
-        log.warning("no final records from %d worker(s); their last requests are missing", len(missing))
+    state = state_of(environment)
+    by_client = {w.get("client_id"): name for name, w in state.workers.items()}
+    state.missing_workers = sorted(by_client.get(c, c) for c in expected - environment.benchcore_finals)
 
 
 @events.quitting.add_listener

@@ -51,6 +51,7 @@ class _Progress:
     error_message: str | None = None
     nbytes: int = 0
     end_perf_s: float | None = None
+    headers_perf_s: float | None = None  # first byte of the response: its headers were read
 
 
 class Connection:
@@ -70,10 +71,13 @@ class Connection:
         self._client.close()
 
     def exchange(
-        self, spec: RequestSpec, *, scheduled_ts_s: float, worker_id: str = "local", user_id: int = 0
+        self, spec: RequestSpec, *, scheduled_ts_s: float | None, worker_id: str = "local", user_id: int = 0
     ) -> RequestRecord:
-        sent_ts_s = time.time()
+        """One request. `scheduled_ts_s` None (closed loop): the clock starts now, as the request goes out."""
         sent_perf_s = time.perf_counter()
+        sent_ts_s = time.time()
+        if scheduled_ts_s is None:
+            scheduled_ts_s = sent_ts_s
         progress = _Progress()
         deadline = gevent.Timeout(self.timeout_s)
         deadline.start()
@@ -98,6 +102,7 @@ class Connection:
 
     def _send_and_read(self, spec: RequestSpec, progress: _Progress) -> None:
         resp = self._client.request("POST", self._prefix + spec.path, body=spec.body, headers=self._headers)
+        progress.headers_perf_s = time.perf_counter()
         try:
             progress.status = resp.status_code
             if not 200 <= resp.status_code < 300:
@@ -183,8 +188,9 @@ def _record(
     worker_id: str,
     user_id: int,
 ) -> RequestRecord:
-    # Durations count from the schedule: an open-loop request that left late carries its lag.
-    lag = max(0.0, sent_ts_s - scheduled_ts_s)
+    # Durations count from the schedule: an open-loop request that left late carries its lag. A negative
+    # lag (a timer that woke early, or a worker clock set from the master's) is kept as measured.
+    lag = sent_ts_s - scheduled_ts_s
     parser = p.parser
     ttft = gaps = counted = None
     if parser is not None:
@@ -193,6 +199,7 @@ def _record(
         if parser.first_content_s is not None:
             ttft = lag + parser.first_content_s - sent_perf_s
     e2e = lag + end_perf_s - sent_perf_s
+    ttfb = lag + p.headers_perf_s - sent_perf_s if p.headers_perf_s is not None else None
     usage_source = "server" if isinstance(p.completion_tokens, int) else ("counted" if parser else "none")
     output_tokens = p.completion_tokens if usage_source == "server" else counted
     tpot = None
@@ -224,4 +231,5 @@ def _record(
         response_bytes=p.nbytes,
         worker_id=worker_id,
         user_id=user_id,
+        ttfb_s=ttfb,
     )

@@ -15,7 +15,7 @@ from locust.exception import LocustError
 from benchcore.loadgen.plugin import auth_headers, state_of
 from benchcore.loadgen.transport import Connection, RequestSpec
 from benchcore.prompts import Prompt
-from benchcore.records import RequestRecord
+from benchcore.records import CUT_DETAIL, RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ class OpenAIUser(User):
         self._run = state_of(environment)
         self._user_id = next(self._run.user_ids)
         self._rng = random.Random(f"{self._run.settings.seed}-{self._run.worker_id}-{self._user_id}")
-        self._due_ts_s: float | None = None
         self._conn: Connection | None = None
 
     def payload(self, prompt: Prompt) -> dict[str, Any]:
@@ -54,20 +53,8 @@ class OpenAIUser(User):
             self._conn.close()
 
     def wait_time(self) -> float:
-        """Closed loop: think time. Open loop: claim the next arrival slot and sleep until it is due."""
-        schedule = self._run.schedule
-        if schedule is None:
-            return self._run.settings.think_time_s
-        self._due_ts_s = schedule.next_due()
-        return max(0.0, self._due_ts_s - time.time())
-
-    def _scheduled_ts(self) -> float:
-        due, self._due_ts_s = self._due_ts_s, None
-        if due is None and self._run.schedule is not None:
-            # The first task runs before any wait_time(): claim a slot here.
-            due = self._run.schedule.next_due()
-            gevent.sleep(max(0.0, due - time.time()))
-        return due if due is not None else time.time()
+        """Closed loop: think time. Open loop: none here; `send` claims a slot and waits until it is due."""
+        return 0.0 if self._run.settings.open_loop else self._run.settings.think_time_s
 
     def _common(self, prompt: Prompt) -> dict[str, Any]:
         s = self._run.settings
@@ -83,13 +70,11 @@ class OpenAIUser(User):
             body["temperature"] = s.temperature
         return body
 
-    @task
-    def send(self) -> None:
-        assert self._conn is not None and self._run.prompts is not None
-        scheduled = self._scheduled_ts()
+    def _spec(self) -> RequestSpec:
+        assert self._run.prompts is not None
         prompt = self._run.prompts.draw(self._rng)
         body = {**self._common(prompt), **self.payload(prompt)}
-        spec = RequestSpec(
+        return RequestSpec(
             self.scenario,
             self.path,
             json.dumps(body).encode(),
@@ -97,14 +82,38 @@ class OpenAIUser(User):
             prompt.target_tokens,
             body["max_tokens"],
         )
+
+    @task
+    def send(self) -> None:
+        assert self._conn is not None
+        run = self._run
+        if not run.wait_ready():
+            return  # the test stopped before this worker got its configuration
+        if run.past_end():
+            run.stopped.wait()  # nothing is sent after the planned end: it would fall outside the window
+            return
+        due = None
+        if run.settings.open_loop:
+            if run.schedule is None:
+                run.stopped.wait()  # a worker without a share of the schedule (see docs/loadtest.md)
+                return
+            due = run.schedule.next_due()
+        # The body is built before the clock starts: closed loop starts it at the send, open loop at the slot.
+        spec = self._spec()
+        if due is not None and not run.sleep_until(due):
+            return  # the run ended before this slot fell due: not a request
+        sent_ts_s = time.time()
         try:
             rec = self._conn.exchange(
-                spec, scheduled_ts_s=scheduled, worker_id=self._run.worker_id, user_id=self._user_id
+                spec, scheduled_ts_s=due, worker_id=run.worker_id, user_id=self._user_id
             )
         except gevent.GreenletExit:
-            self._run.incomplete += 1  # stopped by the end of the test, not by the server
+            # Stopped by the end of the test, not by the server: an outcome of its own, still counted.
+            rec = cut_record(spec, due, sent_ts_s, run.worker_id, self._user_id)
+            run.add(rec)
+            self._report(rec)
             raise
-        self._run.add(rec)
+        run.add(rec)
         self._report(rec)
 
     def _report(self, rec: RequestRecord) -> None:
@@ -122,3 +131,26 @@ class OpenAIUser(User):
             start_time=rec.sent_ts_s,
             url=self.path,
         )
+
+
+def cut_record(
+    spec: RequestSpec, due_ts_s: float | None, sent_ts_s: float, worker_id: str, user_id: int
+) -> RequestRecord:
+    """A request that was still in flight when Locust stopped its user."""
+    now = time.time()
+    scheduled = due_ts_s if due_ts_s is not None else sent_ts_s
+    return RequestRecord(
+        scenario=spec.scenario,
+        stream=spec.stream,
+        scheduled_ts_s=scheduled,
+        sent_ts_s=sent_ts_s,
+        end_ts_s=now,
+        schedule_lag_s=sent_ts_s - scheduled,
+        e2e_s=now - scheduled,
+        outcome="cut",
+        outcome_detail=CUT_DETAIL,
+        prompt_tokens_target=spec.prompt_tokens_target,
+        max_tokens=spec.max_tokens,
+        worker_id=worker_id,
+        user_id=user_id,
+    )

@@ -4,6 +4,13 @@ The `model` field of a request picks the behaviour (see FAULTS), so one server c
     python tests/loadtest_fixtures/fault_server.py --port 0
 prints "FAKE fault server listening on http://127.0.0.1:PORT". Model "mixed" cycles through MIXED_CYCLE,
 one fault per request, in arrival order.
+
+Known delays (the load generator's bias is measured against them): model `ttft_ms_<A>_itl_ms_<B>`
+streams `max_tokens` chunks of one token each, the first A ms after the request arrived and the rest B ms
+apart, on deadlines counted from the arrival (no drift from sleeping in steps). Model `serial_ms_<N>`
+serves one request at a time, N ms each: a server that saturates. GET /fake/stats reports, per request,
+what the fake itself observed (arrival, first-token write, last write) and how many requests each model
+received and completed: the counting side of the distributed test.
 """
 
 from __future__ import annotations
@@ -54,12 +61,27 @@ STREAM_FAULTS = (
     "malformed",
     "no_finish",
 )
-FAULTS = (*STREAM_FAULTS, *HTTP_FAULTS, "mixed", "first_token_ms_<N>", "token_ms_<N>")
+FAULTS = (
+    *STREAM_FAULTS,
+    *HTTP_FAULTS,
+    "mixed",
+    "first_token_ms_<N>",
+    "token_ms_<N>",
+    "ttft_ms_<A>_itl_ms_<B>",
+    "serial_ms_<N>",
+)
 _DELAY = re.compile(r"(first_token|token)_ms_(\d+)$")
+_KNOWN = re.compile(r"ttft_ms_(\d+)_itl_ms_(\d+)$")
+_SERIAL = re.compile(r"serial_ms_(\d+)$")
 _counter = itertools.count()
 # Server-side seconds from a request's arrival to the write of its first content chunk (GET /fake/stats):
 # the benchmark compares the client's TTFT with this.
 _first_token_s: list[float] = []
+# Per known-delay request, what the fake observed (epoch seconds and durations from the arrival).
+_timings: list[dict] = []
+_received: dict[str, int] = {}
+_completed: dict[str, int] = {}
+_serial_lock = asyncio.Lock()
 
 
 def _frame(obj) -> bytes:
@@ -160,10 +182,51 @@ async def _stream(
     return resp
 
 
+async def _known_delays(
+    request: web.Request, chat: bool, n: int, ttft_s: float, itl_s: float, arrived_s: float
+):
+    """One token per chunk on deadlines from the arrival; records what was really written when."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    timing = {"arrival_ts_s": time.time() - (time.perf_counter() - arrived_s)}
+    for i in range(n):
+        deadline = arrived_s + ttft_s + i * itl_s
+        delay = deadline - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await resp.write(_frame(_chunk(chat, f"t{i} ")))
+        if i == 0:
+            timing["ttft_s"] = time.perf_counter() - arrived_s
+    await resp.write(_frame(_chunk(chat, None, "length")) + _frame(_usage(4, n)) + b"data: [DONE]\n\n")
+    timing["e2e_s"] = time.perf_counter() - arrived_s
+    _timings.append(timing)
+    await resp.write_eof()
+    return resp
+
+
 async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
     arrived_s = time.perf_counter()
     body = await request.json()
     fault = str(body.get("model") or "ok")
+    _received[fault] = _received.get(fault, 0) + 1
+    try:
+        resp = await _reply(request, chat, body, fault, arrived_s)
+    except ConnectionResetError:
+        # The client went away (a run that ended, a killed worker) before aiohttp noticed and cancelled
+        # this handler: the same thing, so end the same way, without an error log.
+        raise asyncio.CancelledError from None
+    _completed[fault] = _completed.get(fault, 0) + 1
+    return resp
+
+
+async def _reply(request: web.Request, chat: bool, body: dict, fault: str, arrived_s: float):
+    if known := _KNOWN.match(fault):
+        n = int(body.get("max_tokens") or 8)
+        return await _known_delays(request, chat, n, int(known[1]) / 1000, int(known[2]) / 1000, arrived_s)
+    if serial := _SERIAL.match(fault):
+        async with _serial_lock:
+            await asyncio.sleep(int(serial[1]) / 1000)
+        fault = "instant"
     if fault == "mixed":
         fault = MIXED_CYCLE[next(_counter) % len(MIXED_CYCLE)]
     n = int(body.get("max_tokens") or 8)
@@ -194,7 +257,9 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    return web.json_response({"first_token_s": _first_token_s})
+    return web.json_response(
+        {"first_token_s": _first_token_s, "timings": _timings, "received": _received, "completed": _completed}
+    )
 
 
 async def reset(request: web.Request) -> web.Response:
@@ -202,6 +267,9 @@ async def reset(request: web.Request) -> web.Response:
     global _counter
     _counter = itertools.count()
     _first_token_s.clear()
+    _timings.clear()
+    _received.clear()
+    _completed.clear()
     return web.json_response({"ok": True})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 import urllib.request
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -13,6 +14,7 @@ from benchcore.launch import REPO, serve
 from benchcore.launch import run_locust as _run_locust
 
 FAULT_SERVER = REPO / "tests" / "loadtest_fixtures" / "fault_server.py"
+DELAY_SERVER = REPO / "tests" / "loadtest_fixtures" / "delay_server.py"
 
 
 def free_port() -> int:
@@ -23,6 +25,26 @@ def free_port() -> int:
 
 def fault_server() -> AbstractContextManager[str]:
     return serve([sys.executable, str(FAULT_SERVER), "--port", "0"])
+
+
+def delay_server(ttft_ms: float, itl_ms: float) -> AbstractContextManager[str]:
+    """The FAKE server with known delays (see delay_server.py)."""
+    cmd = [
+        sys.executable,
+        str(DELAY_SERVER),
+        "--ttft-ms",
+        str(ttft_ms),
+        "--itl-ms",
+        str(itl_ms),
+        "--port",
+        "0",
+    ]
+    return serve(cmd)
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.load(resp)
 
 
 def post(url: str) -> None:
@@ -45,3 +67,12 @@ def locust_totals(run_dir: Path) -> tuple[int, int]:
     """(requests, failures) as Locust itself counted them."""
     stats = json.loads((run_dir.parent / f"{run_dir.name}-locust.json").read_text())
     return sum(s["num_requests"] for s in stats), sum(s["num_failures"] for s in stats)
+
+
+def wait_for(condition, timeout_s: float, interval_s: float = 0.1) -> None:
+    """Poll `condition()` until it holds; fail the test with a clear message after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(interval_s)
