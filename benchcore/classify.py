@@ -37,12 +37,30 @@ CONNECTION_RESET = "connection_reset"
 PROTOCOL_ERROR = "protocol_error"
 TRUNCATED_STREAM = "truncated_stream"
 MISSING_FINISH_REASON = "missing_finish_reason"
-EMPTY_COMPLETION = "empty_completion"
+EMPTY_COMPLETION = "empty_completion"  # older run folders: an empty reply was an error then
 MALFORMED_CHUNK = "malformed_chunk"
 MALFORMED_BODY = "malformed_body"
 STREAM_ERROR = "stream_error"
 BODY_ERROR = "body_error"
 CLIENT_EXCEPTION = "client_exception"  # a bug in the harness; logged with its traceback
+# Strict success (docs/loadtest.md, "Outcomes").
+EMPTY_REPLY = "empty_reply"  # a success: ended at once with a known finish_reason and no content
+SHORT_REPLY = "short_reply"  # --ignore-eos and fewer than max_tokens tokens
+USAGE_ABOVE_MAX_TOKENS = "usage_above_max_tokens"
+ZERO_USAGE_WITH_CONTENT = "zero_usage_with_content"
+UNKNOWN_FINISH_REASON_PREFIX = "finish_reason_"
+
+# OpenAI's finish reasons (and the legacy "function_call"); any other ends a reply in error, e.g. vLLM's
+# "abort" or a server's "error"/"cancelled" followed by [DONE].
+KNOWN_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+_NOT_A_NAME = re.compile(r"[^a-z0-9_]+")
+MAX_FINISH_NAME_CHARS = 32
+
+
+def unknown_finish_reason(finish_reason: str) -> str:
+    """`finish_reason_<name>`: names the reason, kept to a short identifier so failures still group."""
+    name = _NOT_A_NAME.sub("_", finish_reason.lower()).strip("_")[:MAX_FINISH_NAME_CHARS]
+    return UNKNOWN_FINISH_REASON_PREFIX + (name or "unnamed")
 
 
 def classify_error_code(code: str | None, message: str | None = None) -> Outcome | None:

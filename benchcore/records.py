@@ -9,7 +9,9 @@ from typing import Any, Literal
 Outcome = Literal["success", "rejected", "timeout", "error", "cut"]
 OUTCOMES: tuple[Outcome, ...] = ("success", "rejected", "timeout", "error", "cut")
 CUT_DETAIL = "run_ended"
-UsageSource = Literal["server", "counted", "none"]
+# How output_tokens is known: the server's usage, the run's tokenizer on the reply's text, or not at all.
+# ("counted", in run folders written before the tokenizer count, meant content chunks.)
+UsageSource = Literal["server", "tokenizer", "none", "counted"]
 
 
 @dataclass(slots=True)
@@ -45,6 +47,10 @@ class RequestRecord:
     # ---- timing additions (issue 12, items 2 and 7) ----
     # schedule -> first byte of the response (headers), beside TTFT (first content chunk).
     ttfb_s: float | None = None
+    # ---- token-count additions (issue 12, item 6) ----
+    # Content chunks of a stream (a server may pack several tokens into one); output_tokens_counted is the
+    # reply's text re-tokenized by the run's tokenizer.
+    output_chunks: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FIELD_NAMES}

@@ -6,6 +6,7 @@ Pure code: the caller reads bytes from the network and passes each line with its
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ def error_info(obj: Any) -> ErrorInfo:
     if isinstance(err, dict):
         code = err.get("code")
         message = err.get("message")
-        return ErrorInfo(None if code is None else str(code), _clip(message))
+        return ErrorInfo(None if code is None else _clip(code), _clip(message))
     return ErrorInfo(None, _clip(err))
 
 
@@ -41,22 +42,54 @@ def error_info_from_bytes(body: bytes) -> ErrorInfo:
 def _clip(message: Any) -> str | None:
     if message is None:
         return None
-    return str(message)[:MAX_ERROR_MESSAGE_CHARS]
+    return clean_text(str(message))[:MAX_ERROR_MESSAGE_CHARS]
 
 
-def _has_content(choice: dict[str, Any]) -> bool:
-    """Generated output in a choice: chat delta/message content, reasoning, tool calls, or completion text."""
-    if choice.get("text"):
-        return True
+def clean_text(text: str) -> str:
+    """Text that any UTF-8 writer accepts: JSON's "\\udcff" escapes decode to lone surrogates, which
+    cannot be encoded and would make the run folder unwritable; each becomes U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _content_text(choice: dict[str, Any]) -> str:
+    """Generated output in a choice: chat delta/message content, reasoning, tool calls, or completion text.
+
+    Tool calls count by their name and argument text (what a tokenizer would see)."""
+    parts: list[str] = []
+    if isinstance(choice.get("text"), str):
+        parts.append(choice["text"])
     part = choice.get("delta") or choice.get("message") or {}
-    if not isinstance(part, dict):
-        return False
-    return bool(
-        part.get("content")
-        or part.get("reasoning_content")
-        or part.get("reasoning")
-        or part.get("tool_calls")
-    )
+    if isinstance(part, dict):
+        for key in ("reasoning_content", "reasoning", "content"):
+            if isinstance(part.get(key), str):
+                parts.append(part[key])
+        for call in part.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                parts.extend(str(function.get(k) or "") for k in ("name", "arguments"))
+    return "".join(parts)
+
+
+def _finish_reason(value: Any) -> str | None:
+    return None if value is None or value == "" else _clip(value)
+
+
+def judge_end(finish_reason: str | None, has_content: bool) -> tuple[Outcome, str]:
+    """A reply that ended normally ([DONE], or a whole body): a known finish_reason, then content.
+
+    An immediate end with a known finish_reason is a valid answer with zero output tokens (a model may
+    emit EOS first): a success of its own detail, `empty_reply`, counted apart in the summary.
+    """
+    if finish_reason is None:
+        return "error", classify.MISSING_FINISH_REASON
+    if finish_reason not in classify.KNOWN_FINISH_REASONS:
+        return "error", classify.unknown_finish_reason(finish_reason)
+    if not has_content:
+        return "success", classify.EMPTY_REPLY
+    return "success", classify.OK
 
 
 @dataclass(slots=True)
@@ -64,6 +97,7 @@ class StreamParser:
     """Consumes SSE lines of a streamed completion. `feed` returns True once the stream is over."""
 
     content_chunks: int = 0
+    text_parts: list[str] = field(default_factory=list)
     first_content_s: float | None = None
     last_content_s: float | None = None
     gaps_s: list[float] = field(default_factory=list)
@@ -115,12 +149,19 @@ class StreamParser:
         for choice in obj.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
-            content = content or _has_content(choice)
+            text = _content_text(choice)
+            if text:
+                content = True
+                self.text_parts.append(text)
             if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
+                self.finish_reason = _finish_reason(choice["finish_reason"])
         if content:
             self._content_at(now_s)
         return False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
 
     def _content_at(self, now_s: float) -> None:
         if self.first_content_s is None:
@@ -138,16 +179,12 @@ class StreamParser:
             return "error", classify.MALFORMED_CHUNK
         if not self.done:
             return "error", classify.TRUNCATED_STREAM
-        if self.finish_reason is None:
-            return "error", classify.MISSING_FINISH_REASON
-        if self.content_chunks == 0:
-            return "error", classify.EMPTY_COMPLETION
-        return "success", classify.OK
+        return judge_end(self.finish_reason, self.content_chunks > 0)
 
 
 @dataclass(slots=True)
 class BodyResult:
-    """A parsed non-streamed 200 reply."""
+    """A parsed non-streamed 200 reply, held to the same rules as a stream."""
 
     outcome: Outcome
     detail: str
@@ -155,6 +192,7 @@ class BodyResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: ErrorInfo | None = None
+    text: str = ""
 
 
 def parse_body(body: bytes) -> BodyResult:
@@ -170,15 +208,50 @@ def parse_body(body: bytes) -> BodyResult:
         return BodyResult(outcome, detail, error=info)
     usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
     choices = [c for c in obj.get("choices") or () if isinstance(c, dict)]
-    result = BodyResult(
-        "success",
-        classify.OK,
-        finish_reason=next((c["finish_reason"] for c in choices if c.get("finish_reason")), None),
+    if not choices:
+        return BodyResult("error", classify.MALFORMED_BODY)
+    finish = next((c["finish_reason"] for c in choices if c.get("finish_reason")), None)
+    text = "".join(_content_text(c) for c in choices)
+    outcome, detail = judge_end(_finish_reason(finish), bool(text))
+    return BodyResult(
+        outcome,
+        detail,
+        finish_reason=_finish_reason(finish),
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
+        text=text,
     )
-    if not choices:
-        result.outcome, result.detail = "error", classify.MALFORMED_BODY
-    elif not any(_has_content(c) for c in choices):
-        result.outcome, result.detail = "error", classify.EMPTY_COMPLETION
-    return result
+
+
+def judge_tokens(
+    outcome: Outcome,
+    detail: str,
+    *,
+    output_tokens: int | None,
+    from_server: bool,
+    has_content: bool,
+    finish_reason: str | None,
+    max_tokens: int | None,
+    ignore_eos: bool,
+) -> tuple[Outcome, str]:
+    """The token checks on a reply that passed `judge_end` (see docs/loadtest.md, "Outcomes").
+
+    The server's usage is held exactly to max_tokens; a count made by re-tokenizing the text is not
+    (a model's token sequence need not be the one its tokenizer makes of the same text), so without usage
+    only the finish_reason can say a fixed-length reply ended early.
+    """
+    if outcome != "success":
+        return outcome, detail
+    if from_server and output_tokens is not None:
+        if max_tokens is not None and output_tokens > max_tokens:
+            return "error", classify.USAGE_ABOVE_MAX_TOKENS
+        if output_tokens == 0 and has_content:
+            return "error", classify.ZERO_USAGE_WITH_CONTENT
+    if ignore_eos and max_tokens is not None:
+        if from_server and output_tokens is not None:
+            short = output_tokens < max_tokens
+        else:
+            short = finish_reason != "length"
+        if short or not has_content:
+            return "error", classify.SHORT_REPLY
+    return outcome, detail

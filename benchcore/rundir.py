@@ -31,6 +31,7 @@ _INT_FIELDS = frozenset(
         "max_tokens",
         "output_tokens",
         "output_tokens_counted",
+        "output_chunks",
         "http_status",
         "response_bytes",
         "user_id",

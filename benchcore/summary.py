@@ -188,6 +188,7 @@ def summarize(
         "output_tokens_per_s": tokens_arrived / duration if duration else None,
         "prompt_tokens": sum(r.prompt_tokens or 0 for r in ok),
         "tokens": _token_sources(ok),
+        **_empty_replies(ok, n),
         "ttft_s": distribution(r.ttft_s for r in ok),
         "ttfb_s": distribution(r.ttfb_s for r in ok),
         "e2e_s": distribution(r.e2e_s for r in ok),
@@ -222,6 +223,7 @@ def summarize(
         add_warning(summary, GENERATOR_BEHIND, _cpu_text(cpu) + "; latencies include the client's own delay")
     if extra:
         summary.update(extra)
+    _prompt_length_warning(summary)
     return summary
 
 
@@ -233,14 +235,43 @@ def _details(records: Sequence[RequestRecord]) -> dict[str, dict[str, int]]:
 
 
 def _token_sources(ok: Sequence[RequestRecord]) -> dict[str, Any]:
-    """How output tokens were known, and how far counted chunks differ from the server's usage."""
+    """How output tokens were known, and how far the run's tokenizer differs from the server's usage.
+
+    Tokens against tokens: `tokenizer_output_tokens` re-tokenizes the same replies the server counted in
+    `usage_output_tokens`; content chunks are a separate figure (one chunk may carry many tokens).
+    """
     both = [r for r in ok if r.usage_source == "server" and r.output_tokens_counted is not None]
+    usage = sum(r.output_tokens or 0 for r in both)
+    counted = sum(r.output_tokens_counted or 0 for r in both)
     return {
         "usage_source": dict(Counter(r.usage_source for r in ok)),
         "records_with_usage_and_count": len(both),
-        "usage_output_tokens": sum(r.output_tokens or 0 for r in both),
-        "counted_output_chunks": sum(r.output_tokens_counted or 0 for r in both),
+        "usage_output_tokens": usage,
+        "tokenizer_output_tokens": counted,
+        "tokenizer_vs_usage": (counted - usage) / usage if usage else None,
+        "output_chunks": sum(r.output_chunks or 0 for r in ok),
     }
+
+
+def _empty_replies(ok: Sequence[RequestRecord], n: int) -> dict[str, Any]:
+    """Successes with no output (a known finish_reason at once): valid answers, in a share of their own."""
+    empty = sum(1 for r in ok if r.outcome_detail == "empty_reply" or r.output_tokens == 0)
+    return {"empty_replies": empty, "empty_reply_rate": _rate(empty, n)}
+
+
+def _prompt_length_warning(summary: dict[str, Any]) -> None:
+    """Calibrated (or word-count) prompt lengths are approximate: say so, with the contract's code."""
+    method = (summary.get("workload") or {}).get("prompt_length_method")
+    if method not in ("calibrated", "words"):
+        return
+    how = "fitted on the server's usage" if method == "calibrated" else "counted in words"
+    summary.setdefault("warnings", []).append(
+        f"prompt lengths are approximate ({how}); give --tokenizer, or a server with POST /tokenize, "
+        "for exact lengths"
+    )
+    codes = summary.setdefault("warning_codes", [])
+    if "approximate_prompt_lengths" not in codes:
+        codes.append("approximate_prompt_lengths")
 
 
 def _cpu_text(cpu: dict[str, Any]) -> str:

@@ -1,10 +1,17 @@
-"""Aggregate output tok/s and TTFT at several concurrencies: our server against mlx-lm's in-process batch
-engine (the ceiling) and against `mlx_lm.server` (the peer), same model and prompts, side by side in one run.
+"""Output tok/s, TTFT and TPOT under closed-loop and open-loop (Poisson) load: our server against mlx-lm's
+in-process batch engine (the ceiling, fed the same arrivals) and against `mlx_lm.server` (the peer), same
+tiny model, distinct prompts, side by side in one run.
 
-    python benchmarks/server_vs_engine.py [--concurrency 1 8 16] [--tokens 128] [--repeats 3]
+    python benchmarks/server_vs_engine.py [--quick] [--repeats 2] [--tokens 128]
+        [--concurrency 1 2 4 8 16 32 48] [--load 0.5 0.8 1.0 1.25 1.5] [--config config/runtime.yaml ...]
+
+Closed loop: N users, each sends `--rounds` requests back to back. Open loop: Poisson arrivals (fixed seed)
+at multiples of the capacity measured in this run (the engine's best closed-loop tok/s / tokens per
+request), `--open-requests` requests per point. Each point runs every system in turn (rotated order),
+repeated; each figure is the median over the repeats. Several `--config` files compare server policies.
 
 Every request is fixed-length: `ignore_eos` for our server, a -100 logit bias on EOS for mlx_lm.server,
-no stop tokens for the in-process engine. The figure kept per cell is the median of the repeats.
+no stop tokens for the in-process engine. Figures are printed, not asserted: they depend on the machine.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -29,6 +38,9 @@ from server.models import build_embedded_model
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = "Tell me a story about a city by a river, with many people and music at night."
+ENGINE = "engine"
+PEER = "mlx_lm.server"
+_COUNTER = itertools.count()
 
 
 def prompt_for(i: int) -> str:
@@ -36,45 +48,138 @@ def prompt_for(i: int) -> str:
     return f"Story number {i} of {i * 7919 % 1000}. {PROMPT}"
 
 
-def engine_ceiling(model_dir: Path, concurrency: int, tokens: int) -> tuple[float, float]:
-    """(aggregate tok/s, mean TTFT s) for one batch through mlx-lm's BatchGenerator, in this process."""
-    from mlx_lm import load
-    from mlx_lm.generate import BatchGenerator
+@dataclass
+class RequestRecord:
+    """One request, times in seconds from the start of its point."""
 
-    model, tokenizer = _loaded(model_dir, load)
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=False
+    arrival_s: float
+    first_token_s: float | None = None
+    finish_s: float | None = None
+    output_tokens: int = 0
+
+
+@dataclass
+class PointResult:
+    tok_s: float
+    ttft_p50_s: float
+    ttft_p99_s: float
+    tpot_p50_s: float
+
+
+@dataclass(frozen=True)
+class Load:
+    """A closed loop of `users` users sending `rounds` requests each, or open-loop arrival offsets."""
+
+    users: int = 0
+    rounds: int = 0
+    arrivals_s: tuple[float, ...] = ()
+
+    @property
+    def closed(self) -> bool:
+        return self.users > 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summarize(records: list[RequestRecord]) -> PointResult:
+    done = [r for r in records if r.finish_s is not None and r.first_token_s is not None]
+    tokens = sum(r.output_tokens for r in done)
+    wall_s = max(r.finish_s for r in done) - min(r.arrival_s for r in records) if done else float("nan")
+    ttfts = [r.first_token_s - r.arrival_s for r in done]
+    tpots = [(r.finish_s - r.first_token_s) / (r.output_tokens - 1) for r in done if r.output_tokens > 1]
+    return PointResult(
+        tokens / wall_s, percentile(ttfts, 0.5), percentile(ttfts, 0.99), percentile(tpots, 0.5)
     )
-    prompt = tokenizer.encode(text, add_special_tokens=False)
-    generator = BatchGenerator(model)
-    start = time.perf_counter()
-    generator.insert([prompt] * concurrency, max_tokens=[tokens] * concurrency)
-    first_token_s: dict[int, float] = {}
-    produced = 0
-    while responses := generator.next_generated():
-        now = time.perf_counter() - start
-        for response in responses:
-            first_token_s.setdefault(response.uid, now)
-        produced += len(responses)
-    elapsed = time.perf_counter() - start
-    generator.close()
-    return produced / elapsed, statistics.mean(first_token_s.values())
 
 
-_MODEL_CACHE: dict = {}
-_COUNTER = itertools.count()
+def poisson_arrivals(rate_per_s: float, count: int, seed: int) -> tuple[float, ...]:
+    rng = random.Random(seed)
+    t, out = 0.0, []
+    for _ in range(count):
+        out.append(t)
+        t += rng.expovariate(rate_per_s)
+    return tuple(out)
 
 
-def _loaded(model_dir: Path, load):
-    if model_dir not in _MODEL_CACHE:
-        _MODEL_CACHE[model_dir] = load(str(model_dir))
-    return _MODEL_CACHE[model_dir]
+# -- the in-process engine ------------------------------------------------------------------------------
+class InProcessEngine:
+    """mlx-lm's BatchGenerator with its defaults, driven in this process: no HTTP, no IPC, no detokenizer."""
+
+    def __init__(self, model_dir: Path):
+        from mlx_lm import load
+
+        self.model, self.tokenizer = load(str(model_dir))
+
+    def prompt_tokens(self, i: int) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt_for(i)}], add_generation_prompt=True, tokenize=False
+        )
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def run(self, load: Load, tokens: int) -> list[RequestRecord]:
+        from mlx_lm.generate import BatchGenerator
+
+        generator = BatchGenerator(self.model)
+        total = load.users * load.rounds if load.closed else len(load.arrivals_s)
+        prompts = [self.prompt_tokens(next(_COUNTER)) for _ in range(total)]
+        records: dict[int, RequestRecord] = {}
+        start = time.perf_counter()
+        inserted = 0
+
+        def insert(count: int) -> None:
+            nonlocal inserted
+            now = time.perf_counter() - start
+            uids = generator.insert(prompts[inserted : inserted + count], max_tokens=[tokens] * count)
+            for k, uid in enumerate(uids):
+                # Open loop: TTFT counts from the scheduled arrival, as a client would see it.
+                records[uid] = RequestRecord(arrival_s=now if load.closed else load.arrivals_s[inserted + k])
+            inserted += count
+
+        running = 0
+        if load.closed:
+            insert(min(load.users, total))
+            running = min(load.users, total)
+        while inserted < total or running:
+            now = time.perf_counter() - start
+            if not load.closed:
+                due = sum(1 for t in load.arrivals_s[inserted:] if t <= now)
+                if due:
+                    insert(due)
+                    running += due
+                if not running:
+                    time.sleep(max(0.0, load.arrivals_s[inserted] - now))
+                    continue
+            _, responses = generator.next()
+            now = time.perf_counter() - start
+            finished = 0
+            for response in responses:
+                record = records[response.uid]
+                if record.first_token_s is None:
+                    record.first_token_s = now
+                record.output_tokens += 1
+                if response.finish_reason is not None:
+                    record.finish_s = now
+                    finished += 1
+            running -= finished
+            if load.closed and finished and inserted < total:
+                count = min(finished, total - inserted)
+                insert(count)
+                running += count
+        generator.close()
+        return list(records.values())
 
 
-async def _one_stream(session: aiohttp.ClientSession, url: str, body: dict) -> tuple[float, int]:
+# -- HTTP servers -----------------------------------------------------------------------------------------
+async def one_request(
+    session: aiohttp.ClientSession, url: str, body: dict, start: float, arrival_s: float
+) -> RequestRecord:
+    record = RequestRecord(arrival_s=arrival_s)
     body = {**body, "messages": [{"role": "user", "content": prompt_for(next(_COUNTER))}]}
-    start = time.perf_counter()
-    ttft_s, tokens = None, 0
     async with session.post(f"{url}/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         async for raw in response.content:
@@ -83,13 +188,18 @@ async def _one_stream(session: aiohttp.ClientSession, url: str, body: dict) -> t
                 continue
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-            if ttft_s is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                ttft_s = time.perf_counter() - start
-    return ttft_s or float("nan"), tokens
+                record.output_tokens = chunk["usage"]["completion_tokens"]
+            if (
+                record.first_token_s is None
+                and chunk["choices"]
+                and chunk["choices"][0]["delta"].get("content")
+            ):
+                record.first_token_s = time.perf_counter() - start
+    record.finish_s = time.perf_counter() - start
+    return record
 
 
-async def http_load(url: str, model: str, concurrency: int, tokens: int, eos_id: int) -> tuple[float, float]:
+async def http_load(url: str, model: str, load: Load, tokens: int, eos_id: int) -> list[RequestRecord]:
     body = {
         "model": model,
         "max_tokens": tokens,
@@ -99,11 +209,26 @@ async def http_load(url: str, model: str, concurrency: int, tokens: int, eos_id:
         "ignore_eos": True,
         "logit_bias": {str(eos_id): -100.0},
     }
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=900), connector=connector
+    ) as session:
         start = time.perf_counter()
-        results = await asyncio.gather(*(_one_stream(session, url, body) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    return sum(t for _, t in results) / elapsed, statistics.mean(ttft for ttft, _ in results)
+
+        async def user() -> list[RequestRecord]:
+            out = []
+            for _ in range(load.rounds):
+                out.append(await one_request(session, url, body, start, time.perf_counter() - start))
+            return out
+
+        async def arrival(at_s: float) -> RequestRecord:
+            await asyncio.sleep(max(0.0, at_s - (time.perf_counter() - start)))
+            return await one_request(session, url, body, start, at_s)
+
+        if load.closed:
+            per_user = await asyncio.gather(*(user() for _ in range(load.users)))
+            return [r for records in per_user for r in records]
+        return list(await asyncio.gather(*(arrival(t) for t in load.arrivals_s)))
 
 
 def free_port() -> int:
@@ -127,49 +252,130 @@ def peer_server(model_dir: Path) -> Iterator[str]:
         stop_server(process)
 
 
-def median_of(repeats: int, measure) -> tuple[float, float]:
-    runs = [measure() for _ in range(repeats)]
-    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+# -- the run ----------------------------------------------------------------------------------------------
+Runner = Callable[[Load], list[RequestRecord]]
+
+
+def measure_point(
+    runners: dict[str, Runner], load: Load, repeats: int, offset: int
+) -> dict[str, PointResult]:
+    """Every system, in rotated order, `repeats` times; the median of each figure."""
+    names = list(runners)
+    runs: dict[str, list[PointResult]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = (offset + repeat) % len(names)
+        for name in names[shift:] + names[:shift]:
+            runs[name].append(summarize(runners[name](load)))
+    medians = {
+        name: PointResult(
+            *(statistics.median(getattr(r, f) for r in results) for f in PointResult.__annotations__)
+        )
+        for name, results in runs.items()
+    }
+    progress = ", ".join(
+        f"{n} {m.tok_s:.0f} tok/s, TTFT p50 {1000 * m.ttft_p50_s:.0f} ms" for n, m in medians.items()
+    )
+    print(
+        f"[{load.users or len(load.arrivals_s)} {'users' if load.closed else 'arrivals'}] {progress}",
+        file=sys.stderr,
+    )
+    return medians
+
+
+def print_tables(title: str, points: list[tuple[str, dict[str, PointResult]]], ours: list[str]) -> None:
+    peer = [PEER] if PEER in points[0][1] else []
+    others = [ENGINE, *ours, *peer]
+    ratio_cols = [(o, ENGINE) for o in ours] + [(o, p) for p in peer for o in ours]
+    print(f"\n### {title}: output tok/s\n")
+    head = " | ".join(others) + " | " + " | ".join(f"{a} / {b}" for a, b in ratio_cols)
+    print(f"| load | {head} |")
+    print("|---" * (1 + len(others) + len(ratio_cols)) + "|")
+    for label, cell in points:
+        values = " | ".join(f"{cell[n].tok_s:.0f}" for n in others)
+        ratios = " | ".join(f"{cell[a].tok_s / cell[b].tok_s:.2f}" for a, b in ratio_cols)
+        print(f"| {label} | {values} | {ratios} |")
+    for field, name in (
+        ("ttft_p50_s", "TTFT p50 ms"),
+        ("ttft_p99_s", "TTFT p99 ms"),
+        ("tpot_p50_s", "TPOT p50 ms"),
+    ):
+        print(f"\n### {title}: {name}\n")
+        print(f"| load | {head} |")
+        print("|---" * (1 + len(others) + len(ratio_cols)) + "|")
+        for label, cell in points:
+            values = " | ".join(f"{1000 * getattr(cell[n], field):.0f}" for n in others)
+            ratios = " | ".join(
+                f"{getattr(cell[a], field) / getattr(cell[b], field):.2f}" for a, b in ratio_cols
+            )
+            print(f"| {label} | {values} | {ratios} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16])
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--config", type=Path, default=REPO / "config" / "runtime.yaml")
+    parser.add_argument("--quick", action="store_true", help="fewer points, shorter replies, one repeat")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=None)
+    parser.add_argument("--load", type=float, nargs="+", default=None, help="open-loop rates, x capacity")
+    parser.add_argument("--tokens", type=int, default=None, help="output tokens per request (128)")
+    parser.add_argument("--rounds", type=int, default=None, help="requests per closed-loop user (2)")
+    parser.add_argument("--open-requests", type=int, default=None, help="requests per open-loop point (48)")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per point and system (2)")
+    parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--config", type=Path, nargs="+", default=[REPO / "config" / "runtime.yaml"])
+    parser.add_argument("--no-peer", action="store_true", help="skip mlx_lm.server")
     args = parser.parse_args(argv)
+    quick = {"concurrency": [1, 2, 8, 32], "load": [0.7, 1.0, 1.5], "tokens": 64, "rounds": 1}
+    quick |= {"open_requests": 24, "repeats": 1}
+    full = {"concurrency": [1, 2, 4, 8, 16, 32, 48], "load": [0.5, 0.8, 1.0, 1.25, 1.5], "tokens": 128}
+    full |= {"rounds": 2, "open_requests": 48, "repeats": 2}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for path in args.config:
+        if not path.is_file():
+            parser.error(f"--config {path}: no such file")
 
     model_dir = build_embedded_model()
     eos_id = json.loads((model_dir / "config.json").read_text())["eos_token_id"]
-    rows = []
-    with running_server(args.config) as ours, peer_server(model_dir) as peer:
-        for url, name in ((ours, "tiny-llama"), (peer, str(model_dir))):  # warm both
-            asyncio.run(http_load(url, name, 2, 8, eos_id))
-        engine_ceiling(model_dir, 2, 8)
-        for n in args.concurrency:
-            ceiling = median_of(args.repeats, lambda n=n: engine_ceiling(model_dir, n, args.tokens))
-            server = median_of(
-                args.repeats, lambda n=n: asyncio.run(http_load(ours, "tiny-llama", n, args.tokens, eos_id))
+    engine = InProcessEngine(model_dir)
+    ours = [f"ours[{p.stem}]" if len(args.config) > 1 else "ours" for p in args.config]
+    with contextlib.ExitStack() as stack:
+        urls = {
+            name: (stack.enter_context(running_server(p)), "tiny-llama")
+            for name, p in zip(ours, args.config, strict=True)
+        }
+        if not args.no_peer:
+            urls[PEER] = (stack.enter_context(peer_server(model_dir)), str(model_dir))
+        runners: dict[str, Runner] = {ENGINE: lambda load: engine.run(load, args.tokens)}
+        for name, (url, model) in urls.items():
+            runners[name] = lambda load, url=url, model=model: asyncio.run(
+                http_load(url, model, load, args.tokens, eos_id)
             )
-            mlx = median_of(
-                args.repeats, lambda n=n: asyncio.run(http_load(peer, str(model_dir), n, args.tokens, eos_id))
-            )
-            rows.append((n, ceiling, server, mlx))
+        for runner in runners.values():  # warm every system
+            runner(Load(users=2, rounds=1))
 
-    print(f"\n{args.tokens} output tokens per request, median of {args.repeats} runs\n")
+        closed = []
+        for i, users in enumerate(args.concurrency):
+            closed.append(
+                (f"{users} users", measure_point(runners, Load(users, args.rounds), args.repeats, i))
+            )
+        capacity_tok_s = max(cell[ENGINE].tok_s for _, cell in closed)
+        capacity_rps = capacity_tok_s / args.tokens
+        opened = []
+        for i, factor in enumerate(args.load):
+            arrivals = poisson_arrivals(factor * capacity_rps, args.open_requests, args.seed + i)
+            label = f"{factor:.2f}x ({factor * capacity_rps:.2f} req/s)"
+            opened.append((label, measure_point(runners, Load(arrivals_s=arrivals), args.repeats, i)))
+
     print(
-        "| streams | engine in-process tok/s | our server tok/s | mlx_lm.server tok/s | ours / engine | "
-        "ours / mlx_lm.server | TTFT engine ms | TTFT ours ms | TTFT mlx_lm.server ms |"
+        f"\n{args.tokens} output tokens per request; median of {args.repeats} run(s) per cell; "
+        f"closed loop: {args.rounds} request(s) per user; open loop: {args.open_requests} Poisson arrivals "
+        f"per point; capacity = the engine's best closed-loop figure, {capacity_tok_s:.0f} tok/s = "
+        f"{capacity_rps:.2f} req/s" + ("; mlx_lm.server skipped" if args.no_peer else "")
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for n, ceiling, server, mlx in rows:
-        rates = f"| {n} | {ceiling[0]:.0f} | {server[0]:.0f} | {mlx[0]:.0f} "
-        ratios = f"| {server[0] / ceiling[0]:.2f} | {server[0] / mlx[0]:.2f} "
-        ttfts = f"| {1000 * ceiling[1]:.0f} | {1000 * server[1]:.0f} | {1000 * mlx[1]:.0f} |"
-        print(rates + ratios + ttfts)
+    print_tables("Closed loop", closed, ours)
+    print_tables("Open loop (Poisson)", opened, ours)
     return 0
 
 

@@ -16,4 +16,7 @@ class VisionChatUser(OpenAIUser):
             {"type": "image_url", "image_url": {"url": self._rng.choice(pool)}}
             for _ in range(s.images_per_request)
         ]
-        return {"messages": [{"role": "user", "content": [{"type": "text", "text": prompt.text}, *images]}]}
+        # The chat variant of the prompt: its length was made for a chat request (template included).
+        last = prompt.messages[-1].get("content")
+        text = last if isinstance(last, str) else prompt.text
+        return {"messages": [{"role": "user", "content": [{"type": "text", "text": text}, *images]}]}

@@ -148,8 +148,8 @@ def read_records(path: Path) -> pd.DataFrame:
     columns = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in header]
     dtypes = {c: "float64" for c in _FLOAT_COLUMNS if c in columns}
     try:
-        frame = pd.read_csv(records_path, engine=CSV_ENGINE, usecols=columns, dtype=dtypes)
-    except (ValueError, pd.errors.ParserError) as exc:
+        frame = _read_csv(records_path, columns, dtypes)
+    except (ValueError, pd.errors.ParserError) as exc:  # pyarrow.ArrowInvalid is a ValueError
         raise BadInput(f"{records_path}: malformed ({exc})") from None
     for name in OPTIONAL_COLUMNS:
         if name not in frame:
@@ -159,6 +159,31 @@ def read_records(path: Path) -> pd.DataFrame:
         raise BadInput(f"{records_path}: unknown outcome(s) {sorted(map(str, unknown)) or ['(empty)']}")
     frame["outcome"] = pd.Categorical(frame["outcome"], categories=OUTCOMES)
     return frame
+
+
+def _read_csv(path: Path, columns: list[str], dtypes: dict[str, str]) -> pd.DataFrame:
+    """The chosen columns of a records file.
+
+    Values may span lines (an error message holding a proxy's HTML page): pyarrow's reader needs
+    `newlines_in_values`, else it fails ("parser got out of sync with chunker") whenever a block boundary
+    falls inside such a value; pandas' read_csv does not pass that option through, so pyarrow is called
+    directly. Its speed is the same on records files (3 million rows in about 0.3 s here).
+    """
+    if CSV_ENGINE != "pyarrow":
+        return pd.read_csv(path, usecols=columns, dtype=dtypes)
+    import pyarrow as pa
+    from pyarrow import csv as pa_csv
+
+    table = pa_csv.read_csv(
+        path,
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=columns,
+            column_types={c: pa.float64() for c in dtypes},
+            strings_can_be_null=True,
+        ),
+    )
+    return table.to_pandas()
 
 
 def read_run(path: Path) -> RunData:

@@ -73,7 +73,23 @@ def intro_lines(runs: Sequence[RunData]) -> list[str]:
         lines.append(f"Code: git {', '.join(c[:12] for c in commits)}.")
     if machines:
         lines.append(f"Machine: {', '.join(machines)}.")
+    if methods := prompt_length_methods(runs):
+        lines.append(f"Prompt lengths made by: {', '.join(methods)}.")
     return lines
+
+
+# summary.json workload.prompt_length_method, as the report words it (older run folders lack it).
+PROMPT_LENGTH_WORDS = {
+    "tokenizer": "a local tokenizer (exact)",
+    "server_tokenize": "the server's /tokenize (exact)",
+    "calibrated": "a fit of the server's usage (approximate)",
+    "words": "word counts (approximate)",
+}
+
+
+def prompt_length_methods(runs: Sequence[RunData]) -> list[str]:
+    found = {(r.summary.get("workload") or {}).get("prompt_length_method") for r in runs} - {None}
+    return sorted(PROMPT_LENGTH_WORDS.get(str(m), str(m)) for m in found)
 
 
 def make_plots(runs: Sequence[RunData], tables: Tables, folder: Path) -> list[tuple[Path, str]]:

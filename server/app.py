@@ -33,6 +33,8 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         prefill_batch_size=settings.engine.prefill_batch_size,
         prefill_step_size=settings.engine.prefill_step_size,
         max_kv_size=settings.engine.max_kv_size,
+        decode_batch_cap=settings.engine.decode_batch_cap,
+        prefill_wait_ms=settings.engine.prefill_wait_ms,
         batch_tokens=settings.streaming.batch_tokens,
         flush_ms=settings.streaming.flush_ms,
         concurrency_limit=settings.mlx.concurrency_limit or settings.python_runtime.concurrency_limit,

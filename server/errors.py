@@ -81,6 +81,10 @@ async def error_middleware(request: web.Request, handler):
             limit = request.app._client_max_size
             message = f"The request body is larger than this server's limit of {limit} bytes."
         return APIError(exc.status, message or exc.reason, code=_CODE_BY_STATUS.get(exc.status)).response()
+    except ConnectionResetError:
+        # The client went away while we wrote to it: nobody to answer, nothing wrong with the server.
+        log.debug("client gone during %s %s", request.method, request.path)
+        raise
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return APIError(500, "Internal server error.", code="internal_error").response()

@@ -70,7 +70,7 @@ class BatchStats(NamedTuple):
     decoding: int  # decoded in the latest decode step (the batch size of that step)
     held: int  # admitted but held back by `mlx.concurrency_limit` (serialized generation)
     decode_steps: int
-    waiting: int = 0  # in the generator without a first token yet (prefilling or waiting for a slot)
+    waiting: int = 0  # without a first token yet (prefilling, or queued for a slot under the decode cap)
 
 
 class WorkerError(NamedTuple):

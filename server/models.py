@@ -28,6 +28,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
@@ -49,7 +50,7 @@ BUILD_FORMAT = 1
 # Libraries whose version can change the bytes written; a change triggers a rebuild.
 BUILD_LIBRARIES = ("mlx", "mlx-lm", "tokenizers", "transformers")
 # Recipe fields that enter the stamp only when set (see EmbeddedRecipe.payload).
-LATER_FIELDS = ("processor_config", "libraries")
+LATER_FIELDS = ("processor_config", "libraries", "eos_logit_drop")
 
 UNK, ENDOFTEXT, IM_START, IM_END = "<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 VISION_START, VISION_END, VISION_PAD = "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>"
@@ -170,6 +171,9 @@ class EmbeddedRecipe:
     processor_config: Mapping[str, Any] = field(default_factory=dict)
     # Libraries beyond BUILD_LIBRARIES whose version can change this recipe's bytes.
     libraries: tuple[str, ...] = ()
+    # Lower the EOS token's logit by about this many nats (0: off), so that random weights rarely end a
+    # reply at once or early and a first run shows full-length replies (see _lower_eos_logit). llama only.
+    eos_logit_drop: float = 0.0
 
     def payload(self) -> dict[str, Any]:
         """The recipe as plain JSON-able data, with the builder named rather than pickled.
@@ -303,6 +307,8 @@ def build_tiny_llama(recipe: EmbeddedRecipe, folder: Path) -> None:
     )
     model = llama.Model(llama.ModelArgs.from_dict(config))
     _randomize(model, seed=recipe.seed, std=recipe.init_std)
+    if recipe.eos_logit_drop:
+        _lower_eos_logit(model, eos_id, recipe.eos_logit_drop, recipe.init_std)
     mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(model.parameters())))
 
 
@@ -412,6 +418,45 @@ def _randomize(model: nn.Module, seed: int, std: float) -> None:
     }
     drawn |= {name: mx.zeros_like(value) for name, value in params.items() if name.endswith(".bias")}
     model.load_weights(list(drawn.items()), strict=False)
+    mx.eval(model.parameters())
+
+
+EOS_PROBE_TOKENS = 64  # positions of the fixed probe sequence that sets the EOS drop
+
+
+def _lower_eos_logit(model: nn.Module, eos_id: int, drop_nats: float, value: float) -> None:
+    """Make EOS's logit about `drop_nats` lower than every other token's, at every position.
+
+    llama has no output bias, so one hidden dimension (0) is made a constant: every token's embedding
+    holds +value there (EOS's holds -value), and no layer writes into it (row 0 of each o_proj and
+    down_proj is zeroed), so the residual stream keeps +value at every generated position. The final
+    norm then scales it by w0 / rms(x); with tied embeddings each logit gains h0 * embedding[0], the same
+    shift for every token (softmax ignores it) except EOS, which loses 2 * value * h0. w0 is set from the
+    residual's rms on a fixed probe sequence, so the build stays deterministic.
+    """
+    args = model.args
+    embed = np.array(model.model.embed_tokens.weight)
+    embed[:, 0] = value
+    embed[eos_id, 0] = -value
+    updates = [("model.embed_tokens.weight", mx.array(embed))]
+    for i, layer in enumerate(model.model.layers):
+        writers = {"self_attn.o_proj": layer.self_attn.o_proj, "mlp.down_proj": layer.mlp.down_proj}
+        for name, module in writers.items():
+            weight = np.array(module.weight)
+            weight[0, :] = 0.0
+            updates.append((f"model.layers.{i}.{name}.weight", mx.array(weight)))
+    model.load_weights(updates, strict=False)
+    norm = model.model.norm
+    model.model.norm = nn.Identity()  # the residual stream itself, before the final norm
+    try:
+        probe = mx.array([[(7 * k + 3) % args.vocab_size for k in range(EOS_PROBE_TOKENS)]])
+        residual = model.model(probe)
+    finally:
+        model.model.norm = norm
+    rms = float(mx.sqrt(mx.mean(residual.astype(mx.float32) ** 2, axis=-1)).max())
+    weight = np.array(norm.weight)
+    weight[0] = drop_nats * rms / (2 * value * value)
+    model.load_weights([("model.norm.weight", mx.array(weight))], strict=False)
     mx.eval(model.parameters())
 
 
@@ -569,11 +614,16 @@ def _cached_snapshot(repo_id: str) -> Path:
 
 # ---------------------------------------------------------------- registry and CLI
 
+# With random weights, EOS is as likely as any token: a default run ended some replies at once (an empty
+# reply) and most before max_tokens. 20 nats below the rest makes an EOS about e^-20 as likely.
+EMBEDDED_EOS_LOGIT_DROP = 20.0
+
 EMBEDDED_MODELS: dict[str, EmbeddedRecipe] = {
     "tiny-llama": EmbeddedRecipe(
         name="tiny-llama",
-        summary="4-layer llama, hidden 256, ~512-token ASCII BPE vocab, random weights",
+        summary="4-layer llama, hidden 256, ~512-token ASCII BPE vocab, random weights, EOS logit lowered",
         builder=build_tiny_llama,
+        eos_logit_drop=EMBEDDED_EOS_LOGIT_DROP,
         model_config={
             "hidden_size": 256,
             "num_hidden_layers": 4,

@@ -9,6 +9,7 @@ import logging
 import time
 
 from aiohttp import web
+from pydantic import Field, model_validator
 
 from server import ipc
 from server.appkeys import ENGINES, METRICS, SETTINGS
@@ -21,8 +22,10 @@ from server.protocol import (
     ChatShapes,
     CompletionRequest,
     CompletionShapes,
+    ImagePart,
     Message,
     TextPart,
+    _Request,
     check_json_shape,
     check_stops,
     completion_prompt,
@@ -359,9 +362,97 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
+# ---------------------------------------------------------------- POST /tokenize (vLLM-compatible)
+
+
+class TokenizeRequest(_Request):
+    """vLLM's /tokenize body: a completion `prompt`, or chat `messages` (through the chat template)."""
+
+    model: str | None = Field(None, min_length=1)
+    prompt: str | None = None
+    messages: list[Message] | None = Field(None, min_length=1)
+    add_special_tokens: bool | None = None  # default: True for a prompt, False for messages (as vLLM)
+    add_generation_prompt: bool = True
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' (string) or 'messages' (list)")
+        return self
+
+
+# Tokenizers by model folder, loaded on first use in the HTTP process (the worker holds its own copy).
+_tokenizers: dict[str, object] = {}
+_tokenizer_lock = asyncio.Lock()
+
+
+def _load_tokenizer(model_path: str):
+    from transformers import AutoTokenizer  # deferred: only /tokenize needs it in this process
+
+    return AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+
+
+async def _tokenizer_for(engine: Engine):
+    async with _tokenizer_lock:
+        if engine.model_path not in _tokenizers:
+            _tokenizers[engine.model_path] = await asyncio.to_thread(_load_tokenizer, engine.model_path)
+    return _tokenizers[engine.model_path]
+
+
+def _tokenize_model(request: web.Request, req: TokenizeRequest) -> Engine:
+    if req.model is not None:
+        return engine_for(request, req.model)
+    engines = request.app[ENGINES]
+    if len(engines) != 1:
+        raise APIError(400, "Missing required parameter: 'model'.", code="invalid_value", param="model")
+    return next(iter(engines.values()))
+
+
+async def tokenize(request: web.Request) -> web.Response:
+    """Token ids exactly as a completion or chat request would be tokenized: the worker's own rules
+    (server/worker.py `tokenize`), so `count` equals that request's usage.prompt_tokens."""
+    body = await read_json(request)
+    if isinstance(body, dict) and not (body.get("prompt") is None) ^ (body.get("messages") is None):
+        raise APIError(
+            400, "Give exactly one of 'prompt' (string) or 'messages' (list).", code="invalid_value"
+        )
+    req = parse_request(TokenizeRequest, body)
+    engine = _tokenize_model(request, req)
+    tokenizer = await _tokenizer_for(engine)
+    if req.messages is not None:
+        messages = []
+        for i, message in enumerate(req.messages):
+            if isinstance(message.content, list) and any(isinstance(p, ImagePart) for p in message.content):
+                raise APIError(
+                    400,
+                    "/tokenize counts text only: image parts are not supported.",
+                    code="invalid_value",
+                    param=f"messages.{i}.content",
+                )
+            messages.append({"role": message.role, "content": message.text()})
+        try:
+            text = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=req.add_generation_prompt, tokenize=False
+            )
+        except Exception as exc:  # the template's own raise_exception (a role it does not support)
+            raise APIError(
+                400, f"The chat template rejected the messages: {exc}", code="invalid_value", param="messages"
+            ) from None
+        tokens = tokenizer.encode(text, add_special_tokens=bool(req.add_special_tokens))
+    else:
+        add_special = True if req.add_special_tokens is None else req.add_special_tokens
+        tokens = tokenizer.encode(req.prompt, add_special_tokens=add_special)
+    context = engine.info.context_length if engine.info else None
+    if context is None:
+        limit = getattr(tokenizer, "model_max_length", None)
+        context = limit if isinstance(limit, int) and limit < 10**8 else None
+    return web.json_response({"count": len(tokens), "max_model_len": context, "tokens": list(tokens)})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/tokenize", tokenize)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", app[METRICS].handle)

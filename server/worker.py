@@ -37,6 +37,11 @@ class RuntimeOptions:
     max_kv_size: int | None = None
     batch_tokens: int = 16
     flush_ms: float = 20.0
+    # Scheduling (docs/operations.md, "Scheduling"): at most `decode_batch_cap` sequences in the generator
+    # (None: max_batch_size); "auto" measures the throughput-optimal size at start. The rest wait in the
+    # worker's FIFO. While others decode, arrivals are held up to `prefill_wait_ms` to prefill together.
+    decode_batch_cap: int | str | None = None
+    prefill_wait_ms: float = 0.0
     # v1.1.1 behaviours, off by default: at most N sequences generating at once; a device sync per step.
     concurrency_limit: int | None = None
     force_sync: bool = False
@@ -73,6 +78,16 @@ class StopStringMatcher:
 
 
 @dataclass
+class Waiting:
+    """A request accepted by the worker, not yet in the generator."""
+
+    sub: ipc.Submit
+    tokens: Any
+    arrived_s: float
+    announced: bool = True  # its Started event has been sent
+
+
+@dataclass
 class Sequence:
     request_id: str
     uid: int
@@ -105,11 +120,26 @@ class BatchRuntime:
         self.loads = 0  # loads done by this runtime (engine.persistent: false), not the first one
         self.sequences: dict[int, Sequence] = {}
         self.uid_by_request: dict[str, int] = {}
-        # Admitted but held back by `concurrency_limit` (v1.1.1's serialized generation).
-        self.held: deque[tuple[ipc.Submit, Any]] = deque()
+        # Accepted, waiting in FIFO order for a place in the generator: held back by the decode batch cap,
+        # by `concurrency_limit` (v1.1.1's serialized generation), or collecting a prefill batch.
+        self.held: deque[Waiting] = deque()
         self.decode_steps = 0
+        self.decode_cap = options.max_batch_size
         self.last_batch_size = 0  # sequences decoded by the latest step that decoded any
         self.attach(model, tokenizer)
+        self.decode_cap = self.resolve_decode_cap()
+
+    def resolve_decode_cap(self) -> int:
+        """The cap in force: configured, measured ("auto"), or max_batch_size; within concurrency_limit."""
+        cap = self.options.decode_batch_cap
+        if cap == "auto":
+            measured = calibrate_decode_cap(self)
+            cap = measured.cap
+            log.info("decode batch cap %d (engine.decode_batch_cap: auto): %s", cap, measured.describe())
+        cap = min(int(cap or self.options.max_batch_size), self.options.max_batch_size)
+        if self.options.concurrency_limit is not None:
+            cap = min(cap, self.options.concurrency_limit)
+        return cap
 
     # -- the model ------------------------------------------------------------------------------------
     def attach(self, model, tokenizer) -> None:
@@ -175,11 +205,13 @@ class BatchRuntime:
                 f"{sub.max_prompt_tokens}."
             )
             return [ipc.Failed(sub.request_id, 400, "context_length_exceeded", message, "messages")]
-        limit = self.options.concurrency_limit
-        if limit is not None and len(self.sequences) >= limit:
-            self.held.append((sub, tokens))
-            return []
-        return [self.start(sub, tokens)]
+        # Accepted: the HTTP process may start its reply (a queued request that times out then ends
+        # with an error event, as when mlx-lm's generator held the queue). Under mlx.concurrency_limit
+        # (v1.1.1) a held request is announced only once it starts, as v1.1.1 did.
+        announced = self.options.concurrency_limit is None
+        self.held.append(Waiting(sub, tokens, time.perf_counter(), announced))
+        events: list = [ipc.Started(sub.request_id, len(tokens))] if announced else []
+        return events + self.admit_held()
 
     def start(self, sub: ipc.Submit, tokens) -> ipc.Started:
         uid = self.insert(sub, tokens)
@@ -222,14 +254,31 @@ class BatchRuntime:
             self.generator.remove([uid])
             self.sequences.pop(uid, None)
         else:
-            self.held = deque(item for item in self.held if item[0].request_id != request_id)
+            self.held = deque(item for item in self.held if item.sub.request_id != request_id)
 
     def admit_held(self) -> list:
-        limit = self.options.concurrency_limit
+        """Move waiting requests, oldest first, into the generator while there is room under the cap.
+
+        With others decoding, a lone arrival may wait up to `prefill_wait_ms` for company: requests that
+        join together are prefilled in one batch and join the decode batch in one step (one KV-cache merge,
+        one extra forward pass) instead of one each."""
+        free = self.decode_cap - len(self.sequences)
+        if free <= 0 or not self.held:
+            return []
+        if self.sequences and self.options.prefill_wait_ms > 0:
+            batch = min(free, self.options.prefill_batch_size)
+            waited_ms = (time.perf_counter() - self.held[0].arrived_s) * 1000.0
+            if len(self.held) < batch and waited_ms < self.options.prefill_wait_ms:
+                return []
         events = []
-        while self.held and (limit is None or len(self.sequences) < limit):
-            events.append(self.start(*self.held.popleft()))
+        for item in self.popleft(min(free, len(self.held))):
+            started = self.start(item.sub, item.tokens)
+            if not item.announced:
+                events.append(started)
         return events
+
+    def popleft(self, count: int) -> list[Waiting]:
+        return [self.held.popleft() for _ in range(count)]
 
     # -- decoding -------------------------------------------------------------------------------------
     def step(self) -> list:
@@ -253,9 +302,18 @@ class BatchRuntime:
         return events
 
     def stats(self) -> ipc.BatchStats:
-        waiting = sum(1 for seq in self.sequences.values() if seq.completion_tokens == 0)
-        decoding = self.last_batch_size if len(self.sequences) > waiting else 0
-        return ipc.BatchStats(len(self.sequences), decoding, len(self.held), self.decode_steps, waiting)
+        # The record keeps its meaning whatever the queue: requests queued for a batch slot (announced)
+        # count as sequences waiting, as when mlx-lm's generator held them; `held` is concurrency_limit's.
+        queued = sum(1 for item in self.held if item.announced)
+        prefilling = sum(1 for seq in self.sequences.values() if seq.completion_tokens == 0)
+        decoding = self.last_batch_size if len(self.sequences) > prefilling else 0
+        return ipc.BatchStats(
+            len(self.sequences) + queued,
+            decoding,
+            len(self.held) - queued,
+            self.decode_steps,
+            prefilling + queued,
+        )
 
     def advance(self, seq: Sequence, token: int, finish_reason: str | None, now: float, events: list) -> None:
         stopped = False
@@ -297,7 +355,7 @@ class BatchRuntime:
 
     def fail_all(self, message: str) -> list:
         events = [ipc.Failed(s.request_id, 500, "engine_error", message) for s in self.sequences.values()]
-        events += [ipc.Failed(sub.request_id, 500, "engine_error", message) for sub, _ in self.held]
+        events += [ipc.Failed(item.sub.request_id, 500, "engine_error", message) for item in self.held]
         for uid in list(self.sequences):
             self.generator.remove([uid])
         self.sequences.clear()
@@ -310,7 +368,7 @@ class BatchRuntime:
         parent = os.getppid()
         while True:
             self.release_if_idle()
-            busy = bool(self.sequences)
+            busy = bool(self.sequences or self.held)
             commands = drain(inbox, block=not busy)
             before = (len(self.sequences), len(self.held))
             for command in commands:
@@ -328,6 +386,8 @@ class BatchRuntime:
             if not busy and os.getppid() != parent:
                 log.warning("parent process is gone; worker exits")
                 return
+            if self.held and not self.sequences:
+                self.send_events(self.admit_held())
             if self.sequences:
                 try:
                     self.send_events(self.step())
@@ -338,6 +398,81 @@ class BatchRuntime:
     def send_events(self, events: list) -> None:
         if events:
             self.send(events)
+
+
+# Batch sizes tried by engine.decode_batch_cap: auto (up to max_batch_size, which is always tried).
+CALIBRATION_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Sizes whose decode throughput is within this fraction of the best count as equally good; the largest
+# of them is the cap, so that more requests decode at once (lower TTFT) while throughput holds.
+CALIBRATION_TOLERANCE = 0.05
+# Each size decodes for at least this long (and at least CALIBRATION_MIN_STEPS steps) to be timed.
+CALIBRATION_WINDOW_S = 0.15
+CALIBRATION_MIN_STEPS = 4
+CALIBRATION_PROMPT = "Calibrate decoding."
+
+
+@dataclass
+class Calibration:
+    """Decode throughput measured at start, per batch size, and the cap chosen from it."""
+
+    tok_s_by_size: dict[int, float]
+    cap: int
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{size}: {tok_s:.0f}" for size, tok_s in self.tok_s_by_size.items())
+        return f"decode tok/s by batch size {{{sizes}}}"
+
+
+def choose_decode_cap(tok_s_by_size: dict[int, float], tolerance: float = CALIBRATION_TOLERANCE) -> int:
+    """The largest batch size whose decode throughput is within `tolerance` of the best one measured."""
+    best = max(tok_s_by_size.values())
+    return max(size for size, tok_s in tok_s_by_size.items() if tok_s >= (1.0 - tolerance) * best)
+
+
+def calibration_sizes(max_batch_size: int) -> list[int]:
+    return sorted({size for size in CALIBRATION_SIZES if size < max_batch_size} | {max_batch_size})
+
+
+def measure_decode_tok_s(
+    model, prompt: list[int], sizes: list[int], prefill_batch_size: int
+) -> dict[int, float]:
+    """Steady decode throughput at each batch size, prefill excluded: one generator, grown size by size,
+    so that each prompt is prefilled once."""
+    from mlx_lm.generate import BatchGenerator
+
+    generator = BatchGenerator(
+        model, completion_batch_size=max(sizes), prefill_batch_size=min(max(sizes), prefill_batch_size)
+    )
+    measured: dict[int, float] = {}
+    running = 0
+    try:
+        for size in sizes:
+            generator.insert([prompt] * (size - running), max_tokens=[1 << 20] * (size - running))
+            running = size
+            for _ in range(4 * size + 8):  # bounded: joining takes ceil(new / prefill_batch_size) + 2 steps
+                if len(generator.next()[1]) == size:
+                    break
+            started, steps, tokens = time.perf_counter(), 0, 0
+            while steps < CALIBRATION_MIN_STEPS or time.perf_counter() - started < CALIBRATION_WINDOW_S:
+                tokens += len(generator.next()[1])
+                steps += 1
+            measured[size] = tokens / (time.perf_counter() - started)
+    finally:
+        generator.close()
+    return measured
+
+
+def calibrate_decode_cap(runtime: BatchRuntime) -> Calibration:
+    """Time decode steps at each batch size up to max_batch_size on this machine, now (about a second
+    or two for the tiny model); vision runtimes are not calibrated and keep max_batch_size."""
+    options = runtime.options
+    if type(runtime).make_generator is not BatchRuntime.make_generator:
+        log.warning("engine.decode_batch_cap: auto is for text models; using max_batch_size")
+        return Calibration({}, options.max_batch_size)
+    prompt = list(runtime.tokenizer.encode(CALIBRATION_PROMPT))
+    sizes = calibration_sizes(options.max_batch_size)
+    measured = measure_decode_tok_s(runtime.model, prompt, sizes, options.prefill_batch_size)
+    return Calibration(measured, choose_decode_cap(measured))
 
 
 @functools.lru_cache(maxsize=256)

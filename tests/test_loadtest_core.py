@@ -14,7 +14,7 @@ from benchcore.arrivals import ArrivalSchedule
 from benchcore.classify import classify_http_error
 from benchcore.loadgen.options import LoadSettings
 from benchcore.prompts import FilePrompts, PromptError, SyntheticPrompts
-from benchcore.responses import StreamParser, parse_body
+from benchcore.responses import StreamParser, clean_text, error_info_from_bytes, judge_tokens, parse_body
 from benchcore.rundir import RECORDS_FILE, SUMMARY_FILE, read_records_frame
 
 
@@ -54,7 +54,9 @@ def test_complete_stream_with_comments_blank_lines_and_usage_is_success():
     [
         ([_chat("a"), _chat(None, "stop")], ("error", "truncated_stream")),
         ([_chat("a"), b"data: [DONE]"], ("error", "missing_finish_reason")),
-        ([_chat(None, "stop"), USAGE, b"data: [DONE]"], ("error", "empty_completion")),
+        ([_chat("a", "abort"), b"data: [DONE]"], ("error", "finish_reason_abort")),
+        ([_chat("a", "Cancelled!"), b"data: [DONE]"], ("error", "finish_reason_cancelled")),
+        ([_chat(None), b"data: [DONE]"], ("error", "missing_finish_reason")),
         ([_chat("a"), b'data: {"choices": [', b"data: [DONE]"], ("error", "malformed_chunk")),
         ([_chat("a"), b"data: [1, 2]"], ("error", "malformed_chunk")),
         ([_chat("a"), b'data: {"error": {"code": "internal_error"}}'], ("error", "stream_error")),
@@ -71,6 +73,12 @@ def test_complete_stream_with_comments_blank_lines_and_usage_is_success():
 )
 def test_broken_streams_are_never_success(lines, expected):
     assert feed(lines).outcome() == expected
+
+
+@pytest.mark.parametrize("finish", ["stop", "length", "tool_calls", "content_filter"])
+def test_an_immediate_end_with_a_known_finish_reason_is_an_empty_reply(finish):
+    parser = feed([_chat(None), _chat(None, finish), USAGE, b"data: [DONE]"])
+    assert parser.outcome() == ("success", "empty_reply") and parser.text == ""
 
 
 def test_completion_text_and_reasoning_count_as_content():
@@ -98,7 +106,9 @@ def test_error_event_keeps_code_and_message():
             },
             "ok",
         ),
-        ({"choices": [{"message": {"content": ""}, "finish_reason": "stop"}]}, "empty_completion"),
+        ({"choices": [{"message": {"content": ""}, "finish_reason": "stop"}]}, "empty_reply"),
+        ({"choices": [{"message": {"content": "hi"}}]}, "missing_finish_reason"),
+        ({"choices": [{"message": {"content": "hi"}, "finish_reason": "error"}]}, "finish_reason_error"),
         ({"choices": []}, "malformed_body"),
         ({"error": {"code": "concurrency_limit_exceeded"}}, "concurrency_limit_exceeded"),
         ({"error": "no model"}, "body_error"),
@@ -107,6 +117,51 @@ def test_error_event_keeps_code_and_message():
 def test_non_streamed_bodies(body, expected):
     assert parse_body(json.dumps(body).encode()).detail == expected
     assert parse_body(b"not json").detail == "malformed_body"
+
+
+def test_stream_keeps_the_text_for_the_tokenizer():
+    tool = {"choices": [{"delta": {"tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}}]}
+    parser = feed([_chat("a "), _chat("b"), b"data: " + json.dumps(tool).encode(), _chat(None, "stop")])
+    assert parser.text == "a bf{}" and parser.content_chunks == 3
+
+
+def judge(outcome="success", detail="ok", **kw):
+    args = dict(output_tokens=8, from_server=True, has_content=True, finish_reason="length")
+    args.update(max_tokens=8, ignore_eos=False)
+    args.update(kw)
+    return judge_tokens(outcome, detail, **args)
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        ({}, ("success", "ok")),
+        ({"output_tokens": 9}, ("error", "usage_above_max_tokens")),
+        ({"output_tokens": 0}, ("error", "zero_usage_with_content")),
+        ({"output_tokens": 7, "finish_reason": "stop"}, ("success", "ok")),
+        ({"output_tokens": 7, "ignore_eos": True}, ("error", "short_reply")),
+        ({"output_tokens": 8, "ignore_eos": True}, ("success", "ok")),
+        ({"output_tokens": 0, "has_content": False, "ignore_eos": True}, ("error", "short_reply")),
+        # a tokenizer's re-count is not held to max_tokens; the finish_reason says whether it stopped early
+        ({"output_tokens": 11, "from_server": False}, ("success", "ok")),
+        ({"output_tokens": 7, "from_server": False, "ignore_eos": True}, ("success", "ok")),
+        ({"from_server": False, "ignore_eos": True, "finish_reason": "stop"}, ("error", "short_reply")),
+        ({"output_tokens": None, "from_server": False, "ignore_eos": True}, ("success", "ok")),
+    ],
+)
+def test_token_checks_on_a_success(kw, expected):
+    assert judge(**kw) == expected
+
+
+def test_token_checks_leave_failures_alone():
+    assert judge("timeout", "client_deadline", output_tokens=99) == ("timeout", "client_deadline")
+
+
+def test_error_text_that_utf8_cannot_encode_is_cleaned():
+    info = error_info_from_bytes(b'{"error": {"message": "bad \\udcff byte", "code": "x\\ud800"}}')
+    assert info.message == "bad \ufffd byte" and info.code == "x\ufffd"
+    assert error_info_from_bytes(b"<p>\xff</p>").message == "<p>\ufffd</p>"
+    assert clean_text("plain") == "plain"
 
 
 # ---- classification of HTTP errors ---------------------------------------------------------------
@@ -357,3 +412,71 @@ def test_benchcore_stays_free_of_locust_and_gevent():
         "sys.exit(bool({'locust', 'gevent'} & set(sys.modules)))"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+# ---- strict success and token figures in the summary -------------------------------------------------
+
+
+def test_empty_replies_are_successes_in_a_share_of_their_own():
+    records = [*known_records(), rec(t=5, tokens=0, detail="empty_reply", ttft=None, itl_s=[])]
+    s = summarize(records, window_start_s=0.0, window_end_s=10.0)
+    assert s["successes"] == 6 and s["empty_replies"] == 1
+    assert s["empty_reply_rate"] == pytest.approx(1 / 11)
+    assert summarize([])["empty_reply_rate"] is None
+
+
+def test_tokenizer_is_compared_with_usage_in_tokens_not_chunks():
+    records = [rec(t=i, tokens=10, output_tokens_counted=12, output_chunks=3) for i in range(4)]
+    records.append(rec(t=5, tokens=7, usage_source="tokenizer", output_tokens_counted=7, output_chunks=2))
+    tokens = summarize(records)["tokens"]
+    assert tokens["usage_source"] == {"server": 4, "tokenizer": 1}
+    assert tokens["records_with_usage_and_count"] == 4
+    assert (tokens["usage_output_tokens"], tokens["tokenizer_output_tokens"]) == (40, 48)
+    assert tokens["tokenizer_vs_usage"] == pytest.approx(0.2)
+    assert tokens["output_chunks"] == 14
+
+
+@pytest.mark.parametrize(("method", "warned"), [("calibrated", True), ("words", True), ("tokenizer", False)])
+def test_approximate_prompt_lengths_carry_a_warning_code(method, warned):
+    s = summarize(known_records(), extra={"workload": {"prompt_length_method": method}})
+    assert ("approximate_prompt_lengths" in s.get("warning_codes", [])) is warned
+    assert any("approximate" in w for w in s["warnings"]) is warned
+
+
+# ---- run folders that round-trip hostile error text ---------------------------------------------------
+
+HOSTILE_MESSAGES = [
+    '<html>\r\n<h1>502 "Bad Gateway"</h1>\n<p>it said, "no", twice</p>\n</html>\n',
+    'quotes "" and, commas\n\n\nand blank lines',
+    "bytes that were not UTF-8: \ufffd\ufffd, a NUL \x00 and a tab \t",
+    "\n",
+]
+
+
+def test_run_folder_round_trips_error_text_with_newlines_quotes_and_bad_bytes(tmp_path):
+    from reports.load import read_records as report_records
+
+    # Enough rows that pyarrow's 1 MB blocks end inside multi-line values (its default reader fails there).
+    records = []
+    for i in range(12000):
+        message = HOSTILE_MESSAGES[i % len(HOSTILE_MESSAGES)] + " " + "x\n" * (i % 50)
+        records.append(rec("error", t=i * 0.01, detail="http_502", http_status=502, error_message=message))
+    records.append(rec(t=61.0, finish_reason='"stop"\n'))
+    summary = summarize(records)
+    write_run(tmp_path / "run", records, summary, {"label": "hostile"})
+    assert (tmp_path / "run" / RECORDS_FILE).stat().st_size > 2 * 2**20
+    run = read_run(tmp_path / "run")
+    assert [r.error_message for r in run.records] == [r.error_message for r in records]
+    assert run.records[-1].finish_reason == '"stop"\n'
+    frame = report_records(tmp_path / "run")
+    assert len(frame) == len(records)
+    assert frame["outcome"].value_counts()["error"] == 12000
+    assert frame["e2e_s"].notna().all()
+    assert len(read_records_frame(tmp_path / "run")) == len(records)
+
+
+def test_error_text_from_a_server_is_writable_after_cleaning(tmp_path):
+    info = error_info_from_bytes(b'{"error": {"message": "lone \\udcff surrogate\\n"}}')
+    record = rec("error", detail="http_500", error_message=info.message)
+    write_run(tmp_path / "r", [record], summarize([record]), {})
+    assert read_run(tmp_path / "r").records[0].error_message == "lone \ufffd surrogate\n"

@@ -44,7 +44,21 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     ),
     (
         ("--prompt-tokens",),
-        {"metavar": "N", "type": int, "default": 64, "help": "mean synthetic prompt length, words"},
+        {
+            "metavar": "N",
+            "type": int,
+            "default": 64,
+            "help": "mean synthetic prompt length, tokens as the server counts them (chat template included)",
+        },
+    ),
+    (
+        ("--tokenizer",),
+        {
+            "metavar": "PATH|ID",
+            "help": "tokenizer for exact prompt lengths and output token counts: a local folder or a Hugging "
+            "Face id already in the local cache (never downloaded); default: the server's POST /tokenize, "
+            "else a calibration on the server's usage (approximate)",
+        },
     ),
     (
         ("--prompt-dist",),
@@ -87,6 +101,15 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (
         ("--warmup-s",),
         {"metavar": "S", "type": float, "default": 0.0, "help": "seconds at the start excluded from results"},
+    ),
+    (
+        ("--ready-timeout-s",),
+        {
+            "metavar": "S",
+            "type": float,
+            "default": 120.0,
+            "help": "before the run, wait this long for the server to be ready (default: 120)",
+        },
     ),
     (
         ("--request-timeout-s",),
@@ -165,6 +188,8 @@ class LoadSettings:
     prompt_dist: str = "fixed"
     prompt_tokens_spread: int = 0
     prompt_file: str | None = None
+    tokenizer: str | None = None
+    ready_timeout_s: float = 120.0
     arrival: str = "closed"
     rate: float | None = None
     seed: int = 0
@@ -197,6 +222,8 @@ class LoadSettings:
             out.append("--prompt-tokens must be at least 1")
         if self.request_timeout_s <= 0:
             out.append("--request-timeout-s must be positive")
+        if self.ready_timeout_s <= 0:
+            out.append("--ready-timeout-s must be positive")
         if self.warmup_s < 0 or self.think_time_s < 0:
             out.append("--warmup-s and --think-time-s cannot be negative")
         if self.prompt_file and not Path(self.prompt_file).is_file():

@@ -23,8 +23,7 @@ from gevent.event import Event
 from locust import events
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from benchcore import metadata as meta
-from benchcore.loadgen import options, webui
+from benchcore.loadgen import options, prepare, webui
 from benchcore.loadgen.runstate import RunState, load_prompts
 from benchcore.loadgen.shards import ShardBook
 from benchcore.prompts import PromptError
@@ -74,22 +73,76 @@ def on_init(environment, **_kw) -> None:
     environment.benchcore_finals = set()
     environment.benchcore_expected = set()
     runner = environment.runner
+    # Before preparing: messages can arrive while it waits on the network.
     if isinstance(runner, MasterRunner):
         runner.register_message(HELLO_MSG, _on_hello)
         runner.register_message(FINAL_MSG, _on_final)
     elif isinstance(runner, WorkerRunner):
         runner.register_message(CONFIG_MSG, _on_config)
         runner.register_message(STOP_MSG, _on_stop_request, concurrent=True)
+    if _prepares_at_init(environment):
+        # Wait for the server, find the model, load the tokenizer, build the prompts: before Locust starts
+        # its run-time clock (and, on a worker, before its first test); exit 2 if the server never comes.
+        # A worker's runner already receives messages meanwhile: its test waits for this (`_ensure_target`).
+        environment.benchcore_prepared = Event()
+        try:
+            host = environment.host or ""
+            environment.benchcore_target = prepare.prepare(settings, host, auth_headers(settings))
+        except prepare.NotReady as exc:
+            log.error("%s", exc)
+            sys.exit(2)
+        environment.benchcore_prepared.set()
+        # Loading a tokenizer blocks the event loop without yielding, and the loop's cached clock would
+        # then start Locust's --run-time timer that much in the past (a 4 s run ended at once).
+        gevent.get_hub().loop.update_now()
     if getattr(environment, "web_ui", None) is not None:
         webui.install(environment)
 
 
+def _prepares_at_init(environment) -> bool:
+    """Headless runs prepare at start-up: the master (or single process), and workers that know the host
+    (`--processes`). A test started from the web UI, or a worker told the host later, prepares then."""
+    if not getattr(environment.parsed_options, "headless", False):
+        return False
+    return not isinstance(environment.runner, WorkerRunner) or bool(environment.host)
+
+
+def _ensure_target(environment, state: RunState, model: str | None = None) -> prepare.Target | None:
+    """Readiness, the model (--model, else the first id the server lists), token counter and prompts.
+
+    Done at init when `_prepares_at_init`; else here, per test (the web UI may have changed the options).
+    None when the server is not ready: logged, the test stopped, and no user sends anything.
+    """
+    prepared = getattr(environment, "benchcore_prepared", None)
+    if prepared is not None:
+        prepared.wait()  # init is still preparing (a worker's first test can start meanwhile)
+    target = getattr(environment, "benchcore_target", None)
+    if target is None or not _prepares_at_init(environment):
+        try:
+            headers = auth_headers(state.settings)
+            host = environment.host or ""
+            target = prepare.prepare(state.settings, host, headers, model=model, wait=not model)
+        except prepare.NotReady as exc:
+            log.error("%s", exc)
+            environment.benchcore_not_ready = True  # users stop at once: no request goes out
+            gevent.spawn(environment.runner.stop)
+            return None
+        gevent.get_hub().loop.update_now()  # a tokenizer load blocked the loop (see on_init)
+        environment.benchcore_target = target
+    environment.benchcore_not_ready = False
+    return target
+
+
+def _install(state: RunState, target: prepare.Target, model: str | None = None) -> None:
+    """After `state.begin`, with no yield in between: a worker's users draw prompts once it is ready.
+    A worker keeps the model its master sent (`model`)."""
+    state.model, state.server, state.prompts = model or target.model, target.server, target.prompts
+
+
 def _resolve_model(environment, state: RunState) -> None:
-    """--model, else the first id the server lists; metadata gets what the server reports."""
-    state.server = meta.server_info(environment.host or "", auth_headers(state.settings))
-    state.model = state.settings.model or next(iter(state.server["models"]), None)
-    if state.model is None:
-        log.warning("GET /v1/models listed no model and --model is not set: requests omit 'model'")
+    target = _ensure_target(environment, state)
+    if target is not None:
+        _install(state, target)
 
 
 @events.test_start.add_listener
@@ -162,7 +215,10 @@ def _on_config(environment, msg, **_kw) -> None:
     state.has_shard = data["shard"] is not None
     state.model = data["model"]
     state.end_ts_s = data.get("end_ts_s")
+    target = _ensure_target(environment, state, model=state.model)  # may wait on the network: before begin
     state.begin(data["start_ts_s"])
+    if target is not None:
+        _install(state, target, model=data["model"])
     if data["takeover"] and state.schedule is not None:
         skipped = state.schedule.skip_until(time.time())
         log.info("took over shard %s late: %d slot(s) already past are left missed", data["shard"], skipped)

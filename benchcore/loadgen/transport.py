@@ -19,7 +19,8 @@ from geventhttpclient.url import URL
 
 from benchcore import classify
 from benchcore.records import Outcome, RequestRecord
-from benchcore.responses import StreamParser, error_info_from_bytes, parse_body
+from benchcore.responses import StreamParser, error_info_from_bytes, judge_tokens, parse_body
+from benchcore.tokens import TokenizerError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,11 @@ class _Progress:
     nbytes: int = 0
     end_perf_s: float | None = None
     headers_perf_s: float | None = None  # first byte of the response: its headers were read
+    # ---- token counts (issue 12, item 6) ----
+    text: str = ""  # the reply's generated text, for the tokenizer
+    has_content: bool = False
+    chunks: int | None = None  # content chunks of a stream
+    counted_tokens: int | None = None  # the reply's text re-tokenized by the run's tokenizer
 
 
 class Connection:
@@ -66,6 +72,9 @@ class Connection:
         self._client = HTTPClient.from_url(
             url, concurrency=1, connection_timeout=timeout_s, network_timeout=timeout_s + 5
         )
+        # Set by the user (benchcore.loadgen.user): the run's TokenCounter (or None) and --ignore-eos.
+        self.token_counter = None
+        self.ignore_eos = False
 
     def close(self) -> None:
         self._client.close()
@@ -98,6 +107,7 @@ class Connection:
         finally:
             deadline.close()
         end_perf_s = progress.end_perf_s or time.perf_counter()
+        _count_and_judge(progress, spec, self.token_counter, self.ignore_eos)  # after the clock stopped
         return _record(spec, progress, scheduled_ts_s, sent_ts_s, sent_perf_s, end_perf_s, worker_id, user_id)
 
     def _send_and_read(self, spec: RequestSpec, progress: _Progress) -> None:
@@ -138,6 +148,8 @@ def _read_stream(resp, progress: _Progress) -> None:
     progress.outcome, progress.detail = parser.outcome()
     progress.finish_reason = parser.finish_reason
     progress.prompt_tokens, progress.completion_tokens = parser.prompt_tokens, parser.completion_tokens
+    progress.text, progress.chunks = parser.text, parser.content_chunks
+    progress.has_content = parser.content_chunks > 0
     if parser.error is not None:
         progress.error_code, progress.error_message = parser.error.code, parser.error.message
 
@@ -150,8 +162,40 @@ def _read_body(resp, progress: _Progress) -> None:
     progress.outcome, progress.detail = result.outcome, result.detail
     progress.finish_reason = result.finish_reason
     progress.prompt_tokens, progress.completion_tokens = result.prompt_tokens, result.completion_tokens
+    progress.text, progress.has_content = result.text, bool(result.text)
     if result.error is not None:
         progress.error_code, progress.error_message = result.error.code, result.error.message
+
+
+_tokenizer_failures = 0
+
+
+def _count_and_judge(p: _Progress, spec: RequestSpec, counter, ignore_eos: bool) -> None:
+    """Output tokens by the tokenizer (never chunks), then the strict token checks on a success.
+
+    A local tokenizer counts every reply (cheap; it also gives the usage-vs-tokenizer figure); the server's
+    /tokenize is asked only when the reply carried no usage (each count is a request to the server).
+    """
+    global _tokenizer_failures
+    has_usage = isinstance(p.completion_tokens, int)
+    if p.outcome == "success" and counter is not None and (counter.method == "tokenizer" or not has_usage):
+        try:
+            p.counted_tokens = counter.count_text(p.text) if p.text else 0
+        except TokenizerError as exc:
+            _tokenizer_failures += 1
+            if _tokenizer_failures == 1:
+                log.warning("cannot count output tokens: %s", exc)
+    output_tokens = p.completion_tokens if has_usage else p.counted_tokens
+    p.outcome, p.detail = judge_tokens(
+        p.outcome,
+        p.detail,
+        output_tokens=output_tokens,
+        from_server=has_usage,
+        has_content=p.has_content,
+        finish_reason=p.finish_reason,
+        max_tokens=spec.max_tokens,
+        ignore_eos=ignore_eos,
+    )
 
 
 def _drain(resp) -> None:
@@ -192,16 +236,14 @@ def _record(
     # lag (a timer that woke early, or a worker clock set from the master's) is kept as measured.
     lag = sent_ts_s - scheduled_ts_s
     parser = p.parser
-    ttft = gaps = counted = None
+    ttft = gaps = None
     if parser is not None:
-        counted = parser.content_chunks
         gaps = parser.gaps_s
         if parser.first_content_s is not None:
             ttft = lag + parser.first_content_s - sent_perf_s
     e2e = lag + end_perf_s - sent_perf_s
     ttfb = lag + p.headers_perf_s - sent_perf_s if p.headers_perf_s is not None else None
-    usage_source = "server" if isinstance(p.completion_tokens, int) else ("counted" if parser else "none")
-    output_tokens = p.completion_tokens if usage_source == "server" else counted
+    usage_source, output_tokens = _output_tokens(p)
     tpot = None
     if ttft is not None and output_tokens is not None and output_tokens > 1:
         tpot = (e2e - ttft) / (output_tokens - 1)
@@ -222,7 +264,7 @@ def _record(
         prompt_tokens_target=spec.prompt_tokens_target,
         max_tokens=spec.max_tokens,
         output_tokens=output_tokens,
-        output_tokens_counted=counted,
+        output_tokens_counted=p.counted_tokens,
         usage_source=usage_source,
         finish_reason=p.finish_reason,
         http_status=p.status,
@@ -232,4 +274,18 @@ def _record(
         worker_id=worker_id,
         user_id=user_id,
         ttfb_s=ttfb,
+        output_chunks=p.chunks,
     )
+
+
+def _output_tokens(p: _Progress) -> tuple[str, int | None]:
+    """(usage_source, output_tokens): the server's usage, else the tokenizer's count, else unknown.
+
+    A success without content has zero output tokens whatever else is known."""
+    if isinstance(p.completion_tokens, int):
+        return "server", p.completion_tokens
+    if p.counted_tokens is not None:
+        return "tokenizer", p.counted_tokens
+    if p.outcome == "success" and not p.has_content:
+        return "none", 0
+    return "none", None

@@ -20,7 +20,19 @@ import json
 import sys
 import time
 
+try:  # run as a script (python tests/loadtest_fixtures/delay_server.py) or imported as a module
+    from fake_tokenize import fake_tokenize
+except ImportError:
+    from tests.loadtest_fixtures.fake_tokenize import fake_tokenize
+
 MAX_BODY_BYTES = 1 << 20
+
+
+def _json_or_none(body: bytes):
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def _frame(obj) -> bytes:
@@ -105,6 +117,9 @@ class DelayServer:
         elif method == "POST" and path == "/fake/reset":
             self.timings.clear()
             conn.write(_response("200 OK", b'{"ok":true}'))
+        elif method == "POST" and path == "/tokenize":
+            status, doc = fake_tokenize(_json_or_none(body))
+            conn.write(_response("200 OK" if status == 200 else "400 Bad Request", json.dumps(doc).encode()))
         elif method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
             try:
                 request = json.loads(body)

@@ -1,13 +1,15 @@
 """Run benchcore's request exchange once per case and print the records as JSON lines (test helper).
 
-    python tests/loadtest_fixtures/exchange_driver.py URL TIMEOUT_S MODEL:PATH:STREAM [...]
+    python tests/loadtest_fixtures/exchange_driver.py URL TIMEOUT_S MODEL:PATH:STREAM[:IGNORE_EOS] [...]
 
-Runs in its own process so that gevent stays out of the pytest process.
+Runs in its own process so that gevent stays out of the pytest process. With the environment variable
+EXCHANGE_TOKENIZER (a tokenizer folder), output tokens without usage are counted with that tokenizer.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -17,8 +19,13 @@ from benchcore.loadgen.transport import Connection, RequestSpec
 def main(argv: list[str]) -> int:
     url, timeout_s, cases = argv[0], float(argv[1]), argv[2:]
     conn = Connection(url, timeout_s=timeout_s)
+    if os.environ.get("EXCHANGE_TOKENIZER"):
+        from benchcore.tokens import LocalTokenizer
+
+        conn.token_counter = LocalTokenizer(os.environ["EXCHANGE_TOKENIZER"])
     for case in cases:
-        model, path, stream = case.split(":")
+        model, path, stream, *flags = case.split(":")
+        conn.ignore_eos = flags == ["1"]
         body = {
             "model": model,
             "messages": [{"role": "user", "content": "hi"}],

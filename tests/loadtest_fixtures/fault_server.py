@@ -26,6 +26,11 @@ import time
 
 from aiohttp import web
 
+try:  # run as a script (python tests/loadtest_fixtures/fault_server.py) or imported as a module
+    from fake_tokenize import fake_tokenize
+except ImportError:
+    from tests.loadtest_fixtures.fake_tokenize import fake_tokenize
+
 MAX_SLEEP_S = 10.0  # a stalled reply never holds a test longer than this
 MIXED_CYCLE = (
     "ok",
@@ -61,9 +66,22 @@ STREAM_FAULTS = (
     "malformed",
     "no_finish",
 )
+# Replies that look complete but break the strict-success rules (stream and body alike): the finish_reason
+# sent, how many tokens are sent against max_tokens, and what usage claims (None: the true count).
+STRICT_FAULTS = {
+    "finish_abort": ("abort", 0, None),
+    "short": ("length", -1, None),
+    "over_usage": ("length", 0, 1),
+    "zero_usage": ("length", 0, "zero"),
+}
+# A proxy's error page: newlines, quotes and bytes that are not UTF-8.
+HTML_ERROR_BODY = b'<html>\r\n<h1>502 "Bad Gateway"</h1>\n<p>upstream \xff\xfe said, "no"</p>\n</html>\n'
 FAULTS = (
     *STREAM_FAULTS,
     *HTTP_FAULTS,
+    *STRICT_FAULTS,
+    "html_502",
+    "body_no_finish",
     "mixed",
     "first_token_ms_<N>",
     "token_ms_<N>",
@@ -122,6 +140,10 @@ def _instant_body(chat: bool, n: int) -> bytes:
     return _instant_cache[key]
 
 
+def _claimed(sent: int, claimed) -> int:
+    return 0 if claimed == "zero" else sent + (claimed or 0)
+
+
 async def _sleep(seconds: float) -> None:
     await asyncio.sleep(min(seconds, MAX_SLEEP_S))
 
@@ -151,6 +173,8 @@ async def _stream(
     if first_s:
         await asyncio.sleep(first_s)
     sent = 0
+    finish, extra_tokens, claimed = STRICT_FAULTS.get(fault, ("length", 0, None))
+    n += extra_tokens
     for i in range(0 if fault == "empty" else n):
         if i and gap_s:
             await asyncio.sleep(gap_s)
@@ -174,9 +198,9 @@ async def _stream(
     elif fault == "no_finish":
         await resp.write(b"data: [DONE]\n\n")
     else:
-        await resp.write(_frame(_chunk(chat, None, "length")))
+        await resp.write(_frame(_chunk(chat, None, finish)))
         if fault != "ok_no_usage":
-            await resp.write(_frame(_usage(4, sent)))
+            await resp.write(_frame(_usage(4, _claimed(sent, claimed))))
         await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()
     return resp
@@ -230,6 +254,8 @@ async def _reply(request: web.Request, chat: bool, body: dict, fault: str, arriv
     if fault == "mixed":
         fault = MIXED_CYCLE[next(_counter) % len(MIXED_CYCLE)]
     n = int(body.get("max_tokens") or 8)
+    if fault == "html_502":
+        return web.Response(status=502, body=HTML_ERROR_BODY, content_type="text/html")
     if fault in HTTP_FAULTS:
         status, code, headers = HTTP_FAULTS[fault]
         return web.json_response(_error(code), status=status, headers=headers)
@@ -238,10 +264,13 @@ async def _reply(request: web.Request, chat: bool, body: dict, fault: str, arriv
     delay = _DELAY.match(fault)
     if delay:
         await asyncio.sleep(int(delay[2]) / 1000)
+    finish, extra_tokens, claimed = STRICT_FAULTS.get(fault, ("length", 0, None))
+    n += extra_tokens
     text = "" if fault == "empty" else "t " * n
-    choice = {"index": 0, "finish_reason": "length"}
+    choice = {"index": 0, "finish_reason": None if fault == "body_no_finish" else finish}
     choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
-    return web.json_response({"choices": [choice], "usage": {"prompt_tokens": 4, "completion_tokens": n}})
+    usage = {"prompt_tokens": 4, "completion_tokens": _claimed(len(text.split()), claimed)}
+    return web.json_response({"choices": [choice], "usage": usage})
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -254,6 +283,15 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "ok", "object": "model"}]})
+
+
+async def tokenize(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    status, doc = fake_tokenize(body)
+    return web.json_response(doc, status=status)
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -282,6 +320,7 @@ def create_app() -> web.Application:
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
+    app.router.add_post("/tokenize", tokenize)
     app.router.add_get("/health", health)
     app.router.add_get("/fake/stats", stats)
     app.router.add_post("/fake/reset", reset)

@@ -1,0 +1,142 @@
+"""Where a worker step's time goes: the worker's `BatchRuntime` in this process, on the embedded tiny model,
+with every phase timed: mlx-lm's decode step and prompt prefill (from `BatchGenerator.stats()`), the rest
+of `generator.next()` (joining prefilled prompts to the batch: a KV-cache merge and a first forward pass),
+our per-token work (detokenizer, stop strings, buffering), and pickling the events (the IPC payload).
+
+    python benchmarks/worker_steps.py [--streams 1 8 32] [--tokens 128] [--config config/runtime.yaml]
+
+All prompts arrive at once (as the benchmark's closed loop at that many users); figures are per step,
+averaged over the run. Prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from server import ipc
+from server.models import build_embedded_model
+from server.settings import load_settings
+from server.worker import BatchRuntime, RuntimeOptions
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class StepTimes:
+    steps: int = 0
+    tokens: int = 0
+    wall_s: float = 0.0
+    next_s: float = 0.0
+    decode_s: float = 0.0
+    prefill_s: float = 0.0
+    per_token_s: float = 0.0
+    pickle_s: float = 0.0
+    payload_bytes: int = 0
+    messages: int = 0
+    ends: dict = field(default_factory=dict)
+
+
+def submit(i: int, tokens: int) -> ipc.Submit:
+    return ipc.Submit(
+        request_id=f"r{i}",
+        messages=[{"role": "user", "content": f"Story number {i}. Tell me about a river city at night."}],
+        prompt=None,
+        max_tokens=tokens,
+        temperature=0.0,
+        top_p=1.0,
+        stop=[],
+        ignore_eos=True,
+        max_prompt_tokens=4096,
+    )
+
+
+def profile(loaded, options: RuntimeOptions, streams: int, tokens: int) -> StepTimes:
+    times = StepTimes()
+
+    def send(events: list) -> None:
+        started = time.perf_counter()
+        payload = pickle.dumps(events)
+        times.pickle_s += time.perf_counter() - started
+        times.payload_bytes += len(payload)
+        times.messages += sum(isinstance(e, ipc.Tokens) for e in events)
+
+    runtime = BatchRuntime(*loaded, options, send=send)
+    generator_next = runtime.generator.next
+
+    def timed_next():
+        started = time.perf_counter()
+        with runtime.generator.stats() as stats:
+            result = generator_next()
+        times.next_s += time.perf_counter() - started
+        times.decode_s += stats.decode_time
+        times.prefill_s += stats.prompt_time
+        return result
+
+    runtime.generator.next = timed_next
+    started = time.perf_counter()
+    for i in range(streams):
+        runtime.send_events(runtime.handle(submit(i, tokens)))
+    while runtime.sequences or runtime.held:
+        step_started = time.perf_counter()
+        runtime.send_events(runtime.step())
+        times.steps += 1
+        times.per_token_s += time.perf_counter() - step_started
+    times.wall_s = time.perf_counter() - started
+    times.per_token_s -= times.next_s + times.pickle_s  # step() minus next() minus pickling
+    times.tokens = streams * tokens
+    runtime.generator.close()
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--config", type=Path, default=REPO / "config" / "runtime.yaml")
+    args = parser.parse_args(argv)
+    settings = load_settings(args.config, warn=lambda line: None)
+    engine = settings.engine
+    options = RuntimeOptions(
+        max_batch_size=engine.max_batch_size,
+        prefill_batch_size=engine.prefill_batch_size,
+        prefill_step_size=engine.prefill_step_size,
+        decode_batch_cap=engine.decode_batch_cap,
+        prefill_wait_ms=engine.prefill_wait_ms,
+        batch_tokens=settings.streaming.batch_tokens,
+        flush_ms=settings.streaming.flush_ms,
+    )
+    from mlx_lm import load
+
+    loaded = load(str(build_embedded_model()))
+    profile(loaded, options, 2, 8)  # warm up
+    print(f"\n{args.tokens} tokens per stream, all prompts at once; ms per step (share of wall time)\n")
+    print(
+        "| streams | steps | tok/s | wall ms/step | decode | prefill | join (rest of next) | "
+        "per-token Python | pickling | other | Tokens msgs/step |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for streams in args.streams:
+        t = profile(loaded, options, streams, args.tokens)
+        join_s = t.next_s - t.decode_s - t.prefill_s
+        other_s = t.wall_s - t.next_s - t.per_token_s - t.pickle_s
+
+        def cell(seconds: float, t=t) -> str:
+            return f"{1000 * seconds / t.steps:.2f} ({100 * seconds / t.wall_s:.0f}%)"
+
+        print(
+            f"| {streams} | {t.steps} | {t.tokens / t.wall_s:.0f} | {1000 * t.wall_s / t.steps:.2f} | "
+            f"{cell(t.decode_s)} | {cell(t.prefill_s)} | {cell(join_s)} | {cell(t.per_token_s)} | "
+            f"{cell(t.pickle_s)} | {cell(other_s)} | {t.messages / t.steps:.1f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
