@@ -4,6 +4,7 @@ and the figures a document claimed for them. Validated once; any problem is BadI
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +42,11 @@ class LoadSpec(_Strict):
     prompt_tokens: int = Field(64, ge=1)
     think_time_s: float = Field(0.0, ge=0)
     request_timeout_s: float = Field(60.0, gt=0)
+    stop_timeout_s: float | None = Field(
+        None, ge=0
+    )  # after the run, for in-flight replies (default: the above)
+    slo_ttft_s: float | None = Field(None, gt=0)  # goodput SLOs written into the run's summary.json
+    slo_e2e_s: float | None = Field(None, gt=0)
     extra_args: list[str] = []
 
     @model_validator(mode="after")
@@ -51,6 +57,8 @@ class LoadSpec(_Strict):
 
     def locust_args(self, host: str, run_dir: Path, label: str) -> list[str]:
         run_time_s = round(self.warmup_s + self.duration_s)
+        # Locust takes whole seconds here.
+        stop_s = self.stop_timeout_s if self.stop_timeout_s is not None else self.request_timeout_s
         args = [
             "--headless",
             "--host", host,
@@ -58,7 +66,7 @@ class LoadSpec(_Strict):
             "-r", f"{self.spawn_rate or self.users:g}",
             "-t", f"{run_time_s}s",
             # In-flight requests may finish after the end rather than be cut and left uncounted.
-            "--stop-timeout", f"{self.request_timeout_s:g}",
+            "--stop-timeout", str(math.ceil(stop_s)),
             "--run-dir", str(run_dir),
             "--label", label,
             "--arrival", self.arrival,
@@ -73,6 +81,10 @@ class LoadSpec(_Strict):
             args += ["--rate", f"{self.rate:g}"]
         if self.ignore_eos:
             args.append("--ignore-eos")
+        if self.slo_ttft_s is not None:
+            args += ["--slo-ttft-ms", f"{1000 * self.slo_ttft_s:.1f}"]
+        if self.slo_e2e_s is not None:
+            args += ["--slo-e2e-ms", f"{1000 * self.slo_e2e_s:.1f}"]
         return [*args, *self.extra_args, self.scenario]
 
 
@@ -86,12 +98,110 @@ class GuideFigures(_Strict):
     timeout_rate: float | None = Field(None, ge=0, le=1)
 
 
+# What a rule can be derived from: figures measured by the capacity probe (reports/probe.py).
+Quantity = Literal[
+    "single_ttft_s",  # single-stream time to first token (median over the profiles' one-stream steps)
+    "single_e2e_s",  # single-stream end-to-end latency, the same way
+    "single_e2e_ms",
+    "min_capacity_rps",  # the lowest saturated throughput among the profiles (successful requests/s)
+    "max_capacity_rps",  # the highest
+    "slo_ttft_s",  # the campaign's SLOs, once derived
+    "slo_e2e_s",
+]
+
+
+class Rule(_Strict):
+    """value = times x a probed quantity, then bounded by at_least / at_most (time-budget bounds)."""
+
+    of: Quantity
+    times: float = Field(gt=0)
+    at_least: float | None = None
+    at_most: float | None = None
+
+    def value(self, quantities: dict[str, float]) -> float:
+        value = self.times * quantities[self.of]
+        if self.at_least is not None:
+            value = max(value, self.at_least)
+        if self.at_most is not None:
+            value = min(value, self.at_most)
+        return value
+
+    def describe(self) -> str:
+        bounds = "".join(
+            f", {word} {bound:g}"
+            for word, bound in (("at least", self.at_least), ("at most", self.at_most))
+            if bound is not None
+        )
+        return f"{self.times:g} x {self.of}{bounds}"
+
+
 class ProfileSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")  # the label of its runs
     profile: str  # a name in config/profiles/ or a YAML path (relative to the repository)
     server: dict[str, Any] = {}  # merged over the profile, section by section
     load: dict[str, Any] = {}  # merged over the campaign's load for this profile
     guide: GuideFigures | None = None
+    # Server keys derived from the probe (sweep campaigns): dotted key -> rule; `*` in a key stands for
+    # every tier of model_concurrency_limiter.tier_limits. Values are rounded to integers.
+    derive: dict[str, Rule] = {}
+
+
+class ProbeSpec(_Strict):
+    """The capacity probe: per profile, a closed loop at concurrency 1, 2, 4, ... until the served
+    throughput stops rising (a doubling that adds less than `rise_below` of the best so far)."""
+
+    first_step_s: float = Field(8.0, gt=0)  # the one-stream step (nothing is known yet to size it)
+    first_warmup_s: float = Field(2.0, ge=0)  # before it: the first requests compile kernels
+    min_first_step_requests: int = Field(5, ge=1)  # fewer completions: the first step runs again, 2x longer
+    step_s: Rule  # the window of each further step (no warm-up: a closed loop's ramp is part of it)...
+    rounds_per_step: int = Field(2, ge=1)  # ...and at least this many replies per user at the step's
+    # expected latency (2x the previous step's E2E p50), whatever step_s's at_most says
+    max_concurrency: int = Field(64, ge=1)
+    rise_below: float = Field(0.10, ge=0)
+    # Doublings in a row without that rise before the probe stops: batching often gains nothing at 2
+    # streams (prefill and decode compete) and only pays from 4 or 8.
+    patience: int = Field(2, ge=1)
+    # A step whose E2E p50 passes this multiple of the one-stream E2E also ends the probe: replies wait in
+    # a queue, so a further doubling adds queueing, not throughput (and its window would grow with it).
+    max_e2e_multiple: float = Field(8.0, gt=1)
+
+
+class SloSpec(_Strict):
+    """Goodput SLOs derived from the probe: a success counts as good within both."""
+
+    ttft_s: Rule
+    e2e_s: Rule
+
+
+class SweepSpec(_Strict):
+    """Open-loop Poisson rates from `lowest` to `highest` (geometric spacing), the same seeded schedule
+    for every profile at each rate; the comparison point is the sweep rate nearest `comparison`."""
+
+    points: int = Field(6, ge=2, le=30)
+    lowest: Rule
+    highest: Rule
+    comparison: Rule
+    window_requests: int = Field(30, ge=1)  # the measured window holds about this many arrivals...
+    min_window_s: float = Field(8.0, gt=0)  # ...within these bounds (the time budget)
+    max_window_s: float = Field(20.0, gt=0)
+    warmup_s: Rule
+    request_timeout_s: Rule  # the client's deadline for one reply
+    stop_timeout_s: Rule  # how long in-flight requests may finish after the window
+    users_headroom: float = Field(1.5, ge=1)  # users = ceil(rate x request timeout x headroom): never behind
+    max_users: int = Field(2048, ge=1)
+    follow_share: float = Field(0.9, gt=0, le=1)  # knee: served/offered falls below this...
+    slo_attainment: float = Field(0.9, gt=0, le=1)  # ...or the share of requests within the SLO does
+
+
+class QuickSpec(_Strict):
+    """What --quick changes (the same rules, fewer and shorter runs)."""
+
+    points: int = Field(5, ge=2)
+    max_window_s: float = Field(8.0, gt=0)
+    min_window_s: float = Field(4.0, gt=0)
+    window_requests: int = Field(12, ge=1)
+    first_step_s: float = Field(4.0, gt=0)
+    step_s_at_most: float = Field(4.0, gt=0)
 
 
 class Campaign(_Strict):
@@ -103,12 +213,22 @@ class Campaign(_Strict):
     load: dict[str, Any]
     profiles: list[ProfileSpec] = Field(min_length=1)
     guide_source: str | None = None  # where the guide's figures come from
+    # Sweep campaigns (the default): probe, then sweep offered load relative to the measured capacity.
+    probe: ProbeSpec | None = None
+    slo: SloSpec | None = None
+    sweep: SweepSpec | None = None
+    quick: QuickSpec = QuickSpec()
+    # true: apply each profile's `derive` rules; false (--real-limits): the profiles' own values
+    derived_limits: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> Campaign:
         names = [p.name for p in self.profiles]
         if len(set(names)) != len(names):
             raise ValueError(f"profile names must be unique, got {names}")
+        parts = [self.probe is not None, self.slo is not None, self.sweep is not None]
+        if any(parts) and not all(parts):
+            raise ValueError("a sweep campaign needs all of 'probe', 'slo' and 'sweep'")
         for spec in self.profiles:
             try:
                 self.load_for(spec)  # every merged load must validate
@@ -122,6 +242,31 @@ class Campaign(_Strict):
     @property
     def config_path(self) -> Path:
         return resolve(self.config)
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.sweep is not None
+
+    def quick_form(self) -> Campaign:
+        """The same campaign with --quick's fewer points and shorter windows."""
+        if not self.is_sweep:
+            return self
+        q = self.quick
+        probe = self.probe.model_copy(
+            update={
+                "first_step_s": q.first_step_s,
+                "step_s": self.probe.step_s.model_copy(update={"at_most": q.step_s_at_most}),
+            }
+        )
+        sweep = self.sweep.model_copy(
+            update={
+                "points": q.points,
+                "max_window_s": q.max_window_s,
+                "min_window_s": q.min_window_s,
+                "window_requests": q.window_requests,
+            }
+        )
+        return self.model_copy(update={"probe": probe, "sweep": sweep, "name": f"{self.name} (quick)"})
 
     def estimated_s(self, startup_s: float = 5.0) -> float:
         per_run = [self.load_for(p).warmup_s + self.load_for(p).duration_s + startup_s for p in self.profiles]
@@ -174,10 +319,29 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def write_overlay(spec: ProfileSpec, folder: Path) -> Path:
-    """The profile with the campaign's server overrides, as one overlay file for `--profile PATH`."""
+TIERS = ("30B+", "13-27B", "7-13B", "3-7B", "<3B")
+
+
+def derived_overrides(spec: ProfileSpec, quantities: dict[str, float]) -> dict[str, Any]:
+    """The profile's `derive` rules evaluated on the probed quantities, as a nested server mapping."""
+    out: dict[str, Any] = {}
+    for dotted, rule in spec.derive.items():
+        value = max(1, round(rule.value(quantities)))
+        keys = [dotted.replace("*", tier) for tier in TIERS] if "*" in dotted else [dotted]
+        for key in keys:
+            node = out
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return out
+
+
+def write_overlay(spec: ProfileSpec, folder: Path, derived: dict[str, Any] | None = None) -> Path:
+    """The profile with the campaign's server overrides (and the values derived from the probe), as one
+    overlay file for `--profile PATH`."""
     source = profile_file(spec.profile)
-    overlay = merge(read_yaml(source, "profile"), spec.server)
+    overlay = merge(merge(read_yaml(source, "profile"), spec.server), derived or {})
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{spec.name}.yaml"
     header = f"# {spec.profile} ({source.name}) with the campaign's server overrides; passed as --profile\n"

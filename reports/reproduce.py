@@ -1,21 +1,29 @@
-"""`python -m reports.reproduce [--campaign FILE] [--out DIR]`: the migration guide's comparison, measured.
+"""`python -m reports.reproduce [--campaign FILE] [--out DIR] [--quick] [--url URL]`: the migration
+guide's comparison, measured on this machine.
 
-Builds the embedded model if needed; then, for each repeat and each profile of the campaign, starts the
-server with that profile, runs the campaign's Locust load against it (a subprocess), stops the server;
-finally writes the report with the guide's claimed figures beside the measured ones.
-Exit codes: 0 done, 1 a run failed (server or Locust), 2 bad campaign file.
+Sweep campaigns (the default): builds the embedded model if needed; probes each profile's capacity
+(closed loop, concurrency doubling); derives the SLOs, the rates and the limits from the probe by the
+campaign's rules; sweeps open-loop Poisson load across those rates with every profile's server running;
+writes the curves, the knees and the goodput headline. With --url, the same probe and sweep against an
+OpenAI-compatible server you started (mlx_lm.server, vLLM, ours).
+Single-point campaigns (smoke, vision): each profile under one load, as before.
+Exit codes: 0 done, 1 a run failed (server or Locust), 2 bad campaign file or option.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -24,10 +32,12 @@ import pandas as pd
 from benchcore.rundir import SUMMARY_FILE
 from reports import campaign as camp
 from reports import markdown as md
-from reports import report
+from reports import probe as probing
+from reports import report, sweep_report
+from reports import sweep as sweeping
 from reports.errors import BadInput, ReportError, RunFailed
 from reports.load import load_runs
-from reports.metrics import label_stats, runs_frame
+from reports.metrics import label_stats, run_metrics, runs_frame
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +250,316 @@ def headline_note(campaign: camp.Campaign) -> str:
     )
 
 
+# ---- sweep campaigns: probe, then offered load relative to the measured capacity ----
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A server under test: a campaign profile (started here) or an external URL (started by the user)."""
+
+    name: str
+    spec: camp.ProfileSpec | None = None
+    url: str | None = None
+    model: str | None = None
+
+
+DRAIN_EXTRA_S = 30.0
+RUN_OVERHEAD_GUESS_S = 4.0  # Locust start and stop, before any run measured it
+
+
+@contextlib.contextmanager
+def target_server(
+    campaign: camp.Campaign, target: Target, out: Path, phase: str, derived: dict | None = None
+) -> Iterator[str]:
+    """The target's base URL: an external one as given, else our server started with the profile."""
+    if target.url is not None:
+        yield target.url.rstrip("/")
+        return
+    from server.launch import running_server  # the one place reports starts a server
+
+    overlay = camp.write_overlay(target.spec, out / "server" / phase, derived)
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    server_log = logs / f"{phase}-{target.name}.server.log"
+    try:
+        with running_server(
+            campaign.config_path, extra_args=["--profile", str(overlay)], log_file=server_log
+        ) as url:
+            yield url
+    except RuntimeError as exc:  # running_server: did not start or not healthy
+        raise RunFailed(f"{target.name}: {exc}; server log {server_log}:\n{_tail(server_log)}") from None
+
+
+def active_requests(url: str) -> int | None:
+    """Requests in flight on our server (GET /health), None when the server does not say."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+            body = json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+    models = body.get("models") if isinstance(body, dict) else None
+    if not isinstance(models, dict):
+        return None
+    return sum(int(m.get("active_requests") or 0) for m in models.values() if isinstance(m, dict))
+
+
+def drain(url: str, deadline_s: float) -> None:
+    """Wait until the server has nothing in flight (the last run's abandoned requests are cancelled), so
+    that no run starts on another's backlog. Bounded; servers without our /health are not waited for."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        active = active_requests(url)
+        if not active:
+            return
+        time.sleep(0.2)
+    log.warning("%s still had requests in flight after %.0f s", url, deadline_s)
+
+
+def base_load(campaign: camp.Campaign, target: Target) -> dict:
+    load = dict(campaign.load)
+    if target.spec is not None:
+        load.update(target.spec.load)
+    if target.model:
+        load["extra_args"] = [*load.get("extra_args", []), "--model", target.model]
+    return load
+
+
+def step_result(run_dir: Path, concurrency: int) -> probing.StepResult:
+    if sweep_report.request_count(run_dir) == 0:  # nothing measured (e.g. one slow first reply): zeros
+        return probing.StepResult(concurrency, 0, 0, 0.0, 0.0, None, None, 0.0, str(run_dir))
+    (run,) = load_runs([run_dir])
+    m = run_metrics(run)
+    return probing.StepResult(
+        concurrency=concurrency,
+        requests=m["requests"],
+        successes=m["successes"],
+        requests_per_s=m["requests_per_s"] or 0.0,
+        output_tokens_per_s=m["output_tokens_per_s"] or 0.0,
+        ttft_p50_s=m["ttft_p50_s"],
+        e2e_p50_s=m["e2e_p50_s"],
+        window_s=run.duration_s,
+        run_dir=str(run_dir),
+    )
+
+
+WARM_UP_TIMEOUT_S = 300.0
+
+
+def warm_up(url: str, model: str | None, max_tokens: int) -> float | None:
+    """Two requests of the campaign's reply length before anything is measured (a fresh server's first
+    replies compile kernels); returns the second one's duration, a first guess at the single-stream E2E
+    that sizes the probe's first step. Bounded by WARM_UP_TIMEOUT_S; a failure is left to the probe."""
+    try:
+        if model is None:
+            with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as response:
+                model = json.loads(response.read())["data"][0]["id"]
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "warm up"}],
+            "max_tokens": max_tokens,
+        }
+        request = urllib.request.Request(
+            f"{url}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        elapsed_s = None
+        for _ in range(2):
+            started = time.monotonic()
+            with urllib.request.urlopen(request, timeout=WARM_UP_TIMEOUT_S) as response:
+                response.read()
+            elapsed_s = time.monotonic() - started
+        return elapsed_s
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        log.warning("warm-up request to %s failed: %s", url, exc)
+        return None
+
+
+def run_probe(
+    campaign: camp.Campaign,
+    targets: list[Target],
+    urls: dict[str, str],
+    hints: dict[str, float | None],
+    out: Path,
+    progress: Progress,
+) -> probing.ProbeResult:
+    results = []
+    for target in targets:
+        progress(f"probe {target.name}: closed loop, concurrency 1, 2, 4, ...")
+        url = urls[target.name]
+
+        def run_step(
+            name: str,
+            concurrency: int,
+            warmup_s: float,
+            window_s: float,
+            target: Target = target,
+            url=url,
+        ) -> probing.StepResult:
+            load = camp.LoadSpec.model_validate(
+                {
+                    **base_load(campaign, target),
+                    "arrival": "closed",
+                    "rate": None,
+                    "users": concurrency,
+                    "spawn_rate": None,
+                    "think_time_s": 0,
+                    "warmup_s": round(warmup_s, 2),
+                    "duration_s": round(window_s, 1),
+                }
+            )
+            run_dir = out / "runs" / "probe" / name / f"c{concurrency:03d}"
+            if run_dir.exists():  # a repeated first step
+                run_dir = run_dir.with_name(f"{run_dir.name}-{time.monotonic_ns()}")
+            label = f"{name}-probe-c{concurrency}"
+            run_locust(load, url, run_dir, label, out / "logs" / f"{label}.locust.log", progress)
+            drain(url, load.request_timeout_s + DRAIN_EXTRA_S)
+            return step_result(run_dir, concurrency)
+
+        result = probing.probe_profile(
+            target.name, campaign.probe, run_step, progress, hints.get(target.name)
+        )
+        if not result.single or not result.single.e2e_p50_s:
+            raise RunFailed(f"probe {target.name}: no single-stream request completed; see {out / 'logs'}")
+        single = result.single
+        progress(
+            f"probe {target.name}: one stream TTFT {1000 * (single.ttft_p50_s or 0):.0f} ms, E2E "
+            f"{single.e2e_p50_s:.2f} s; saturated at {result.capacity_rps:.2f} req/s "
+            f"({result.capacity_tokens_per_s:.0f} tok/s) at concurrency {result.best.concurrency}"
+        )
+        results.append(result)
+    probe = probing.ProbeResult(results)
+    probe.write(out)
+    return probe
+
+
+class Eta:
+    """Time left: the planned windows of the runs still to go plus the overhead measured per run so far."""
+
+    def __init__(self, planned_s: list[float]):
+        self.planned_s = planned_s
+        self.done = 0
+        self.overheads: list[float] = []
+
+    def finished(self, actual_s: float) -> None:
+        self.overheads.append(max(actual_s - self.planned_s[self.done], 0.0))
+        self.done += 1
+
+    def left_s(self) -> float:
+        overhead = sum(self.overheads) / len(self.overheads) if self.overheads else RUN_OVERHEAD_GUESS_S
+        return sum(self.planned_s[self.done :]) + overhead * (len(self.planned_s) - self.done)
+
+
+def run_sweep(
+    campaign: camp.Campaign,
+    targets: list[Target],
+    urls: dict[str, str],
+    out: Path,
+    plan: sweep_report.SweepPlan,
+    progress: Progress,
+) -> None:
+    q = plan.quantities
+    runs = plan.runs()
+    by_name = {t.name: t for t in targets}
+    loads = [sweeping.point_load(base_load(campaign, by_name[r.profile]), campaign.sweep, r, q) for r in runs]
+    eta = Eta([load.warmup_s + load.duration_s for load in loads])
+    progress(
+        f"sweep: {len(runs)} runs ({len(plan.rates)} rates x {len(targets)} profiles), "
+        f"about {eta.left_s() / 60:.1f} min"
+    )
+    for i, (run, load) in enumerate(zip(runs, loads, strict=True)):
+        started = time.monotonic()
+        run_dir = sweep_report.sweep_dir(out, run)
+        label = run.profile
+        progress(
+            f"sweep {i + 1}/{len(runs)}: {run.profile} at {run.rate_per_s:.2f} req/s "
+            f"({run.rate_per_s / q['min_capacity_rps']:.2f}x the lowest capacity), {load.users} users, "
+            f"{load.warmup_s:g} + {load.duration_s:g} s"
+        )
+        log_path = out / "logs" / f"sweep-{run.profile}-{run.folder}.locust.log"
+        run_locust(load, urls[run.profile], run_dir, label, log_path, progress)
+        drain(urls[run.profile], load.request_timeout_s + DRAIN_EXTRA_S)
+        eta.finished(time.monotonic() - started)
+        if sweep_report.request_count(run_dir):
+            m = run_metrics(load_runs([run_dir])[0], plan.slo)
+            goodput = m["goodput_requests_per_s"] or 0
+            done = f"{100 * m['success_rate']:.0f} % served, goodput {goodput:.2f} req/s"
+        else:
+            done = "no request in the window"
+        progress(f"  -> {done}; about {eta.left_s() / 60:.1f} min left")
+
+
+def sweep_targets(campaign: camp.Campaign, external: Target | None) -> list[Target]:
+    if external is not None:
+        return [external]
+    return [Target(spec.name, spec) for spec in campaign.profiles]
+
+
+def reproduce_sweep(
+    campaign: camp.Campaign,
+    campaign_path: Path,
+    out: Path,
+    progress: Progress,
+    report_only: bool = False,
+    external: Target | None = None,
+) -> report.Report:
+    if report_only:
+        try:
+            plan = sweep_report.SweepPlan.read(out)
+            probe = probing.read_probe(out)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BadInput(f"{out}: no earlier sweep to report on ({exc})") from None
+    else:
+        targets = sweep_targets(campaign, external)
+        budget = probing.estimated_probe_s(campaign.probe, 5, len(targets))
+        progress(
+            f"campaign '{campaign.name}' ({campaign_path}): {', '.join(t.name for t in targets)}; "
+            f"probe first (about {budget / 60:.1f} min), then the sweep; output {out}"
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "campaign.yaml").write_text(campaign_path.read_text(encoding="utf-8"), encoding="utf-8")
+        if external is None:
+            build_model(progress)
+        # Every server runs for the whole campaign (the idle ones wait on their queues); a profile whose
+        # limits derive from the probe is restarted once with them, after the probe.
+        with contextlib.ExitStack() as stack:
+            servers: dict[str, contextlib.ExitStack] = {}
+            urls: dict[str, str] = {}
+            hints: dict[str, float | None] = {}
+
+            def start(target: Target, phase: str, derived: dict | None = None) -> None:
+                servers[target.name] = stack.enter_context(contextlib.ExitStack())
+                progress(
+                    f"{target.name}: starting the server ({phase})" if target.url is None else target.url
+                )
+                url = servers[target.name].enter_context(target_server(campaign, target, out, phase, derived))
+                max_tokens = camp.LoadSpec.model_validate(base_load(campaign, target)).max_tokens
+                hints[target.name] = warm_up(url, target.model, max_tokens)
+                urls[target.name] = url
+
+            for target in targets:
+                start(target, "probe")
+            probe = run_probe(campaign, targets, urls, hints, out, progress)
+            q = sweeping.with_slo(campaign, probe.quantities())
+            rates = sweeping.plan_rates(campaign.sweep, q)
+            plan = sweep_report.SweepPlan(
+                [t.name for t in targets], rates, sweeping.comparison_point(rates, campaign.sweep, q), q
+            )
+            plan.write(out)
+            progress(
+                f"derived: SLO TTFT {1000 * q['slo_ttft_s']:.0f} ms, E2E {q['slo_e2e_s']:.2f} s; rates "
+                f"{', '.join(f'{r:.2f}' for r in rates)} req/s; comparison at {rates[plan.comparison]:.2f}"
+            )
+            for target in targets:
+                if target.spec is not None and target.spec.derive and campaign.derived_limits:
+                    servers[target.name].close()  # stop it, then start it with the derived values
+                    start(target, "sweep", camp.derived_overrides(target.spec, q))
+            run_sweep(campaign, targets, urls, out, plan, progress)
+    progress("writing the report (curves, knees, headline, HTML)")
+    built, _, _, _ = sweep_report.write(campaign, out, plan, probe)
+    return built
+
+
 # ---- command line ----
 
 
@@ -258,10 +578,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="write the report again from the runs already in --out (with its campaign.yaml); no load",
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="sweep campaigns: fewer rates, shorter windows (a few minutes)"
+    )
+    parser.add_argument(
+        "--url", help="probe and sweep this OpenAI-compatible server instead of starting the profiles"
+    )
+    parser.add_argument(
+        "--label", default="external", help="with --url: the name of that server in the report"
+    )
+    parser.add_argument("--model", help="with --url: the model id to send (default: the server's first)")
+    parser.add_argument(
+        "--real-limits",
+        action="store_true",
+        help="sweep campaigns: the profiles' own limits (v1.1.1's 30-60 s queue timeouts), not derived ones",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     args = parser.parse_args(argv)
     if args.report_only and args.out is None:
         parser.error("--report-only needs --out (the folder of an earlier reproduction)")
+    if args.url is not None and not re.match(r"^https?://[^/\s]+", args.url):
+        parser.error(f"--url {args.url!r}: give a base URL such as http://127.0.0.1:8080")
+    if args.label and not re.match(r"^[A-Za-z0-9._-]+$", args.label):
+        parser.error(f"--label {args.label!r}: letters, digits, '.', '_' and '-' only")
     return args
 
 
@@ -302,8 +641,24 @@ def existing_runs(campaign: camp.Campaign, out: Path) -> list[Path]:
     return run_dirs
 
 
-def reproduce(campaign_path: Path, out: Path, progress: Progress, report_only: bool = False) -> report.Report:
+def reproduce(
+    campaign_path: Path,
+    out: Path,
+    progress: Progress,
+    report_only: bool = False,
+    quick: bool = False,
+    external: Target | None = None,
+    real_limits: bool = False,
+) -> report.Report:
     campaign = camp.load_campaign(campaign_path)
+    if campaign.is_sweep:
+        if quick:
+            campaign = campaign.quick_form()
+        if real_limits:
+            campaign = campaign.model_copy(update={"derived_limits": False})
+        return reproduce_sweep(campaign, campaign_path, out, progress, report_only, external)
+    if quick or external is not None:
+        raise BadInput(f"{campaign_path}: --quick and --url need a sweep campaign (with probe, slo, sweep)")
     run_dirs = (
         existing_runs(campaign, out) if report_only else run_campaign(campaign, campaign_path, out, progress)
     )
@@ -341,7 +696,16 @@ def main(argv: list[str] | None = None) -> int:
         campaign_path = camp.find(args.campaign)
         if args.report_only and (out / "campaign.yaml").is_file():
             campaign_path = out / "campaign.yaml"  # the campaign those runs were made with
-        built = reproduce(campaign_path, out, progress, report_only=args.report_only)
+        external = Target(args.label, url=args.url, model=args.model) if args.url else None
+        built = reproduce(
+            campaign_path,
+            out,
+            progress,
+            report_only=args.report_only,
+            quick=args.quick,
+            external=external,
+            real_limits=args.real_limits,
+        )
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -7,7 +7,6 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
@@ -15,11 +14,11 @@ from aiohttp import web
 from server.appkeys import ENGINES, METRICS, SETTINGS
 from server.engine import Engine, EngineUnavailable, RestartPolicy
 from server.errors import APIError, error_middleware
-from server.limiter import V111_TIER_TABLE, ConcurrencyLimiter, detect_tier
+from server.limiter import admission_for
 from server.metrics import ServerMetrics
 from server.models import resolve_model_path
 from server.routes import add_routes
-from server.settings import COMPAT_V111, ModelSettings, Settings
+from server.settings import ModelSettings, Settings
 from server.worker import RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -38,25 +37,10 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         prefill_wait_ms=settings.engine.prefill_wait_ms,
         batch_tokens=settings.streaming.batch_tokens,
         flush_ms=settings.streaming.flush_ms,
-        concurrency_limit=settings.mlx.concurrency_limit,
-        force_sync=bool(settings.mlx.force_metal_sync),
+        concurrency_limit=settings.mlx.concurrency_limit or settings.python_runtime.concurrency_limit,
+        force_sync=settings.mlx.device_sync_every_step,  # never force_metal_sync: v1.1.1 never used it
         persistent=settings.engine.persistent,
     )
-
-
-def make_limiter(settings: Settings, model: ModelSettings, engine: Engine) -> ConcurrencyLimiter | None:
-    """v1.1.1's limiter for this engine, sized by the tier of the loaded model; None outside v1.1.1."""
-    config = settings.model_concurrency_limiter
-    if settings.compat != COMPAT_V111 or config is None or not config.enabled:
-        return None
-    parameters = engine.info.parameter_count if engine.info else None
-    tier, source = detect_tier(parameters, model.path, model.tier)
-    limits = V111_TIER_TABLE[tier]
-    override = config.tier_limits.get(tier)
-    if override:
-        limits = replace(limits, **override.model_dump(exclude_none=True))
-    log.info("v1.1.1 limiter for %s: tier %s (from %s), %s", engine.name, tier, source, limits)
-    return ConcurrencyLimiter(engine.name, tier, limits)
 
 
 def auth_middleware(api_key: str):
@@ -117,7 +101,8 @@ async def _on_ready(app: web.Application, engine: Engine, model: ModelSettings) 
     except EngineUnavailable:
         metrics.model_ready.labels(engine.name).set(0)
         return
-    engine.limiter = make_limiter(app[SETTINGS], model, engine)
+    parameters = engine.info.parameter_count if engine.info else None
+    engine.limiter = admission_for(app[SETTINGS], model, engine.name, parameters)
     metrics.model_ready.labels(engine.name).set(1)
 
 

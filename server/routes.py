@@ -175,10 +175,9 @@ async def respond(
             return response
     except LimitExceeded as exc:
         outcome = "rejected" if isinstance(exc, QueueFull) else "timeout"
-        config = request.app[SETTINGS].model_concurrency_limiter
-        if config.error_mode == "in_stream":
+        if exc.style.error_mode == "in_stream":
             return await _in_stream_limit_error(request, exc, stream)
-        raise _limit_error(exc, config.retry_after_s) from None
+        raise _limit_error(exc) from None
     except EngineUnavailable as exc:
         outcome = "unavailable"
         code = "server_shutting_down" if engine.draining else "model_not_ready"
@@ -236,14 +235,15 @@ def _admission(engine: Engine, label: str):
     return engine.limiter.slot(label) if engine.limiter else contextlib.nullcontext()
 
 
-def _limit_error(exc: LimitExceeded, retry_after_s: int) -> APIError:
+def _limit_error(exc: LimitExceeded) -> APIError:
     if isinstance(exc, QueueFull):
-        headers = {"Retry-After": str(retry_after_s)}
-        return APIError(429, exc.message, code="concurrency_limit_exceeded", headers=headers)
+        headers = {"Retry-After": str(exc.style.retry_after_s)}
+        return APIError(429, exc.message, code=exc.style.rejection_code, headers=headers)
     return APIError(503, exc.message, code="queue_timeout")
 
 
-# v1.1.1 put both refusals inside a 200 reply under one code; reproduced for testing harnesses against it.
+# v1.1.1 put both refusals inside a 200 reply under one code (and v1.2.0 its stream cap's, the same way);
+# reproduced for testing harnesses against it.
 IN_STREAM_LIMIT_CODE = "model_concurrency_error"
 
 

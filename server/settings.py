@@ -150,16 +150,43 @@ class LimiterSettings(_Strict):
     # generic code, as v1.1.1 answered (clients could not tell a rejection from a timeout).
     error_mode: Literal["http", "in_stream"] = "http"
     retry_after_s: int = Field(1, ge=0)
+    # name: v1.1.1's rule (the first number before `b` in the model's name; none -> 7-13B with a warning).
+    # weights: the parameter count read from the loaded weights (what v1.1.1 should have done).
+    tier_source: Literal["name", "weights"] = "name"
+    # code_defaults: the table in v1.1.1's code (2/10, 4/20, 6/30, 8/40, 10/50), probably what ran, since
+    # its runtime.yaml's snake_case keys were never read. runtime_yaml: that file's "M3 Max" table.
+    tier_table: Literal["code_defaults", "runtime_yaml"] = "code_defaults"
     tier_limits: dict[Tier, TierLimit] = {}
 
 
 class MlxSettings(_Strict):
     # The two v1.1.1 knobs, ignored (with a deprecation warning) unless `compat: v1.1.1`.
     concurrency_limit: int | None = Field(None, ge=1)
-    force_metal_sync: bool | None = None
+    force_metal_sync: bool | None = None  # accepted and without effect, as in v1.1.1 (parsed, never used)
+    # A device synchronization (mx.synchronize) after every decode step: what force_metal_sync promised.
+    # Its own knob, off in every profile; a switch for measuring what such a sync costs.
+    device_sync_every_step: bool = False
     # Accepted for compatibility with mlx-serving config files; they change nothing here.
     default_context_length: int | None = Field(None, ge=1)
     cache_weights: bool | None = None
+
+
+class StreamRegistrySettings(_Strict):
+    """v1.2.0's stream registry cap (its `stream_registry.max_active_streams`, default 10), in the HTTP
+    process: beyond it a new stream is refused at once (no queue). Off (null) unless a profile sets it."""
+
+    max_active_streams: int | None = Field(None, ge=1)
+    # in_stream: as v1.2.0 answered (its registry threw, and the error reached the caller inside the reply
+    # under the same generic code as the limiter's refusals); http: 429 max_active_streams_exceeded.
+    error_mode: Literal["http", "in_stream"] = "in_stream"
+    retry_after_s: int = Field(1, ge=0)
+
+
+class PythonRuntimeSettings(_Strict):
+    """What v1.2.0's Python runtime still did after the TypeScript side dropped `mlx.concurrency_limit`:
+    it read the key with a default of 1, so text generation stayed one sequence at a time."""
+
+    concurrency_limit: int | None = Field(None, ge=1)  # at most N sequences generating; null: no limit
 
 
 class Settings(_Strict):
@@ -174,6 +201,8 @@ class Settings(_Strict):
     images: ImageSettings = ImageSettings()
     mlx: MlxSettings = MlxSettings()
     model_concurrency_limiter: LimiterSettings | None = None
+    stream_registry: StreamRegistrySettings = StreamRegistrySettings()
+    python_runtime: PythonRuntimeSettings = PythonRuntimeSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

@@ -11,38 +11,59 @@ from reports import campaign as camp
 from reports.reproduce import main
 
 
-@pytest.mark.parametrize("name", ["default", "smoke"])
-def test_shipped_campaigns_validate(name: str) -> None:
-    campaign = camp.load_campaign(camp.find(name))
-    assert [p.name for p in campaign.profiles] == ["v1.1.1", "v1.2.0"]
-    old = campaign.profiles[0]
-    assert old.server["model_concurrency_limiter"]["tier_limits"]["<3B"]["queue_depth"] >= 1
+def test_shipped_campaigns_validate() -> None:
+    default = camp.load_campaign(camp.find("default"))
+    assert [p.name for p in default.profiles] == ["v1.1.1", "v1.2.0", "guide-promise"]
+    assert default.is_sweep and default.sweep.points >= 5
+    assert default.profiles[0].derive  # v1.1.1's queue timeout follows the probed service time
+    smoke = camp.load_campaign(camp.find("smoke"))
+    assert [p.name for p in smoke.profiles] == ["v1.1.1", "v1.2.0"] and not smoke.is_sweep
+    old = smoke.profiles[0]
+    assert old.server["model_concurrency_limiter"]["tier_limits"]["7-13B"]["queue_depth"] >= 1
     assert old.guide and old.guide.success_rate == pytest.approx(0.70)
+    assert camp.load_campaign(camp.find("vision")).profiles[0].profile == "guide-promise"
 
 
-def test_durations_fit_their_budget() -> None:
-    assert 4 * 60 <= camp.load_campaign(camp.find("default")).estimated_s() <= 6 * 60
+def test_smoke_fits_its_budget_and_quick_shrinks_the_sweep() -> None:
     assert camp.load_campaign(camp.find("smoke")).estimated_s() <= 40
+    default = camp.load_campaign(camp.find("default"))
+    quick = default.quick_form()
+    assert quick.sweep.points < default.sweep.points and quick.sweep.max_window_s < default.sweep.max_window_s
+    assert quick.probe.first_step_s <= default.probe.first_step_s
+    assert quick.slo == default.slo  # the same rules, fewer and shorter runs
 
 
 def test_overlay_merges_overrides_into_the_profile(tmp_path: Path) -> None:
     spec = camp.load_campaign(camp.find("smoke")).profiles[0]
     overlay = yaml.safe_load(camp.write_overlay(spec, tmp_path).read_text())
     assert overlay["compat"] == "v1.1.1" and overlay["mlx"]["concurrency_limit"] == 1
-    tiers = overlay["model_concurrency_limiter"]["tier_limits"]
-    assert tiers["<3B"] == {"max_concurrent": 1, "queue_depth": 2, "queue_timeout_ms": 150}
-    assert tiers["30B+"]["max_concurrent"] == 3  # the rest of v1.1.1's table is kept
-    assert overlay["model_concurrency_limiter"]["error_mode"] == "http"
+    limiter = overlay["model_concurrency_limiter"]
+    assert limiter["tier_limits"]["7-13B"] == {"max_concurrent": 1, "queue_depth": 2, "queue_timeout_ms": 150}
+    assert (limiter["error_mode"], limiter["tier_source"], limiter["tier_table"]) == (
+        "http",
+        "name",
+        "code_defaults",
+    )
+
+
+def test_overlay_carries_the_derived_values(tmp_path: Path) -> None:
+    spec = camp.load_campaign(camp.find("default")).profiles[0]
+    derived = camp.derived_overrides(spec, {"single_e2e_ms": 250.0})
+    overlay = yaml.safe_load(camp.write_overlay(spec, tmp_path, derived).read_text())
+    assert overlay["model_concurrency_limiter"]["tier_limits"]["7-13B"] == {"queue_timeout_ms": 2000}
+    assert overlay["mlx"]["device_sync_every_step"] is False
 
 
 def test_locust_arguments(tmp_path: Path) -> None:
-    campaign = camp.load_campaign(camp.find("default"))
-    load = campaign.load_for(campaign.profiles[0])
+    load = camp.LoadSpec(
+        users=48, arrival="poisson", rate=2.5, warmup_s=5, duration_s=65, stop_timeout_s=4, slo_e2e_s=2.5
+    )
     args = load.locust_args("http://127.0.0.1:1", tmp_path / "run", "v1.1.1")
     assert args[args.index("-t") + 1] == "70s"  # warm-up + measured window
     assert args[args.index("--arrival") + 1] == "poisson" and args[args.index("--rate") + 1] == "2.5"
     assert args[args.index("-u") + 1] == "48" and "--ignore-eos" in args and args[-1] == "ChatStreamUser"
-    assert args[args.index("--label") + 1] == "v1.1.1"
+    assert args[args.index("--label") + 1] == "v1.1.1" and args[args.index("--stop-timeout") + 1] == "4"
+    assert args[args.index("--slo-e2e-ms") + 1] == "2500.0" and "--slo-ttft-ms" not in args
 
 
 def test_profile_load_overrides_the_campaign_load(tmp_path: Path) -> None:
@@ -89,6 +110,8 @@ ONE = "profiles: [{name: a, profile: v1.2.0}]\n"
         ),
         ("name: [unclosed\n", "not valid YAML"),
         ("just text\n", "must be a mapping"),
+        ("name: x\n" + LOAD + ONE + "sweep: {lowest: {of: x, times: 1}}\n", "sweep"),
+        ("name: x\n" + LOAD + ONE + "probe: {step_s: {of: single_e2e_s, times: 2}}\n", "needs all of"),
     ],
 )
 def test_malformed_campaign_exits_2_naming_the_file(
@@ -128,3 +151,21 @@ def test_report_only_rebuilds_the_headline_from_earlier_runs(tmp_path: Path, cap
 def test_report_only_without_runs_is_bad_input(tmp_path: Path, capsys) -> None:
     assert main(["--out", str(tmp_path), "--report-only", "--campaign", "smoke"]) == 2
     assert "no earlier runs to report on" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--url", "localhost:8080"], "--url 'localhost:8080'"),
+        (["--url", "http://127.0.0.1:1", "--label", "a b"], "--label 'a b'"),
+    ],
+)
+def test_bad_external_target_exits_2(tmp_path: Path, capsys, args: list[str], problem: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--out", str(tmp_path / "out")])
+    assert exited.value.code == 2 and problem in capsys.readouterr().err
+
+
+def test_quick_and_url_need_a_sweep_campaign(tmp_path: Path, capsys) -> None:
+    assert main(["--campaign", "smoke", "--quick", "--out", str(tmp_path / "out")]) == 2
+    assert "need a sweep campaign" in capsys.readouterr().err
