@@ -82,15 +82,22 @@ class LocalTokenizer:
 def post_json(url: str, body: dict[str, Any], headers: dict[str, str], timeout_s: float) -> tuple[int, Any]:
     """(status, parsed JSON or None); status 0 when the server could not be reached."""
     data = json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **headers})
+    return request_json(
+        urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **headers}),
+        timeout_s,
+    )
+
+
+def request_json(req: urllib.request.Request, timeout_s: float) -> tuple[int, Any]:
+    """(status, parsed JSON or None) of one request; status 0 when the server could not be reached."""
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             status, raw = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         with exc:
             status, raw = exc.code, exc.read()
-    except OSError as exc:
-        log.debug("POST %s failed: %s", url, exc)
+    except (OSError, ValueError) as exc:
+        log.debug("%s %s failed: %s", req.get_method(), req.full_url, exc)
         return 0, None
     try:
         return status, json.loads(raw or b"null")

@@ -11,7 +11,6 @@ calibration requests sent now, before the run ("calibrated", approximate), else 
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -32,7 +31,14 @@ from benchcore.prompts import (
     calibration_texts,
     fit_lengths,
 )
-from benchcore.tokens import LocalTokenizer, TokenCounter, TokenizerError, post_json, probe_server_tokenizer
+from benchcore.tokens import (
+    LocalTokenizer,
+    TokenCounter,
+    TokenizerError,
+    post_json,
+    probe_server_tokenizer,
+    request_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +64,7 @@ class Target:
 
 def _probe(url: str, headers: dict[str, str], timeout_s: float) -> tuple[int, Any]:
     """(status, JSON or None) of a GET; status 0 when nothing answered."""
-    req = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            status, raw = exc.code, exc.read()
-    except (OSError, ValueError) as exc:
-        log.debug("GET %s: %s", url, exc)
-        return 0, None
-    try:
-        return status, json.loads(raw or b"null")
-    except ValueError:
-        return status, None
+    return request_json(urllib.request.Request(url, headers=headers), timeout_s)
 
 
 def wait_until_ready(base_url: str, headers: dict[str, str], timeout_s: float) -> dict[str, Any]:
