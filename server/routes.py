@@ -190,7 +190,12 @@ async def respond(
     except APIError as exc:
         outcome = "timeout" if exc.code == "request_timeout" else _status_outcome(exc.status)
         raise
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
+        # The client went away while its reply was written: nobody to answer. Returned, not raised, so
+        # that aiohttp does not log it as an error in the server.
+        outcome = "cancelled"
+        return web.Response(status=499)  # never sent: the connection is gone
+    except asyncio.CancelledError:
         outcome = "cancelled"
         raise
     finally:
