@@ -83,8 +83,9 @@ async def error_middleware(request: web.Request, handler):
         return APIError(exc.status, message or exc.reason, code=_CODE_BY_STATUS.get(exc.status)).response()
     except ConnectionResetError:
         # The client went away while we wrote to it: nobody to answer, nothing wrong with the server.
+        # Returned, not raised: aiohttp logs an exception that leaves a handler as a server error.
         log.debug("client gone during %s %s", request.method, request.path)
-        raise
+        return web.Response(status=499)  # never sent: the connection is gone
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return APIError(500, "Internal server error.", code="internal_error").response()
