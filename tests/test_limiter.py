@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 import requests
 
+from orchestrate.processes import running_server
 from server.app import runtime_options
-from server.launch import running_server
 from server.limiter import (
     V111_CODE_DEFAULT_TABLE,
     V111_TIER_TABLE,

@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from orchestrate.processes import running_server
 from server import ipc
-from server.launch import running_server
 from server.models import build_embedded_model
 from server.settings import ConfigError, build_settings
 from server.worker import (
