@@ -1,8 +1,8 @@
 """THE one launcher: servers (ours or any other) and headless Locust runs, as real subprocesses.
 
-`running_server(config, profile=..., model=...)` starts `python -m server` on a free port and yields its
-base URL once /health answers 200; `serve(cmd)` does the same for any server command (fake servers,
-mlx_lm.server); `start_server` is the handle under both, for a caller that signals the process itself.
+`with running_server(config, profile=..., model=...) as base_url:` starts `python -m server` on a free port
+and gives its base URL once /health answers 200; `serve(cmd)` does the same for any server command (fake
+servers, mlx_lm.server). Both return the ServerProcess, for a caller that signals the process itself.
 `run_locust` runs `locust -f loadtest --headless`. Bounded everywhere: a server that does not print its URL
 or answer /health in time is stopped (SIGTERM, then kill) and reported as ServerFailed with its last output.
 What the children print is collected; it goes to `log_file` when given, and to our stderr as well when
@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -121,6 +121,12 @@ class ServerProcess:
         self.url = base
         return base
 
+    def __enter__(self) -> str:
+        return self.url or ""
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, then kill after `timeout_s`; returns the exit code."""
         if self.process.poll() is None:
@@ -156,7 +162,7 @@ def server_command(
     return [*command, *extra_args]
 
 
-def start_server(
+def serve(
     cmd: Sequence[str],
     *,
     url: str | None = None,
@@ -166,7 +172,9 @@ def start_server(
     env: dict[str, str] | None = None,
     log_file: Path | None = None,
 ) -> ServerProcess:
-    """Start `cmd` and wait until it is ready; the caller stops it (`.stop()`). Raises ServerFailed."""
+    """Start any server command and wait until /health answers 200 at `url`, or at the first `pattern` match
+    it prints. `with serve(cmd) as base_url:` stops it on exit; else the caller calls `.stop()`.
+    Raises ServerFailed."""
     server = ServerProcess(cmd, cwd, env, log_file)
     try:
         server.wait_ready(timeout_s, url, pattern)
@@ -176,44 +184,6 @@ def start_server(
     return server
 
 
-@contextlib.contextmanager
-def serve(
-    cmd: Sequence[str],
-    *,
-    url: str | None = None,
-    timeout_s: float = 120.0,
-    cwd: Path | None = REPO,
-    env: dict[str, str] | None = None,
-    log_file: Path | None = None,
-) -> Iterator[str]:
-    """Run any server command; yield its base URL (`url`, or the first http://127.0.0.1:PORT it prints)
-    once /health answers 200. Stops it on exit."""
-    server = start_server(cmd, url=url, timeout_s=timeout_s, cwd=cwd, env=env, log_file=log_file)
-    try:
-        yield server.url or ""
-    finally:
-        server.stop()
-
-
-def start_our_server(
-    config: Path | str,
-    *,
-    profile: Path | str | None = None,
-    model: str | None = None,
-    extra_args: Sequence[str] = (),
-    env: dict[str, str] | None = None,
-    ready_timeout_s: float = 180.0,
-    log_file: Path | None = None,
-) -> ServerProcess:
-    """Our server (`python -m server`) on a free port, from the caller's working directory (relative
-    config paths stay the caller's), ready; the caller stops it. Raises ServerFailed."""
-    cmd = server_command(config, profile=profile, model=model, extra_args=extra_args)
-    return start_server(
-        cmd, pattern=SERVING_ON, timeout_s=ready_timeout_s, cwd=None, env=env, log_file=log_file
-    )
-
-
-@contextlib.contextmanager
 def running_server(
     config: Path | str,
     *,
@@ -223,21 +193,11 @@ def running_server(
     env: dict[str, str] | None = None,
     ready_timeout_s: float = 180.0,
     log_file: Path | None = None,
-) -> Iterator[str]:
-    """start_our_server as a context: yields the base URL once /health says ready; stops it on exit."""
-    server = start_our_server(
-        config,
-        profile=profile,
-        model=model,
-        extra_args=extra_args,
-        env=env,
-        ready_timeout_s=ready_timeout_s,
-        log_file=log_file,
-    )
-    try:
-        yield server.url or ""
-    finally:
-        server.stop()
+) -> ServerProcess:
+    """Our server (`python -m server`) on a free port, ready, as `serve`; run from the caller's working
+    directory, so that relative config paths stay the caller's."""
+    cmd = server_command(config, profile=profile, model=model, extra_args=extra_args)
+    return serve(cmd, pattern=SERVING_ON, timeout_s=ready_timeout_s, cwd=None, env=env, log_file=log_file)
 
 
 def locust_cmd(host: str, run_dir: Path, *args: str, only_summary: bool = True) -> list[str]:

@@ -10,7 +10,7 @@ import psutil
 import pytest
 import requests
 
-from orchestrate.processes import running_server, start_our_server
+from orchestrate.processes import running_server
 from tests.conftest import chat_body, eventually, write_config
 
 
@@ -112,8 +112,8 @@ async def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_an_erro
     short_tokens = 64
     grace_s = max(2.0, 10 * short_tokens / decode_tokens_per_s)
     config = write_config(tmp_path, server={"shutdown_grace_s": grace_s}, limits=NO_CAP)
-    # Started, not entered as running_server: this test sends the SIGTERM itself and judges the exit.
-    server = start_our_server(config)
+    # Not entered with `with`: this test sends the SIGTERM itself and judges the exit code.
+    server = running_server(config)
     process, url = server.process, server.url
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
