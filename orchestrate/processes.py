@@ -107,8 +107,10 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
 
         def check(what: str) -> None:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self._reader.join(5)  # its last words, if it exited
+            if self.process.poll() is not None:
+                self._reader.join(5)  # its last words
+                raise self._failed(what)
+            if time.monotonic() > deadline:
                 raise self._failed(what)
 
         while url is None and not self._printed.wait(0.1):
