@@ -81,7 +81,9 @@ def main() -> int:
         "runs_from_utc": datetime.fromtimestamp(min(f.started_ts_s for f in per_run), UTC).isoformat(),
         "runs_to_utc": datetime.fromtimestamp(max(f.started_ts_s for f in per_run), UTC).isoformat(),
         "command": "python benchmarks/gate_noise.py " + " ".join(sys.argv[1:]),
-        "load_command": f"python -m orchestrate.reproduce --campaign CAMPAIGN --out {args.from_runs or 'TMP'}",
+        "load_command": (
+            f"python -m orchestrate.reproduce --campaign CAMPAIGN --out {args.from_runs or 'TMP'}"
+        ),
         "campaign": str(CAMPAIGN.relative_to(REPO)),
         "load": campaign["load"],
         "repeats": len(per_run),
