@@ -2,7 +2,8 @@
 
 What a test's processes print reaches pytest's capture: in-process log records ("Captured log"), and
 child processes' output on stderr (the launcher, orchestrate.processes, echoes what it collects when
-MLXBENCH_ECHO_CHILD_OUTPUT is set; processes a test starts itself inherit it). After each phase, that phase's captured text is searched.
+MLXBENCH_ECHO_CHILD_OUTPUT is set; processes a test starts itself inherit it). After each phase, that
+phase's captured text is searched.
 A test that provokes errors on purpose declares them: `@pytest.mark.expected_errors(r"regex", ...)`;
 a problem is allowed when one of the patterns is found in it. With `-s` nothing is captured, so
 nothing is checked.
