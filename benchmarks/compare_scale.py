@@ -20,8 +20,8 @@ import pandas as pd
 from benchcore.records import FIELD_NAMES
 from benchcore.rundir import RECORDS_FILE, read_records, write_run
 from benchcore.summary import SCHEMA_VERSION
+from configkit import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0
 GAPS_PER_RECORD = 16
 
@@ -122,14 +122,14 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--records", type=int, default=1_000_000, help="total records over the 4 runs")
-    parser.add_argument("--data", type=Path, default=REPO / "results" / "bench-compare-scale")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench-compare-scale-report")
+    parser.add_argument("--data", type=Path, default=REPO_ROOT / "results" / "bench-compare-scale")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench-compare-scale-report")
     args = parser.parse_args()
     folders = ensure_data(args.data / str(args.records), args.records)
     size_mb = sum((f / RECORDS_FILE).stat().st_size for f in folders) / 1e6
     command = [sys.executable, "-m", "reports.compare", *map(str, folders), "--out", str(args.out)]
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         print(result.stderr, file=sys.stderr)

@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchcore.rundir import SUMMARY_FILE
+from configkit import REPO_ROOT
 from reports import campaign as camp
 from reports import markdown as md
 from reports import probe as probing
@@ -51,7 +52,7 @@ def build_model(progress: Progress) -> None:
     progress("checking the embedded model (built once, offline)")
     result = subprocess.run(
         [sys.executable, "-m", "server.models", "build"],
-        cwd=camp.REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=900,
@@ -76,14 +77,14 @@ def run_locust(
         "-m",
         "locust",
         "-f",
-        str(camp.REPO / "loadtest"),
+        str(REPO_ROOT / "loadtest"),
         *load.locust_args(host, run_dir, label),
     ]
     log.info("running %s", " ".join(command))
     seen = {"requests": 0, "failures": 0}
     with log_path.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(
-            command, cwd=camp.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         )
 
         def pump() -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from benchcore import read_run, summarize
-from benchcore.launch import LOADTEST_DIR, REPO, locust_cmd, serve
+from benchcore.launch import LOADTEST_DIR, locust_cmd, serve
 from benchcore.records import OUTCOMES
+from configkit import REPO_ROOT
 from server.models import build_embedded_model
 from tests.loadtest_fixtures.fault_server import MIXED_CYCLE
 from tests.loadtest_fixtures.helpers import (
@@ -173,13 +174,17 @@ def test_open_loop_constant_rate_records_schedule(fake_url, tmp_path):
 
 def test_help_lists_our_options_and_scenarios():
     help_text = subprocess.run(
-        [sys.executable, "-m", "loadtest", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "loadtest", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     for option in ("--run-dir", "--arrival", "--request-timeout-s", "--slo-ttft-ms", "--prompt-file"):
         assert option in help_text
     listing = subprocess.run(
         [sys.executable, "-m", "locust", "-f", "loadtest", "--list"],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -407,7 +412,7 @@ def start_workers(master_port: int, count: int) -> list[subprocess.Popen]:
     cmd = [sys.executable, "-m", "locust", "-f", str(LOADTEST_DIR), "--worker", "--master-host", "127.0.0.1",
            "--master-port", str(master_port)]  # fmt: skip
     # stderr is inherited: what the workers log reaches pytest's capture and its ERROR check
-    return [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL) for _ in range(count)]
+    return [subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL) for _ in range(count)]
 
 
 def stop_all(procs: list[subprocess.Popen]) -> None:
@@ -426,7 +431,7 @@ def run_master(url: str, run_dir: Path, master_port: int, *args: str) -> subproc
     stats = str(run_dir.parent / f"{run_dir.name}-locust")
     cmd = locust_cmd(url, run_dir, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
                      str(master_port), "--json-file", stats, *args)  # fmt: skip
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
@@ -518,7 +523,7 @@ def test_negative_schedule_lags_are_kept():
         "r = _record(spec, _Progress(), now + 0.5, now, 1.0, 2.0, 'w0', 0); "
         "assert abs(r.schedule_lag_s + 0.5) < 1e-9 and abs(r.e2e_s - 0.5) < 1e-9, r"
     )
-    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, timeout=60).returncode == 0
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -547,7 +552,7 @@ def test_web_ui_tab_shows_live_llm_metrics(fake_url, tmp_path):
            "127.0.0.1", "--web-port", str(port), "--autostart", "-u", "2", "-r", "2", "--model", "token_ms_5",
            "--max-tokens", "8", "--run-dir", str(run_dir)]  # fmt: skip
     ui = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: _llm_requests(ui) >= 5, 60)
         cells = dom_cells(dump_dom(f"{ui}/?tab=llm", tmp_path))

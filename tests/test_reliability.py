@@ -14,8 +14,9 @@ import psutil
 import pytest
 import requests
 
+from configkit import REPO_ROOT
 from server.launch import running_server
-from tests.conftest import REPO, chat_body, eventually, write_config
+from tests.conftest import chat_body, eventually, write_config
 
 
 def chat(max_tokens: int, stream: bool = True) -> dict:
@@ -105,7 +106,7 @@ def start_server(config) -> tuple[subprocess.Popen, str]:
         [sys.executable, "-m", "server", "--config", str(config), "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=REPO,
+        cwd=REPO_ROOT,
     )
     url = process.stdout.readline().split()[2]
     deadline = time.monotonic() + 180

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import REPO
+from configkit import REPO_ROOT
 from tests.server_logs import problems, unexpected
 
 SERVER_LOG = """\
@@ -47,7 +47,7 @@ def test_declared_patterns_allow_only_what_they_match():
 @pytest.mark.expected_errors(r"unhandled error in GET /|failed on purpose|unexpected ERROR record")
 def test_a_passing_test_that_logged_an_error_fails(pytester, monkeypatch):
     # In a subprocess: the inner tests' records must not reach this test's own capture.
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     pytester.makeconftest('pytest_plugins = ["tests.server_logs"]')
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(
