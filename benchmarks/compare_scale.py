@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchcore.records import FIELD_NAMES
-from benchcore.rundir import RECORDS_FILE, read_records, write_run
-from benchcore.summary import SCHEMA_VERSION
 from configkit import REPO_ROOT
+from runfolder.folder import RECORDS_FILE, read_records, write_run
+from runfolder.records import FIELD_NAMES
+from runfolder.summary import SCHEMA_VERSION
 
 T0 = 1_700_000_000.0
 GAPS_PER_RECORD = 16
@@ -83,7 +83,7 @@ def synthetic_records(
 def write_folder(path: Path, label: str, n: int, seed: int, slow: float) -> None:
     duration_s = 600.0
     frame = synthetic_records(n, seed, duration_s, slow)
-    # The header, summary and metadata come from benchcore's writer; the rows from pandas (fast).
+    # The header, summary and metadata come from runfolder's writer; the rows from pandas (fast).
     write_run(
         path,
         [],
@@ -99,7 +99,7 @@ def write_folder(path: Path, label: str, n: int, seed: int, slow: float) -> None
     frame.to_csv(path / RECORDS_FILE, index=False, float_format="%.6f")
     summary = json.loads((path / "summary.json").read_text())
     assert summary["schema_version"] == SCHEMA_VERSION
-    check = read_records(path / RECORDS_FILE)[:3]  # benchcore's own reader parses our rows
+    check = read_records(path / RECORDS_FILE)[:3]  # runfolder's own reader parses our rows
     assert check[0].outcome in ("success", "rejected", "timeout", "error")
 
 

@@ -26,9 +26,9 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from benchcore import read_run, read_summary
 from benchcore.launch import run_locust, serve
 from configkit import REPO_ROOT
+from runfolder import read_run, read_summary
 
 FAKE = REPO_ROOT / "tests" / "loadtest_fixtures" / "fault_server.py"
 DELAY_FAKE = REPO_ROOT / "tests" / "loadtest_fixtures" / "delay_server.py"

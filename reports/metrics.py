@@ -1,4 +1,4 @@
-"""Per-run figures from the records (vectorized, same definitions as benchcore.summary) and per-label
+"""Per-run figures from the records (vectorized, same definitions as runfolder.summary) and per-label
 aggregates over repeats.
 
 A label's figure is the mean over its repeats of each run's figure; its spread is their min..max.
@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchcore.records import OUTCOMES
-from benchcore.rundir import RECORDS_FILE
-from benchcore.summary import PERCENTILES, Slo
 from reports.load import RunData
+from runfolder.folder import RECORDS_FILE
+from runfolder.records import OUTCOMES
+from runfolder.summary import PERCENTILES, Slo
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ METRICS: dict[str, Metric] = {
 
 
 def _percentiles(values: pd.Series) -> list[float | None]:
-    # Linear interpolation, as benchcore.summary.distribution (numpy's and vLLM's default).
+    # Linear interpolation, as runfolder.summary.distribution (numpy's and vLLM's default).
     arr = values.to_numpy(dtype=float, na_value=np.nan)
     arr = arr[~np.isnan(arr)]
     if arr.size == 0:
@@ -89,7 +89,7 @@ def run_slo(run: RunData, override: Slo | None) -> Slo | None:
 
 
 def _good_requests(ok: pd.DataFrame, slo: Slo) -> int:
-    # A request without the measured value (a one-token reply has no TPOT) passes that check, as in benchcore.
+    # A request without the measured value (a one-token reply has no TPOT) passes that check.
     good = np.ones(len(ok), dtype=bool)
     for column, limit in (("ttft_s", slo.ttft_s), ("tpot_s", slo.tpot_s), ("e2e_s", slo.e2e_s)):
         if limit is not None:
@@ -168,7 +168,7 @@ _ITL_CACHE: dict[tuple[str, int], pd.Series] = {}
 
 
 def token_arrivals(run: RunData) -> tuple[np.ndarray, np.ndarray]:
-    """(epoch time, tokens) of every chunk of output of successful requests, as benchcore.summary places
+    """(epoch time, tokens) of every chunk of output of successful requests, as runfolder.summary places
     them: the first at schedule + TTFT, the next after each ITL gap, the request's tokens spread evenly;
     a reply without chunk times (non-streamed) delivers all of them when it ended."""
     rec = run.records

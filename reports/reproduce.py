@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchcore.rundir import SUMMARY_FILE
 from configkit import REPO_ROOT
 from reports import campaign as camp
 from reports import markdown as md
@@ -39,6 +38,7 @@ from reports import sweep as sweeping
 from reports.errors import BadInput, ReportError, RunFailed
 from reports.load import load_runs
 from reports.metrics import label_stats, run_metrics, runs_frame
+from runfolder.folder import SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 

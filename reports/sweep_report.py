@@ -15,8 +15,6 @@ from typing import Any
 
 import pandas as pd
 
-from benchcore.rundir import SUMMARY_FILE
-from benchcore.summary import Slo
 from reports import campaign as camp
 from reports import curves, html, report
 from reports import markdown as md
@@ -25,6 +23,8 @@ from reports.load import RunData, load_runs
 from reports.metrics import run_metrics
 from reports.probe import ProbeResult
 from reports.sweep import SweepRun, run_order
+from runfolder.folder import SUMMARY_FILE
+from runfolder.summary import Slo
 
 log = logging.getLogger(__name__)
 

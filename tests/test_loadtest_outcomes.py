@@ -94,7 +94,7 @@ def test_fault_is_classified(records, case):
 
 
 def test_successes_carry_timings_and_token_counts(records, tokenizer_dir):
-    from benchcore.tokens import LocalTokenizer
+    from loadgen.tokens import LocalTokenizer
 
     tokenizer = LocalTokenizer(tokenizer_dir)
     streamed = records[("ok", CHAT, True)]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from benchcore import read_run, summarize
 from benchcore.launch import LOADTEST_DIR, locust_cmd, serve
-from benchcore.records import OUTCOMES
 from configkit import REPO_ROOT
+from runfolder import read_run, summarize
+from runfolder.records import OUTCOMES
 from server.models import build_embedded_model
 from tests.loadtest_fixtures.fault_server import MIXED_CYCLE
 from tests.loadtest_fixtures.helpers import (
@@ -77,7 +77,7 @@ def assert_close(value, expected, key: str) -> None:
 
 
 def assert_summary_matches_records(run_dir: Path) -> dict:
-    """summary.json is what benchcore computes from records.csv over the same window."""
+    """summary.json is what runfolder computes from records.csv over the same window."""
     run = read_run(run_dir)
     s = run.summary
     again = summarize(run.records, window_start_s=s["window_start_ts_s"], window_end_s=s["window_end_ts_s"])
@@ -518,7 +518,7 @@ def test_a_late_joiner_gets_no_share_while_every_shard_is_held(fake_url, tmp_pat
 
 def test_negative_schedule_lags_are_kept():
     code = (
-        "import time; from benchcore.loadgen.transport import _Progress, _record, RequestSpec; "
+        "import time; from loadgen.transport import _Progress, _record, RequestSpec; "
         "spec = RequestSpec('s', '/p', b'{}', False); now = time.time(); "
         "r = _record(spec, _Progress(), now + 0.5, now, 1.0, 2.0, 'w0', 0); "
         "assert abs(r.schedule_lag_s + 0.5) < 1e-9 and abs(r.e2e_s - 0.5) < 1e-9, r"

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from benchcore import OUTCOMES, RequestRecord, summarize
-from benchcore.arrivals import ArrivalSchedule, due_slots
-from benchcore.loadgen.console import console_table
-from benchcore.loadgen.shards import ShardBook
-from benchcore.loadgen.webui import live_figures, table_rows
-from benchcore.summary import chunk_arrivals, peak_in_flight, tokens_in_window
+from loadgen.arrivals import ArrivalSchedule, due_slots
+from loadgen.console import console_table
+from loadgen.shards import ShardBook
+from loadgen.webui import live_figures, table_rows
+from runfolder import OUTCOMES, RequestRecord, summarize
+from runfolder.summary import chunk_arrivals, peak_in_flight, tokens_in_window
 
 
 def rec(outcome="success", *, t=0.0, ttft=0.1, gaps=(0.1,) * 9, tokens=10, lag=0.0, e2e=None, **kw):
@@ -208,9 +208,9 @@ def test_web_ui_figures():
 
 
 def test_report_timeline_bins_tokens_by_arrival_and_counts_cut_requests(tmp_path):
-    from benchcore.rundir import write_run
     from reports.load import load_runs
     from reports.metrics import run_metrics, timeline
+    from runfolder.folder import write_run
     from tests.reports_factory import T0
 
     # One 8 s stream of 80 one-token chunks (TTFT 0.1 s, then 0.1 s apart) and one cut request.

@@ -50,7 +50,7 @@ def test_known_records_give_known_tables(two_labels: Path) -> None:
 
 
 def test_vectorized_metrics_agree_with_benchcore_summary(tmp_path: Path) -> None:
-    """The reports' per-run figures are the ones benchcore.summary wrote into summary.json."""
+    """The reports' per-run figures are the ones runfolder.summary wrote into summary.json."""
     records = [
         record("success", at_s=i * 0.1, e2e_s=0.5 + i * 0.05, ttft_s=0.02 * i + 0.01, output_tokens=10 + i)
         for i in range(37)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from benchcore.records import OUTCOMES, RequestRecord
+from runfolder.records import OUTCOMES, RequestRecord
 
 SCHEMA_VERSION = 1
 PERCENTILES = (50, 90, 95, 99)
