@@ -18,9 +18,10 @@ from loadgen.console import console_table
 from loadgen.options import LoadSettings
 from loadgen.prompts import FilePrompts, SyntheticPrompts
 from runfolder import metadata as meta
+from runfolder.figures import Slo
 from runfolder.folder import write_run
 from runfolder.records import RequestRecord
-from runfolder.summary import MISSING_WORKER_RECORDS, Slo, add_warning, summarize
+from runfolder.summary import MISSING_WORKER_RECORDS, add_warning, summarize
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from reports.errors import BadInput, RegressionFound, ReportError
 from reports.load import load_runs
 from reports.metrics import label_stats, runs_frame
 from reports.tables import summary_cells
-from runfolder.summary import Slo
+from runfolder.figures import Slo
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from reports.aliases import alias_frame
 from reports.load import RunData
 from reports.metrics import label_stats, runs_frame
 from reports.tables import Tables
-from runfolder.summary import Slo
+from runfolder.figures import Slo
 
 log = logging.getLogger(__name__)
 

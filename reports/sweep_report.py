@@ -23,8 +23,8 @@ from reports.load import RunData, load_runs
 from reports.metrics import run_metrics
 from reports.probe import ProbeResult
 from reports.sweep import SweepRun, run_order
+from runfolder.figures import Slo
 from runfolder.folder import SUMMARY_FILE
-from runfolder.summary import Slo
 
 log = logging.getLogger(__name__)
 

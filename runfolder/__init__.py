@@ -4,6 +4,7 @@ metadata, the folder's writer and its one reader, and the run figures (summary.j
 Imports none of our other packages (tests/test_loadtest_core.py checks it stays free of Locust).
 """
 
+from runfolder.figures import Slo
 from runfolder.folder import (
     Run,
     RunFolderError,
@@ -15,7 +16,7 @@ from runfolder.folder import (
     write_run,
 )
 from runfolder.records import OUTCOMES, RequestRecord
-from runfolder.summary import SCHEMA_VERSION, Slo, summarize
+from runfolder.summary import SCHEMA_VERSION, summarize
 
 __all__ = [
     "OUTCOMES",

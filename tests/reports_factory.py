@@ -10,9 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from runfolder.figures import Slo
 from runfolder.folder import write_run
 from runfolder.records import RequestRecord
-from runfolder.summary import Slo, summarize
+from runfolder.summary import summarize
 
 T0 = 1_700_000_000.0  # a fixed epoch so that files are reproducible
 
