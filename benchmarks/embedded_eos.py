@@ -18,8 +18,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from benchcore import read_run
 from orchestrate.processes import run_locust, serve
+from runfolder import read_run
 from server import models
 
 MAX_TOKENS = 128  # the load test's default

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import aiohttp
 
+from configkit import REPO_ROOT
 from orchestrate.processes import running_server, serve
 from server.models import build_embedded_model
 
-REPO = Path(__file__).resolve().parent.parent
 PROMPT = "Tell me a story about a city by a river, with many people and music at night."
 ENGINE = "engine"
 PEER = "mlx_lm.server"
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--open-requests", type=int, default=None, help="requests per open-loop point (48)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per point and system (2)")
     parser.add_argument("--seed", type=int, default=16)
-    parser.add_argument("--config", type=Path, nargs="+", default=[REPO / "config" / "runtime.yaml"])
+    parser.add_argument("--config", type=Path, nargs="+", default=[REPO_ROOT / "config" / "runtime.yaml"])
     parser.add_argument("--no-peer", action="store_true", help="skip mlx_lm.server")
     args = parser.parse_args(argv)
     quick = {"concurrency": [1, 2, 8, 32], "load": [0.7, 1.0, 1.5], "tokens": 64, "rounds": 1}

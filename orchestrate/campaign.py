@@ -9,24 +9,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from reports.errors import BadInput, read_yaml
-from reports.gate import validation_message
+from configkit import REPO_ROOT, Strict, merge, read_yaml, validation_message
+from reports.errors import BadInput
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
-CAMPAIGNS_DIR = REPO / "config" / "campaigns"
-PROFILES_DIR = REPO / "config" / "profiles"
+CAMPAIGNS_DIR = REPO_ROOT / "config" / "campaigns"
+PROFILES_DIR = REPO_ROOT / "config" / "profiles"
 DEFAULT_CAMPAIGN = CAMPAIGNS_DIR / "default.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LoadSpec(_Strict):
+class LoadSpec(Strict):
     """The Locust load of one run (`python -m locust -f loadtest --headless ...`)."""
 
     scenario: str = "ChatStreamUser"
@@ -86,7 +81,7 @@ class LoadSpec(_Strict):
         return [*args, *self.extra_args, self.scenario]
 
 
-class GuideFigures(_Strict):
+class GuideFigures(Strict):
     """What a document claimed for a profile (shown beside the measured figures). Rates are fractions."""
 
     output_tokens_per_s: float | None = None
@@ -108,7 +103,7 @@ Quantity = Literal[
 ]
 
 
-class Rule(_Strict):
+class Rule(Strict):
     """value = times x a probed quantity, then bounded by at_least / at_most (time-budget bounds)."""
 
     of: Quantity
@@ -133,7 +128,7 @@ class Rule(_Strict):
         return f"{self.times:g} x {self.of}{bounds}"
 
 
-class ProfileSpec(_Strict):
+class ProfileSpec(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")  # the label of its runs
     profile: str  # a name in config/profiles/ or a YAML path (relative to the repository)
     server: dict[str, Any] = {}  # merged over the profile, section by section
@@ -144,7 +139,7 @@ class ProfileSpec(_Strict):
     derive: dict[str, Rule] = {}
 
 
-class ProbeSpec(_Strict):
+class ProbeSpec(Strict):
     """The capacity probe: per profile, a closed loop at concurrency 1, 2, 4, ... until the served
     throughput stops rising (a doubling that adds less than `rise_below` of the best so far)."""
 
@@ -164,14 +159,14 @@ class ProbeSpec(_Strict):
     max_e2e_multiple: float = Field(8.0, gt=1)
 
 
-class SloSpec(_Strict):
+class SloSpec(Strict):
     """Goodput SLOs derived from the probe: a success counts as good within both."""
 
     ttft_s: Rule
     e2e_s: Rule
 
 
-class SweepSpec(_Strict):
+class SweepSpec(Strict):
     """Open-loop Poisson rates from `lowest` to `highest` (geometric spacing), the same seeded schedule
     for every profile at each rate; the comparison point is the sweep rate nearest `comparison`."""
 
@@ -191,7 +186,7 @@ class SweepSpec(_Strict):
     slo_attainment: float = Field(0.9, gt=0, le=1)  # ...or the share of requests within the SLO does
 
 
-class QuickSpec(_Strict):
+class QuickSpec(Strict):
     """What --quick changes (the same rules, fewer and shorter runs)."""
 
     points: int = Field(5, ge=2)
@@ -202,7 +197,7 @@ class QuickSpec(_Strict):
     step_s_at_most: float = Field(4.0, gt=0)
 
 
-class Campaign(_Strict):
+class Campaign(Strict):
     schema_version: Literal[1] = 1
     name: str
     description: str = ""
@@ -273,7 +268,7 @@ class Campaign(_Strict):
 
 def resolve(path: str) -> Path:
     candidate = Path(path)
-    return candidate if candidate.is_absolute() else REPO / candidate
+    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
 
 
 def profile_file(name_or_path: str) -> Path:
@@ -291,7 +286,7 @@ def find(name_or_path: str | Path) -> Path:
 
 
 def load_campaign(path: Path) -> Campaign:
-    raw = read_yaml(path, "campaign file")
+    raw = read_yaml(path, "campaign file", BadInput)
     try:
         campaign = Campaign.model_validate(raw)
     except ValidationError as exc:
@@ -303,18 +298,6 @@ def load_campaign(path: Path) -> Campaign:
             known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
             raise BadInput(f"{path}: profile {spec.profile!r} of {spec.name!r} not found (known: {known})")
     return campaign
-
-
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Section-by-section merge, as the server overlays a profile on its config."""
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = (
-            merge(merged[key], value)
-            if isinstance(value, dict) and isinstance(merged.get(key), dict)
-            else value
-        )
-    return merged
 
 
 TIERS = ("30B+", "13-27B", "7-13B", "3-7B", "<3B")
@@ -339,7 +322,7 @@ def write_overlay(spec: ProfileSpec, folder: Path, derived: dict[str, Any] | Non
     """The profile with the campaign's server overrides (and the values derived from the probe), as one
     overlay file for `--profile PATH`."""
     source = profile_file(spec.profile)
-    overlay = merge(merge(read_yaml(source, "profile"), spec.server), derived or {})
+    overlay = merge(merge(read_yaml(source, "profile", BadInput), spec.server), derived or {})
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{spec.name}.yaml"
     header = f"# {spec.profile} ({source.name}) with the campaign's server overrides; passed as --profile\n"

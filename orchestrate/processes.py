@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import IO
 
 import loadtest
+from configkit import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]  # the checkout: fake servers and Locust run from here
+REPO = REPO_ROOT  # the checkout: fake servers and Locust run from here
 LOADTEST_DIR = Path(loadtest.__file__).resolve().parent
 URL_RE = re.compile(r"http://127\.0\.0\.1:\d+")
 SERVING_ON = re.compile(r"serving on (http://\S+)")  # what `python -m server` prints once listening

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchcore.rundir import SUMMARY_FILE
+from configkit import REPO_ROOT
 from orchestrate import campaign as camp
 from orchestrate import probe as probing
 from orchestrate import sweep as sweeping
@@ -39,6 +39,7 @@ from reports import report, sweep_report
 from reports.errors import BadInput, ReportError, RunFailed
 from reports.load import load_runs
 from reports.metrics import label_stats, run_metrics, runs_frame
+from runfolder.folder import SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def build_model(progress: Progress) -> None:
     progress("checking the embedded model (built once, offline)")
     result = subprocess.run(
         [sys.executable, "-m", "server.models", "build"],
-        cwd=camp.REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=900,

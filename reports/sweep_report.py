@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from benchcore.rundir import SUMMARY_FILE
-from benchcore.summary import Slo
 from reports import curves, html, report
 from reports import markdown as md
 from reports.knee import CurvePoint, Knee, find_knee
 from reports.load import RunData, load_runs
 from reports.metrics import run_metrics
+from runfolder.figures import Slo
+from runfolder.folder import SUMMARY_FILE
 
 if TYPE_CHECKING:  # the campaign and the probe come from orchestrate, which runs them; read here only
     from orchestrate import campaign as camp

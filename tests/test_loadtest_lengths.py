@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from benchcore import read_run
 from orchestrate.processes import serve
+from runfolder import read_run
 from server.models import build_embedded_model
 from tests.loadtest_fixtures.helpers import run_locust
 

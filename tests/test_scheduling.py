@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from pathlib import Path
 
 import aiohttp
 import pytest
 
+from configkit import REPO_ROOT
 from orchestrate.processes import running_server
 from server import ipc
 from server.models import build_embedded_model
@@ -26,8 +26,6 @@ from server.worker import (
     choose_decode_cap,
 )
 from tests.conftest import chat_body, eventually, write_config
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +192,7 @@ def test_cli_exits_2_naming_a_bad_scheduling_key(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=REPO,
+        cwd=REPO_ROOT,
     )
     assert result.returncode == 2 and "engine.decode_batch_cap" in result.stderr
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import REPO
+from configkit import REPO_ROOT
 from tests.server_logs import problems, unexpected
 
 SERVER_LOG = """\
@@ -24,7 +24,7 @@ def test_an_error_record_and_its_traceback_are_one_problem():
     "line",
     [
         "2026-12-02 01:00:00,000 worker ERROR decode step failed",
-        "[2026-12-02 01:21:24,121] vm/ERROR/benchcore.loadgen.plugin: invalid option",
+        "[2026-12-02 01:21:24,121] vm/ERROR/loadgen.plugin: invalid option",
         "ERROR    server.engine:engine.py:170 model tiny-llama failed to start",
         "2026-12-02 01:00:00,000 server CRITICAL out of memory",
         "Traceback (most recent call last):",
@@ -47,7 +47,7 @@ def test_declared_patterns_allow_only_what_they_match():
 @pytest.mark.expected_errors(r"unhandled error in GET /|failed on purpose|unexpected ERROR record")
 def test_a_passing_test_that_logged_an_error_fails(pytester, monkeypatch):
     # In a subprocess: the inner tests' records must not reach this test's own capture.
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     pytester.makeconftest('pytest_plugins = ["tests.server_logs"]')
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(
@@ -77,7 +77,7 @@ def test_a_passing_test_that_logged_an_error_fails(pytester, monkeypatch):
 def test_a_child_line_that_pytest_did_not_capture_still_fails_the_test(pytester, monkeypatch):
     # A session server's line written while pytest reports between tests reaches no capture, only the
     # children's file the launcher appends to; -s turns capture off altogether to show the file suffices.
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     monkeypatch.delenv("MLXBENCH_CHILD_LOG", raising=False)
     pytester.makeconftest('pytest_plugins = ["tests.server_logs"]')
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")

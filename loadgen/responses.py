@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchcore import classify
-from benchcore.records import Outcome
+from loadgen import classify
+from runfolder.records import Outcome
 
 MAX_ERROR_MESSAGE_CHARS = 200
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from benchcore.records import OUTCOMES, RequestRecord
+from runfolder.figures import Slo, distribution, good_mask, per_s, rate, token_arrivals
+from runfolder.figures import tokens_in_window as window_tokens
+from runfolder.records import OUTCOMES, RequestRecord
 
 SCHEMA_VERSION = 1
-PERCENTILES = (50, 90, 95, 99)
 # The generator is "behind" when requests leave this much later than scheduled (p95), or when fewer
 # requests went out than the schedule had slots due in the window.
 BEHIND_LAG_P95_S = 0.05
@@ -27,46 +27,22 @@ SERVER_SATURATED = "server_saturated"
 APPROXIMATE_PROMPT_LENGTHS = "approximate_prompt_lengths"
 
 
-@dataclass(frozen=True, slots=True)
-class Slo:
-    """Service-level objectives for goodput; a None field is not checked."""
-
-    ttft_s: float | None = None
-    tpot_s: float | None = None
-    e2e_s: float | None = None
-
-    def any(self) -> bool:
-        return any(v is not None for v in (self.ttft_s, self.tpot_s, self.e2e_s))
-
-    def met_by(self, rec: RequestRecord) -> bool:
-        return (
-            rec.outcome == "success"
-            and _within(rec.ttft_s, self.ttft_s)
-            and _within(rec.tpot_s, self.tpot_s)
-            and _within(rec.e2e_s, self.e2e_s)
-        )
+def _column(records: Sequence[RequestRecord], name: str) -> np.ndarray:
+    """One field of the records as a float column, None as NaN."""
+    return np.array([getattr(r, name) for r in records], dtype=float)
 
 
-def _within(value: float | None, limit: float | None) -> bool:
-    # A request without the measured value (a one-token reply has no TPOT) passes that check.
-    return limit is None or value is None or value <= limit
-
-
-def distribution(values: Iterable[float]) -> dict[str, float | int | None]:
-    """count, mean, min, max and p50/p90/p95/p99 (linear interpolation, as numpy and vLLM do)."""
-    arr = np.fromiter((v for v in values if v is not None), dtype=float)
-    out: dict[str, float | int | None] = {"count": int(arr.size)}
-    if arr.size == 0:
-        out.update({"mean": None, "min": None, "max": None, **{f"p{p}": None for p in PERCENTILES}})
-        return out
-    out.update({"mean": float(arr.mean()), "min": float(arr.min()), "max": float(arr.max())})
-    for p, q in zip(PERCENTILES, np.percentile(arr, PERCENTILES), strict=True):
-        out[f"p{p}"] = float(q)
-    return out
-
-
-def _rate(part: int, whole: int) -> float | None:
-    return part / whole if whole else None
+def _arrivals(records: Sequence[RequestRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """figures.token_arrivals over the successful records."""
+    ok = [r for r in records if r.outcome == "success"]
+    return token_arrivals(
+        _column(ok, "output_tokens"),
+        _column(ok, "scheduled_ts_s"),
+        _column(ok, "ttft_s"),
+        _column(ok, "end_ts_s"),
+        np.array([len(r.itl_s) for r in ok], dtype=int),
+        np.array([gap for r in ok for gap in r.itl_s], dtype=float),
+    )
 
 
 def add_warning(summary: dict[str, Any], code: str, text: str) -> None:
@@ -78,32 +54,21 @@ def add_warning(summary: dict[str, Any], code: str, text: str) -> None:
 
 
 def chunk_arrivals(rec: RequestRecord) -> tuple[list[float], float]:
-    """Epoch times at which a request's output arrived, and the tokens each arrival carried.
-
-    A stream's content chunks arrive at schedule + TTFT, then after each ITL gap; the request's output
-    tokens are spread evenly over its chunks (a server may pack several tokens into one chunk). Without
-    chunk times (non-streamed replies) every token arrives when the reply was read.
-    """
-    tokens = rec.output_tokens or 0
-    if rec.ttft_s is None:
-        return [rec.end_ts_s], float(tokens)
-    t = rec.scheduled_ts_s + rec.ttft_s
-    times = [t]
-    for gap in rec.itl_s:
-        t += gap
-        times.append(t)
-    return times, tokens / len(times)
+    """Epoch times at which one request's output arrived, and the tokens each arrival carried."""
+    times, tokens = token_arrivals(
+        np.array([rec.output_tokens or 0], dtype=float),
+        np.array([rec.scheduled_ts_s]),
+        np.array([np.nan if rec.ttft_s is None else rec.ttft_s]),
+        np.array([rec.end_ts_s]),
+        np.array([len(rec.itl_s)]),
+        np.array(rec.itl_s, dtype=float),
+    )
+    return times.tolist(), float(tokens[0])
 
 
-def tokens_in_window(records: Iterable[RequestRecord], start_s: float, end_s: float) -> float:
+def tokens_in_window(records: Sequence[RequestRecord], start_s: float, end_s: float) -> float:
     """Output tokens of successful requests that arrived in [start_s, end_s)."""
-    total = 0.0
-    for rec in records:
-        if rec.outcome != "success" or not rec.output_tokens:
-            continue
-        times, per_chunk = chunk_arrivals(rec)
-        total += per_chunk * sum(1 for t in times if start_s <= t < end_s)
-    return total
+    return window_tokens(*_arrivals(records), start_s, end_s)
 
 
 def peak_in_flight(records: Sequence[RequestRecord]) -> int:
@@ -162,6 +127,7 @@ def summarize(
     n = len(records)
     in_window = tokens_in_window(records, start, end)
     warmup_in_window = tokens_in_window(warmup_records, start, end)
+    ttft, tpot, e2e = (_column(ok, name) for name in ("ttft_s", "tpot_s", "e2e_s"))
     tokens_arrived = in_window + warmup_in_window
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -171,41 +137,41 @@ def summarize(
         "timeouts": counts["timeout"],
         "errors": counts["error"],
         "cuts": counts["cut"],
-        "success_rate": _rate(counts["success"], n),
-        "rejection_rate": _rate(counts["rejected"], n),
-        "timeout_rate": _rate(counts["timeout"], n),
-        "error_rate": _rate(counts["error"], n),
-        "cut_rate": _rate(counts["cut"], n),
+        "success_rate": rate(counts["success"], n),
+        "rejection_rate": rate(counts["rejected"], n),
+        "timeout_rate": rate(counts["timeout"], n),
+        "error_rate": rate(counts["error"], n),
+        "cut_rate": rate(counts["cut"], n),
         "outcome_details": _details(records),
         "window_start_ts_s": start,
         "window_end_ts_s": end,
         "duration_s": duration,
-        "requests_per_s": counts["success"] / duration if duration else None,
-        "attempted_requests_per_s": n / duration if duration else None,
+        "requests_per_s": per_s(counts["success"], duration),
+        "attempted_requests_per_s": per_s(n, duration),
         "output_tokens": sum(r.output_tokens or 0 for r in ok),
         "output_tokens_in_window": tokens_arrived,
         "warmup_output_tokens_in_window": warmup_in_window,
-        "output_tokens_per_s": tokens_arrived / duration if duration else None,
+        "output_tokens_per_s": per_s(tokens_arrived, duration),
         "prompt_tokens": sum(r.prompt_tokens or 0 for r in ok),
         "tokens": _token_sources(ok),
         **_empty_replies(ok, n),
-        "ttft_s": distribution(r.ttft_s for r in ok),
-        "ttfb_s": distribution(r.ttfb_s for r in ok),
-        "e2e_s": distribution(r.e2e_s for r in ok),
-        "tpot_s": distribution(r.tpot_s for r in ok),
-        "itl_s": distribution(gap for r in ok for gap in r.itl_s),
-        "schedule_lag_s": distribution(r.schedule_lag_s for r in records),
+        "ttft_s": distribution(ttft),
+        "ttfb_s": distribution(_column(ok, "ttfb_s")),
+        "e2e_s": distribution(e2e),
+        "tpot_s": distribution(tpot),
+        "itl_s": distribution(np.array([gap for r in ok for gap in r.itl_s], dtype=float)),
+        "schedule_lag_s": distribution(_column(records, "schedule_lag_s")),
         "peak_in_flight": peak_in_flight(records),
         "warnings": [],
         "warning_codes": [],
     }
     if slo is not None and slo.any():
-        good = sum(1 for r in ok if slo.met_by(r))
+        good = int(good_mask(ttft, tpot, e2e, slo).sum())
         summary["goodput"] = {
             "slo": {"ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s, "e2e_s": slo.e2e_s},
             "good_requests": good,
-            "requests_per_s": good / duration if duration else None,
-            "attainment": _rate(good, n),
+            "requests_per_s": per_s(good, duration),
+            "attainment": rate(good, n),
         }
     cpu = cpu_figures(loadgen_processes, n) if loadgen_processes else None
     if cpu is not None:
@@ -256,7 +222,7 @@ def _token_sources(ok: Sequence[RequestRecord]) -> dict[str, Any]:
 def _empty_replies(ok: Sequence[RequestRecord], n: int) -> dict[str, Any]:
     """Successes with no output (a known finish_reason at once): valid answers, in a share of their own."""
     empty = sum(1 for r in ok if r.outcome_detail == "empty_reply" or r.output_tokens == 0)
-    return {"empty_replies": empty, "empty_reply_rate": _rate(empty, n)}
+    return {"empty_replies": empty, "empty_reply_rate": rate(empty, n)}
 
 
 def _prompt_length_warning(summary: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchcore.images import ImageOptionError, folder_images, parse_size
+from loadgen.images import ImageOptionError, folder_images, parse_size
 
 DEFAULT_SCENARIO = "ChatStreamUser"
 GROUP_TITLE = "mlx-serving-bench load test"

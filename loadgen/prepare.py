@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchcore import metadata as meta
-from benchcore.loadgen.options import LoadSettings
-from benchcore.prompts import (
+from loadgen.options import LoadSettings
+from loadgen.prompts import (
     CalibratedPrompts,
     ExactPrompts,
     FilePrompts,
@@ -31,7 +30,7 @@ from benchcore.prompts import (
     calibration_texts,
     fit_lengths,
 )
-from benchcore.tokens import (
+from loadgen.tokens import (
     LocalTokenizer,
     TokenCounter,
     TokenizerError,
@@ -39,6 +38,7 @@ from benchcore.tokens import (
     probe_server_tokenizer,
     request_json,
 )
+from runfolder import metadata as meta
 
 log = logging.getLogger(__name__)
 

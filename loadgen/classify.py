@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from benchcore.records import Outcome
+from runfolder.records import Outcome
 
 # Error codes meaning "the server refused to take the request now" (capacity or readiness).
 REJECTION_CODES = frozenset(

@@ -13,14 +13,15 @@ from typing import Any
 
 import psutil
 
-from benchcore import metadata as meta
-from benchcore.arrivals import ArrivalSchedule, due_slots
-from benchcore.loadgen.console import console_table
-from benchcore.loadgen.options import LoadSettings
-from benchcore.prompts import FilePrompts, SyntheticPrompts
-from benchcore.records import RequestRecord
-from benchcore.rundir import write_run
-from benchcore.summary import MISSING_WORKER_RECORDS, Slo, add_warning, summarize
+from loadgen.arrivals import ArrivalSchedule, due_slots
+from loadgen.console import console_table
+from loadgen.options import LoadSettings
+from loadgen.prompts import FilePrompts, SyntheticPrompts
+from runfolder import metadata as meta
+from runfolder.figures import Slo
+from runfolder.folder import write_run
+from runfolder.records import RequestRecord
+from runfolder.summary import MISSING_WORKER_RECORDS, add_warning, summarize
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from geventhttpclient import HTTPClient
 from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 from geventhttpclient.url import URL
 
-from benchcore import classify
-from benchcore.records import Outcome, RequestRecord
-from benchcore.responses import StreamParser, error_info_from_bytes, judge_tokens, parse_body
-from benchcore.tokens import TokenizerError
+from loadgen import classify
+from loadgen.responses import StreamParser, error_info_from_bytes, judge_tokens, parse_body
+from loadgen.tokens import TokenizerError
+from runfolder.records import Outcome, RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Connection:
         self._client = HTTPClient.from_url(
             url, concurrency=1, connection_timeout=timeout_s, network_timeout=timeout_s + 5
         )
-        # Set by the user (benchcore.loadgen.user): the run's TokenCounter (or None) and --ignore-eos.
+        # Set by the user (loadgen.user): the run's TokenCounter (or None) and --ignore-eos.
         self.token_counter = None
         self.ignore_eos = False
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchcore.records import OUTCOMES
+from runfolder.records import OUTCOMES
 
 WIDTH = 60
 OUTCOME_TITLES = {

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchcore.records import FIELD_NAMES, RequestRecord
-from benchcore.summary import SCHEMA_VERSION
+from runfolder.records import FIELD_NAMES, RequestRecord
+from runfolder.summary import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from benchcore.loadgen.console import OUTCOME_TITLES
-from benchcore.records import OUTCOMES, RequestRecord
-from benchcore.summary import tokens_in_window
+from loadgen.console import OUTCOME_TITLES
+from runfolder.records import OUTCOMES, RequestRecord
+from runfolder.summary import tokens_in_window
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def install(environment) -> None:
     ]
 
     def figures() -> dict[str, Any]:
-        state = environment.benchcore_state
+        state = environment.loadgen_state
         if not state.start_ts_s:
             return live_figures([], 0.0, 1.0)
         return live_figures(state.records, state.start_ts_s, time.time())

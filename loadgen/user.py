@@ -12,10 +12,10 @@ import gevent
 from locust import User, task
 from locust.exception import LocustError, StopUser
 
-from benchcore.loadgen.plugin import auth_headers, state_of
-from benchcore.loadgen.transport import Connection, RequestSpec
-from benchcore.prompts import Prompt
-from benchcore.records import CUT_DETAIL, RequestRecord
+from loadgen.plugin import auth_headers, state_of
+from loadgen.prompts import Prompt
+from loadgen.transport import Connection, RequestSpec
+from runfolder.records import CUT_DETAIL, RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,12 @@ class OpenAIUser(User):
     def on_start(self) -> None:
         if not self.host:
             raise LocustError("no target: pass --host URL (e.g. --host http://127.0.0.1:8080)")
-        if getattr(self.environment, "benchcore_not_ready", False):
+        if getattr(self.environment, "loadgen_not_ready", False):
             raise StopUser()  # the server was not ready (logged once by the plugin): send nothing
         s = self._run.settings
         self._conn = Connection(self.host, timeout_s=s.request_timeout_s, headers=auth_headers(s))
         # Item 6: output tokens by the run's tokenizer when the server sends no usage; strict length checks.
-        target = getattr(self.environment, "benchcore_target", None)
+        target = getattr(self.environment, "loadgen_target", None)
         self._conn.token_counter = getattr(target, "counter", None)
         self._conn.ignore_eos = s.ignore_eos
 

@@ -2,13 +2,13 @@
 
 Message flow in distributed mode (--processes N, or --master/--worker):
   master test_start: the shard count is fixed (the workers connected then) and a ShardBook is opened;
-  worker test_start -> "benchcore_hello" (its clock) -> the master assigns it a shard by worker id and
-  answers "benchcore_config" (start time, shards, its shard, model, the master's clock). A worker that
+  worker test_start -> "loadgen_hello" (its clock) -> the master assigns it a shard by worker id and
+  answers "loadgen_config" (start time, shards, its shard, model, the master's clock). A worker that
   reconnects or joins late says hello again and gets the config again. Workers piggyback records on
-  Locust's periodic stats report and send the rest in "benchcore_final" at their test_stop; the master
+  Locust's periodic stats report and send the rest in "loadgen_final" at their test_stop; the master
   waits for every configured worker's final batch before it writes the run folder, and names the missing
   ones in summary.json. When the master stops on --run-time it has not told workers to stop yet, so it
-  sends "benchcore_stop" first.
+  sends "loadgen_stop" first.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ from gevent.event import Event
 from locust import events
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from benchcore.loadgen import options, prepare, webui
-from benchcore.loadgen.runstate import RunState, load_prompts
-from benchcore.loadgen.shards import ShardBook
-from benchcore.prompts import PromptError
+from loadgen import options, prepare, webui
+from loadgen.prompts import PromptError
+from loadgen.runstate import RunState, load_prompts
+from loadgen.shards import ShardBook
 
 log = logging.getLogger(__name__)
 
-HELLO_MSG, CONFIG_MSG = "benchcore_hello", "benchcore_config"
-FINAL_MSG, STOP_MSG = "benchcore_final", "benchcore_stop"
-REPORT_KEY = "benchcore"
+HELLO_MSG, CONFIG_MSG = "loadgen_hello", "loadgen_config"
+FINAL_MSG, STOP_MSG = "loadgen_final", "loadgen_stop"
+REPORT_KEY = "loadgen"
 FINAL_GRACE_S = 10.0  # beyond --stop-timeout, how long the master waits for workers' last records
 
 # report_to_master and worker_report listeners receive no environment: keep this process's one here.
@@ -46,10 +46,10 @@ INIT_WAIT_S = 120.0
 
 
 def state_of(environment) -> RunState:
-    state = getattr(environment, "benchcore_state", None)  # set in on_init; one per process
+    state = getattr(environment, "loadgen_state", None)  # set in on_init; one per process
     if state is None:
         _initialized.wait(INIT_WAIT_S)
-        state = environment.benchcore_state
+        state = environment.loadgen_state
     return state
 
 
@@ -79,9 +79,9 @@ def on_init(environment, **_kw) -> None:
     # gevent's loop caches "now" from its last iteration; after a slow start (imports on a busy machine)
     # it can be seconds old, and Locust's --run-time timer, set from it, then fires at once.
     gevent.get_hub().loop.update_now()
-    environment.benchcore_state = RunState(settings, ready=Event(), stopped=Event())
-    environment.benchcore_finals = set()
-    environment.benchcore_expected = set()
+    environment.loadgen_state = RunState(settings, ready=Event(), stopped=Event())
+    environment.loadgen_finals = set()
+    environment.loadgen_expected = set()
     _initialized.set()
     runner = environment.runner
     # Before preparing: messages can arrive while it waits on the network.
@@ -95,14 +95,14 @@ def on_init(environment, **_kw) -> None:
         # Wait for the server, find the model, load the tokenizer, build the prompts: before Locust starts
         # its run-time clock (and, on a worker, before its first test); exit 2 if the server never comes.
         # A worker's runner already receives messages meanwhile: its test waits for this (`_ensure_target`).
-        environment.benchcore_prepared = Event()
+        environment.loadgen_prepared = Event()
         try:
             host = environment.host or ""
-            environment.benchcore_target = prepare.prepare(settings, host, auth_headers(settings))
+            environment.loadgen_target = prepare.prepare(settings, host, auth_headers(settings))
         except prepare.NotReady as exc:
             log.error("%s", exc)
             sys.exit(2)
-        environment.benchcore_prepared.set()
+        environment.loadgen_prepared.set()
         # Loading a tokenizer blocks the event loop without yielding, and the loop's cached clock would
         # then start Locust's --run-time timer that much in the past (a 4 s run ended at once).
         gevent.get_hub().loop.update_now()
@@ -124,10 +124,10 @@ def _ensure_target(environment, state: RunState, model: str | None = None) -> pr
     Done at init when `_prepares_at_init`; else here, per test (the web UI may have changed the options).
     None when the server is not ready: logged, the test stopped, and no user sends anything.
     """
-    prepared = getattr(environment, "benchcore_prepared", None)
+    prepared = getattr(environment, "loadgen_prepared", None)
     if prepared is not None:
         prepared.wait()  # init is still preparing (a worker's first test can start meanwhile)
-    target = getattr(environment, "benchcore_target", None)
+    target = getattr(environment, "loadgen_target", None)
     if target is None or not _prepares_at_init(environment):
         try:
             headers = auth_headers(state.settings)
@@ -135,12 +135,12 @@ def _ensure_target(environment, state: RunState, model: str | None = None) -> pr
             target = prepare.prepare(state.settings, host, headers, model=model, wait=not model)
         except prepare.NotReady as exc:
             log.error("%s", exc)
-            environment.benchcore_not_ready = True  # users stop at once: no request goes out
+            environment.loadgen_not_ready = True  # users stop at once: no request goes out
             gevent.spawn(environment.runner.stop)
             return None
         gevent.get_hub().loop.update_now()  # a tokenizer load blocked the loop (see on_init)
-        environment.benchcore_target = target
-    environment.benchcore_not_ready = False
+        environment.loadgen_target = target
+    environment.loadgen_not_ready = False
     return target
 
 
@@ -167,12 +167,12 @@ def on_test_start(environment, **_kw) -> None:
         state.stopped.clear()
         runner.send_message(HELLO_MSG, {"worker_ts_s": time.time(), "worker_id": state.worker_id})
         return
-    environment.benchcore_finals, environment.benchcore_expected = set(), set()
+    environment.loadgen_finals, environment.loadgen_expected = set(), set()
     if isinstance(runner, MasterRunner):
         state.worker_id = "master"
         state.shards = max(len(_live_workers(runner)), 1)
         state.shard, state.workers = 0, {}
-        environment.benchcore_book = ShardBook(state.shards)
+        environment.loadgen_book = ShardBook(state.shards)
     state.begin(time.time())
     run_time = getattr(environment.parsed_options, "run_time", None)
     state.end_ts_s = state.start_ts_s + run_time if run_time else None
@@ -187,9 +187,9 @@ def _on_hello(environment, msg, **_kw) -> None:
     """A worker started (or restarted) its test: give it its shard and the run's configuration."""
     state = state_of(environment)
     runner = environment.runner
-    assignment = environment.benchcore_book.assign(msg.node_id, _live_workers(runner) | {msg.node_id})
-    environment.benchcore_expected.add(msg.node_id)
-    environment.benchcore_finals.discard(msg.node_id)
+    assignment = environment.loadgen_book.assign(msg.node_id, _live_workers(runner) | {msg.node_id})
+    environment.loadgen_expected.add(msg.node_id)
+    environment.loadgen_finals.discard(msg.node_id)
     state.workers.setdefault(msg.data["worker_id"], {}).update(
         {"client_id": msg.node_id, "shard": assignment.shard}
     )
@@ -279,7 +279,7 @@ def on_worker_report(client_id, data, **_kw) -> None:
 
 def _on_final(environment, msg, **_kw) -> None:
     _merge(environment, msg.data)
-    environment.benchcore_finals.add(msg.node_id)
+    environment.loadgen_finals.add(msg.node_id)
 
 
 @events.test_stop.add_listener
@@ -298,19 +298,19 @@ def on_test_stop(environment, **_kw) -> None:
 
 
 def _await_finals(environment, runner) -> None:
-    expected = environment.benchcore_expected
-    if expected - environment.benchcore_finals:
+    expected = environment.loadgen_expected
+    if expected - environment.loadgen_finals:
         runner.send_message(STOP_MSG)  # workers that already stopped ignore it
     deadline = time.monotonic() + (environment.stop_timeout or 0) + FINAL_GRACE_S
-    while expected - environment.benchcore_finals and time.monotonic() < deadline:
+    while expected - environment.loadgen_finals and time.monotonic() < deadline:
         gevent.sleep(0.05)
     state = state_of(environment)
     by_client = {w.get("client_id"): name for name, w in state.workers.items()}
-    state.missing_workers = sorted(by_client.get(c, c) for c in expected - environment.benchcore_finals)
+    state.missing_workers = sorted(by_client.get(c, c) for c in expected - environment.loadgen_finals)
 
 
 @events.quitting.add_listener
 def on_quitting(environment, **_kw) -> None:
-    state = getattr(environment, "benchcore_state", None)
+    state = getattr(environment, "loadgen_state", None)
     if state is not None and state.write_failed and environment.process_exit_code in (None, 0):
         environment.process_exit_code = 2

@@ -3,7 +3,7 @@
 Synthetic prompts are random common English words; every prompt differs, so a server's prompt cache
 cannot turn the run into a cache benchmark. Their length is in tokens as the server counts them
 (`usage.prompt_tokens`: the chat template included for chat requests), made exact with a token counter
-(benchcore.tokens), else approximate from a fit of the server's usage (`CalibratedPrompts`), else in words.
+(loadgen.tokens), else approximate from a fit of the server's usage (`CalibratedPrompts`), else in words.
 Each source says how in `length_method` (summary.json workload.prompt_length_method).
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from benchcore.tokens import TokenCounter
+from loadgen.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
