@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server import ipc
+from server.ipc import RuntimeOptions
 from server.models import build_embedded_model
 from server.settings import load_settings
-from server.worker import BatchRuntime, RuntimeOptions
+from server.worker.text_runtime import BatchRuntime
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-# Our formats ("... server.engine ERROR ...", "... worker ERROR ..."), pytest's captured log
+# Our formats ("... server.worker_handle ERROR ...", "... worker ERROR ..."), pytest's captured log
 # ("ERROR    name:file.py:12 ..."), Locust's ("[time] host/ERROR/locust.runners: ...") and tracebacks.
 PROBLEM = re.compile(r"(?:^|[\s/])(?:ERROR|CRITICAL)(?:[\s/:]|$)|^Traceback \(most recent call last\)")
 # A line that starts a new log record ends the problem before it.
