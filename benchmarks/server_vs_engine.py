@@ -34,7 +34,7 @@ from pathlib import Path
 import aiohttp
 
 from server.launch import _wait_healthy, running_server, stop_server
-from server.models import build_embedded_model
+from server.models.embedded import build_embedded_model
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = "Tell me a story about a city by a river, with many people and music at night."

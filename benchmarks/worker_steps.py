@@ -20,7 +20,7 @@ from pathlib import Path
 
 from server import ipc
 from server.ipc import RuntimeOptions
-from server.models import build_embedded_model
+from server.models.embedded import build_embedded_model
 from server.settings import load_settings
 from server.worker.text_runtime import BatchRuntime
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from server.app import create_app
 from server.appkeys import ENGINES
-from server.models import ModelNotFoundError
+from server.models.embedded import ModelNotFoundError
 from server.settings import ConfigError, Settings, load_settings
 from server.worker_handle import WorkerUnavailable
 

@@ -17,7 +17,7 @@ from server.appkeys import ENGINES, METRICS, SETTINGS
 from server.errors import APIError, error_middleware
 from server.ipc import RuntimeOptions
 from server.metrics import ServerMetrics
-from server.models import resolve_model_path
+from server.models.resolve import resolve_model_path
 from server.routes import add_routes
 from server.settings import ModelSettings, Settings
 from server.worker_handle import RestartPolicy, WorkerHandle, WorkerUnavailable

@@ -144,7 +144,7 @@ def test_parameter_count_from_weights_survives_quantization():
     import mlx.nn as nn
     from mlx_lm import load
 
-    from server.models import build_embedded_model
+    from server.models.embedded import build_embedded_model
     from server.worker.describe import count_parameters
 
     model, _ = load(str(build_embedded_model()))

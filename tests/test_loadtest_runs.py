@@ -14,7 +14,7 @@ import pytest
 from benchcore import read_run, summarize
 from benchcore.launch import LOADTEST_DIR, REPO, locust_cmd, serve
 from benchcore.records import OUTCOMES
-from server.models import build_embedded_model
+from server.models.embedded import build_embedded_model
 from tests.loadtest_fixtures.fault_server import MIXED_CYCLE
 from tests.loadtest_fixtures.helpers import (
     delay_server,

@@ -17,7 +17,7 @@ import pytest
 from server import ipc
 from server.ipc import RuntimeOptions
 from server.launch import running_server
-from server.models import build_embedded_model
+from server.models.embedded import build_embedded_model
 from server.settings import ConfigError, build_settings
 from server.worker.text_runtime import (
     BatchRuntime,

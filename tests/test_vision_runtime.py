@@ -14,7 +14,7 @@ from PIL import Image
 
 from server import ipc
 from server.ipc import RuntimeOptions
-from server.models import build_embedded_model
+from server.models.embedded import build_embedded_model
 from server.worker.main import open_runtime
 from server.worker.vision_runtime import VisionRuntime, load_vision
 
