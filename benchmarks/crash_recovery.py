@@ -22,7 +22,7 @@ import psutil
 import requests
 
 from benchmarks.soak import one_stream, server_pid_for
-from server.launch import running_server
+from orchestrate.processes import running_server
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchcore import read_run
-from benchcore.launch import run_locust, serve
+from orchestrate.processes import run_locust, serve
 from server.models import embedded
 
 MAX_TOKENS = 128  # the load test's default

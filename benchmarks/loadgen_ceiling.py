@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from benchcore import read_run, read_summary
-from benchcore.launch import REPO, run_locust, serve
+from orchestrate.processes import REPO, run_locust, serve
 
 FAKE = REPO / "tests" / "loadtest_fixtures" / "fault_server.py"
 DELAY_FAKE = REPO / "tests" / "loadtest_fixtures" / "delay_server.py"

@@ -24,7 +24,6 @@ import json
 import random
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import aiohttp
 
-from server.launch import _wait_healthy, running_server, stop_server
+from orchestrate.processes import running_server, serve
 from server.models.embedded import build_embedded_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -239,17 +238,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def peer_server(model_dir: Path) -> Iterator[str]:
+    # mlx_lm.server takes no port 0 and prints no URL: a free port, then the URL it will answer on.
     port = free_port()
     command = [sys.executable, "-m", "mlx_lm.server", "--model", str(model_dir), "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(process, url, 120)
+    with serve([*command, "--port", str(port)], url=f"http://127.0.0.1:{port}", timeout_s=120) as url:
         yield url
-    finally:
-        stop_server(process)
 
 
 # -- the run ----------------------------------------------------------------------------------------------

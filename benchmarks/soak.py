@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from server.launch import running_server
+from orchestrate.processes import running_server
 
 REPO = Path(__file__).resolve().parent.parent
 

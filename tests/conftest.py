@@ -19,7 +19,7 @@ import yaml
 # per test phase and server_logs checks it. Set before anything starts a process.
 os.environ["MLXBENCH_ECHO_CHILD_OUTPUT"] = "1"
 
-from server.launch import running_server
+from orchestrate.processes import running_server
 
 pytest_plugins = ["tests.server_logs", "pytester"]
 

@@ -1,8 +1,9 @@
 """Fail a test whose servers, workers or Locust runs logged an ERROR or a traceback it did not expect.
 
 What a test's processes print reaches pytest's capture: in-process log records ("Captured log"), and
-child processes' output on stderr (subprocess servers inherit it; the launchers echo what they collect
-when MLXBENCH_ECHO_CHILD_OUTPUT is set). After each phase, that phase's captured text is searched.
+child processes' output on stderr (the launcher, orchestrate.processes, echoes what it collects when
+MLXBENCH_ECHO_CHILD_OUTPUT is set; processes a test starts itself inherit it). After each phase, that
+phase's captured text is searched.
 A test that provokes errors on purpose declares them: `@pytest.mark.expected_errors(r"regex", ...)`;
 a problem is allowed when one of the patterns is found in it. With `-s` nothing is captured, so
 nothing is checked.

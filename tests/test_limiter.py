@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 import requests
 
+from orchestrate.processes import running_server
 from server.admission import (
     V111_CODE_DEFAULT_TABLE,
     V111_TIER_TABLE,

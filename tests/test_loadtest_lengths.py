@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from benchcore import read_run
-from benchcore.launch import serve
+from orchestrate.processes import serve
 from server.models.embedded import build_embedded_model
 from tests.loadtest_fixtures.helpers import run_locust
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchcore.launch import REPO
+from orchestrate.processes import REPO
 from tests.loadtest_fixtures.helpers import fault_server
 
 DRIVER = REPO / "tests" / "loadtest_fixtures" / "exchange_driver.py"

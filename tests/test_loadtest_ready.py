@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from benchcore import read_run
-from benchcore.launch import REPO, locust_cmd, serve
+from orchestrate.processes import REPO, locust_cmd, serve
 from tests.loadtest_fixtures.helpers import FAULT_SERVER, free_port, run_locust
 
 READY_WAIT_S = 60.0  # generous: the test waits for an event (a log line), never for a fixed time

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from benchcore import read_run, summarize
-from benchcore.launch import LOADTEST_DIR, REPO, locust_cmd, serve
 from benchcore.records import OUTCOMES
+from orchestrate.processes import LOADTEST_DIR, REPO, locust_cmd, serve
 from server.models.embedded import build_embedded_model
 from tests.loadtest_fixtures.fault_server import MIXED_CYCLE
 from tests.loadtest_fixtures.helpers import (

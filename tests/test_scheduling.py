@@ -14,9 +14,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from orchestrate.processes import running_server
 from server import ipc
 from server.ipc import RuntimeOptions
-from server.launch import running_server
 from server.models.embedded import build_embedded_model
 from server.settings import ConfigError, build_settings
 from server.worker.text_runtime import (

@@ -128,7 +128,7 @@ def test_cli_rejects_a_model_that_is_not_there(tmp_path):
 def test_server_prints_the_warnings_and_runs_unlimited(tmp_path):
     import requests
 
-    from server.launch import running_server
+    from orchestrate.processes import running_server
 
     config = write_config(tmp_path, **LEGACY)
     log = tmp_path / "server.log"

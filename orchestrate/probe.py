@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reports import campaign as camp
+from orchestrate import campaign as camp
 
 log = logging.getLogger(__name__)
 

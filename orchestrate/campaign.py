@@ -55,19 +55,17 @@ class LoadSpec(_Strict):
             raise ValueError(f"arrival {self.arrival!r} needs a rate (requests/s)")
         return self
 
-    def locust_args(self, host: str, run_dir: Path, label: str) -> list[str]:
+    def locust_args(self, label: str) -> list[str]:
+        """The load's flags; the host, run folder and --headless are orchestrate.processes.locust_cmd's."""
         run_time_s = round(self.warmup_s + self.duration_s)
         # Locust takes whole seconds here.
         stop_s = self.stop_timeout_s if self.stop_timeout_s is not None else self.request_timeout_s
         args = [
-            "--headless",
-            "--host", host,
             "-u", str(self.users),
             "-r", f"{self.spawn_rate or self.users:g}",
             "-t", f"{run_time_s}s",
             # In-flight requests may finish after the end rather than be cut and left uncounted.
             "--stop-timeout", str(math.ceil(stop_s)),
-            "--run-dir", str(run_dir),
             "--label", label,
             "--arrival", self.arrival,
             "--max-tokens", str(self.max_tokens),
@@ -98,7 +96,7 @@ class GuideFigures(_Strict):
     timeout_rate: float | None = Field(None, ge=0, le=1)
 
 
-# What a rule can be derived from: figures measured by the capacity probe (reports/probe.py).
+# What a rule can be derived from: figures measured by the capacity probe (orchestrate/probe.py).
 Quantity = Literal[
     "single_ttft_s",  # single-stream time to first token (median over the profiles' one-stream steps)
     "single_e2e_s",  # single-stream end-to-end latency, the same way

@@ -1,8 +1,9 @@
 """The sweep of offered load: which rates, in which order, and each run's Locust load, all from the
 campaign's rules applied to the probed quantities (nothing machine-specific is written here).
 
-Order: rate by rate, from the lowest; at each rate every profile once, the profile order rotating from
-one rate to the next, so that a slow spell on a shared machine does not always hit the same profile.
+Order (reports.sweep_report.run_order, which the report reads back): rate by rate, from the lowest; at
+each rate every profile once, the profile order rotating from one rate to the next, so that a slow spell
+on a shared machine does not always hit the same profile.
 Every profile gets the same seeded Poisson schedule at a given rate.
 """
 
@@ -10,22 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
-from reports import campaign as camp
+from orchestrate import campaign as camp
+from reports.sweep_report import SweepRun
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SweepRun:
-    point: int  # index of the rate, from 0 (lowest)
-    rate_per_s: float
-    profile: str
-
-    @property
-    def folder(self) -> str:
-        return f"p{self.point:02d}-{self.rate_per_s:.3f}rps"
 
 
 def plan_rates(spec: camp.SweepSpec, quantities: dict[str, float]) -> list[float]:
@@ -42,15 +32,6 @@ def comparison_point(rates: list[float], spec: camp.SweepSpec, quantities: dict[
     """The index of the sweep rate nearest (on a log scale) the comparison rule's rate."""
     target = spec.comparison.value(quantities)
     return min(range(len(rates)), key=lambda i: abs(math.log(rates[i] / target)))
-
-
-def run_order(rates: list[float], profiles: list[str]) -> list[SweepRun]:
-    order = []
-    for i, rate in enumerate(rates):
-        shift = i % len(profiles)
-        for name in profiles[shift:] + profiles[:shift]:
-            order.append(SweepRun(i, rate, name))
-    return order
 
 
 def window_s(spec: camp.SweepSpec, rate_per_s: float) -> float:
