@@ -25,7 +25,6 @@ from server.admission import (
     detect_tier,
 )
 from server.app import runtime_options
-from server.launch import running_server
 from server.settings import Settings, load_settings
 from tests.conftest import RUNTIME_CONFIG, chat_body, eventually, write_config
 
