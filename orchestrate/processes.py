@@ -6,7 +6,8 @@ servers, mlx_lm.server). Both return the ServerProcess, for a caller that signal
 `run_locust` runs `locust -f loadtest --headless`. Bounded everywhere: a server that does not print its URL
 or answer /health in time is stopped (SIGTERM, then kill) and reported as ServerFailed with its last output.
 What the children print is collected; it goes to `log_file` when given, and to our stderr as well when
-MLXBENCH_ECHO_CHILD_OUTPUT is set (the test suite sets it: tests/server_logs.py reads it there).
+MLXBENCH_ECHO_CHILD_OUTPUT is set, and to the file MLXBENCH_CHILD_LOG names when it is set (the test suite
+sets both: tests/server_logs.py searches them for ERROR records).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ LOADTEST_DIR = Path(loadtest.__file__).resolve().parent
 URL_RE = re.compile(r"http://127\.0\.0\.1:\d+")
 SERVING_ON = re.compile(r"serving on (http://\S+)")  # what `python -m server` prints once listening
 ECHO_ENV = "MLXBENCH_ECHO_CHILD_OUTPUT"
+CHILD_LOG_ENV = "MLXBENCH_CHILD_LOG"
 OUTPUT_TAIL_LINES = 200  # kept for the failure message; the rest goes to the log file, if any
 FAILURE_TAIL_CHARS = 3000
 STOP_TIMEOUT_S = 30.0  # after SIGTERM: our server's grace period for streams in flight fits in it
@@ -42,6 +44,19 @@ STOP_TIMEOUT_S = 30.0  # after SIGTERM: our server's grace period for streams in
 
 def echo_child_output() -> bool:
     return os.environ.get(ECHO_ENV, "") not in ("", "0")
+
+
+_child_log_lock = threading.Lock()
+
+
+def echo_line(line: str) -> None:
+    """Pass a child's line on to our stderr, and append it to MLXBENCH_CHILD_LOG's file when that is set:
+    pytest's capture misses what a long-lived server prints while pytest reports between tests; the file
+    misses nothing."""
+    sys.stderr.write(line)
+    if path := os.environ.get(CHILD_LOG_ENV):
+        with _child_log_lock, open(path, "a", encoding="utf-8", errors="replace") as sink:
+            sink.write(line)
 
 
 class ServerFailed(RuntimeError):
@@ -87,7 +102,7 @@ class ServerProcess:
                 self._log.write(line)
                 self._log.flush()
             if echo:
-                sys.stderr.write(line)
+                echo_line(line)
             if self.url is None and (match := self._pattern.search(line)):
                 self.url = match.group(match.lastindex or 0)
                 self._printed.set()
@@ -229,7 +244,7 @@ class _Lines:
                 if self._sink is not None:
                     self._sink.write(line)
                 if echo:
-                    sys.stderr.write(line)
+                    echo_line(line)
             if self._on_line is not None:
                 self._on_line(line)
 

@@ -140,8 +140,10 @@ def test_every_fault_classified_through_locust_with_warmup(fake_url, tmp_path):
 @pytest.mark.slow
 def test_two_processes_merge_records_from_both_workers(fake_url, tmp_path):
     run_dir = tmp_path / "dist"
+    port = str(free_port())  # Locust's default 5557 may be taken by another run on this machine
     proc = run_locust(
         fake_url, run_dir, "-u", "4", "-r", "4", "-t", "3s", "--processes", "2",
+        "--master-port", port, "--master-bind-port", port,
         "--model", "token_ms_5", "--max-tokens", "8", "--stop-timeout", "5",
     )  # fmt: skip
     ran(proc, 0)
@@ -314,7 +316,8 @@ def test_vision_scenario_against_a_vision_model(tmp_path):
     with serve(cmd) as url:
         run_dir = tmp_path / "vision"
         proc = run_locust(
-            url, run_dir, "-u", "2", "-r", "2", "-t", "4s", "--stop-timeout", "30",
+            # a long stop timeout: the requests in flight at the end finish however slow this machine is
+            url, run_dir, "-u", "2", "-r", "2", "-t", "4s", "--stop-timeout", "200",
             "--model", "tiny-qwen2-vl", "--max-tokens", "16", "--ignore-eos", "--prompt-tokens", "32",
             "--image-size", "48x32", "--images-per-request", "2", "VisionChatUser",
         )  # fmt: skip

@@ -71,3 +71,28 @@ def test_a_passing_test_that_logged_an_error_fails(pytester, monkeypatch):
     )
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*unexpected ERROR record*", "*unhandled error in GET /*"])
+
+
+@pytest.mark.expected_errors(r"worker ERROR decode step failed|unexpected ERROR record")
+def test_a_child_line_that_pytest_did_not_capture_still_fails_the_test(pytester, monkeypatch):
+    # A session server's line written while pytest reports between tests reaches no capture, only the
+    # children's file the launcher appends to; -s turns capture off altogether to show the file suffices.
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.delenv("MLXBENCH_CHILD_LOG", raising=False)
+    pytester.makeconftest('pytest_plugins = ["tests.server_logs"]')
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(
+        """
+        import os
+
+        def test_a_child_logged_an_error_out_of_sight():
+            with open(os.environ["MLXBENCH_CHILD_LOG"], "a") as f:
+                f.write("2026-12-02 01:00:00,000 worker ERROR decode step failed\\n")
+
+        def test_clean():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*unexpected ERROR record*", "*decode step failed*"])
