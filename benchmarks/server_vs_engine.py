@@ -34,7 +34,7 @@ import aiohttp
 
 from configkit import REPO_ROOT
 from orchestrate.processes import running_server, serve
-from server.models import build_embedded_model
+from server.models.embedded import build_embedded_model
 
 PROMPT = "Tell me a story about a city by a river, with many people and music at night."
 ENGINE = "engine"

@@ -20,9 +20,10 @@ from pathlib import Path
 
 from configkit import REPO_ROOT
 from server import ipc
-from server.models import build_embedded_model
+from server.ipc import RuntimeOptions
+from server.models.embedded import build_embedded_model
 from server.settings import load_settings
-from server.worker import BatchRuntime, RuntimeOptions
+from server.worker.text_runtime import BatchRuntime
 
 
 @dataclass

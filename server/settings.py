@@ -132,7 +132,7 @@ Tier = Literal["30B+", "13-27B", "7-13B", "3-7B", "<3B"]
 
 
 class TierLimit(Strict):
-    """Overrides for one tier; a key left out keeps v1.1.1's value (server/limiter.py)."""
+    """Overrides for one tier; a key left out keeps v1.1.1's value (server/admission.py)."""
 
     max_concurrent: int | None = Field(None, ge=1)
     queue_depth: int | None = Field(None, ge=0)

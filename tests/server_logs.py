@@ -24,7 +24,7 @@ import pytest
 # pytest's capture misses what a long-lived (session) server prints while pytest reports between tests.
 CHILD_LOG_ENV = "MLXBENCH_CHILD_LOG"
 
-# Our formats ("... server.engine ERROR ...", "... worker ERROR ..."), pytest's captured log
+# Our formats ("... server.worker_handle ERROR ...", "... worker ERROR ..."), pytest's captured log
 # ("ERROR    name:file.py:12 ..."), Locust's ("[time] host/ERROR/locust.runners: ...") and tracebacks.
 PROBLEM = re.compile(r"(?:^|[\s/])(?:ERROR|CRITICAL)(?:[\s/:]|$)|^Traceback \(most recent call last\)")
 # A line that starts a new log record ends the problem before it.

@@ -1,7 +1,6 @@
 """The dependency rules of the layout (docs/architecture.md), read from the source with `ast`: what each of
 our packages may import, and no import cycles. Runtime imports only: an import under `if TYPE_CHECKING:` is
 for annotations and loads nothing (reports/sweep_report.py names orchestrate's campaign types that way).
-Rules over a package that is not in this tree yet skip, saying which; every other rule runs.
 (The load generator's freedom from Locust and gevent is checked by running it: test_loadtest_core.py.)
 """
 
@@ -12,10 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from configkit import REPO_ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("server", "loadtest", "loadgen", "runfolder", "configkit", "reports", "orchestrate", "benchcore")
+PACKAGES = ("server", "loadtest", "loadgen", "runfolder", "configkit", "reports", "orchestrate")
 # The forwarder that keeps `python -m reports.reproduce` working; it imports orchestrate inside main() only.
 FORWARDER = "reports.reproduce"
 # Worker-process code, and the one module outside it that may import it.
@@ -97,22 +95,11 @@ def ours(target: str) -> bool:
     return under(target, *PACKAGES)
 
 
-def exists(package: str) -> bool:
-    return (REPO / package.replace(".", "/")).is_dir()
-
-
-def need(*packages: str) -> None:
-    missing = [p for p in packages if not exists(p)]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not in this tree yet (issue 11 is merged in three parts)")
-
-
 def shown(bad: list[Import]) -> str:
     return "\n".join(f"{i.module}:{i.line} imports {i.target}" for i in bad)
 
 
 def test_runfolder_imports_none_of_our_packages():
-    need("runfolder")
     bad = [
         i
         for i in IMPORTS
@@ -122,7 +109,7 @@ def test_runfolder_imports_none_of_our_packages():
 
 
 def test_reports_import_neither_the_server_the_load_generator_nor_orchestration():
-    forbidden = ("server", "loadtest", "loadgen", "benchcore.loadgen", "orchestrate")
+    forbidden = ("server", "loadtest", "loadgen", "orchestrate")
     bad = [
         i
         for i in IMPORTS
@@ -132,7 +119,6 @@ def test_reports_import_neither_the_server_the_load_generator_nor_orchestration(
 
 
 def test_reports_import_only_run_folders_and_config_of_ours():
-    need("runfolder", "configkit")
     allowed = ("reports", "runfolder", "configkit")
     bad = [
         i
@@ -153,7 +139,6 @@ def test_the_reproduce_forwarder_loads_orchestration_only_when_run():
 
 
 def test_only_the_worker_handle_imports_worker_process_code():
-    need(WORKER_PACKAGE)
     bad = [
         i
         for i in IMPORTS
@@ -165,7 +150,6 @@ def test_only_the_worker_handle_imports_worker_process_code():
 
 
 def test_scenarios_import_only_the_load_generator_run_folders_and_config_of_ours():
-    need("loadgen", "runfolder", "configkit")
     allowed = ("loadtest", "loadgen", "runfolder", "configkit")
     bad = [
         i for i in IMPORTS if under(i.module, "loadtest") and ours(i.target) and not under(i.target, *allowed)
@@ -209,9 +193,4 @@ def cycles() -> list[list[str]]:
 
 def test_no_import_cycles():
     found = cycles()
-    if not exists(WORKER_PACKAGE):
-        # Until the server/worker/ split is merged, the one known cycle (server.vision <-> server.worker,
-        # the reason for that split) is left to it; any other cycle fails here already.
-        legacy = {"server.vision", "server.worker"}
-        found = [c for c in found if not set(c) <= legacy]
     assert not found, "\n".join(" -> ".join(c) for c in found)

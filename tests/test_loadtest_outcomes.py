@@ -63,7 +63,7 @@ def _arg(case) -> str:
 
 @pytest.fixture(scope="module")
 def tokenizer_dir() -> str:
-    from server.models import build_embedded_model
+    from server.models.embedded import build_embedded_model
 
     return str(build_embedded_model())
 

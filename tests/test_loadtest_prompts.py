@@ -22,7 +22,7 @@ from loadgen.tokens import LocalTokenizer, TokenizerError
 
 @pytest.fixture(scope="module")
 def tokenizer() -> LocalTokenizer:
-    from server.models import build_embedded_model
+    from server.models.embedded import build_embedded_model
 
     return LocalTokenizer(str(build_embedded_model()))
 

@@ -15,7 +15,7 @@ from configkit import REPO_ROOT
 from orchestrate.processes import LOADTEST_DIR, locust_cmd, serve
 from runfolder import read_run, summarize
 from runfolder.records import OUTCOMES
-from server.models import build_embedded_model
+from server.models.embedded import build_embedded_model
 from tests.loadtest_fixtures.fault_server import MIXED_CYCLE
 from tests.loadtest_fixtures.helpers import (
     delay_server,

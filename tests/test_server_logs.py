@@ -25,7 +25,7 @@ def test_an_error_record_and_its_traceback_are_one_problem():
     [
         "2026-12-02 01:00:00,000 worker ERROR decode step failed",
         "[2026-12-02 01:21:24,121] vm/ERROR/loadgen.plugin: invalid option",
-        "ERROR    server.engine:engine.py:170 model tiny-llama failed to start",
+        "ERROR    server.worker_handle:worker_handle.py:170 model tiny-llama failed to start",
         "2026-12-02 01:00:00,000 server CRITICAL out of memory",
         "Traceback (most recent call last):",
     ],

@@ -14,13 +14,22 @@ import multiprocessing as mp
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from server import ipc
-from server.worker import RuntimeOptions, run_worker
+from server.ipc import RuntimeOptions
+from server.worker.main import run_worker
+
+if TYPE_CHECKING:
+    from server.admission import ConcurrencyLimiter
 
 log = logging.getLogger(__name__)
+
+# Builds the limiter in front of a worker from the parameter count its model reports (None: unknown);
+# returns None when nothing limits it. Called once, when the model first loads: the tier needs the count.
+AdmissionFactory = Callable[[int | None], "ConcurrencyLimiter | None"]
 
 
 @dataclass(frozen=True)
@@ -35,11 +44,11 @@ class RestartPolicy:
         return min(self.first_delay_s * 2**attempt, self.max_delay_s)
 
 
-class EngineUnavailable(Exception):
+class WorkerUnavailable(Exception):
     """The worker is not ready (still loading, failed, or gone)."""
 
 
-class Engine:
+class WorkerHandle:
     def __init__(
         self,
         name: str,
@@ -48,6 +57,7 @@ class Engine:
         log_level: str = "info",
         kind: str = "text",
         restart: RestartPolicy | None = None,
+        admission: AdmissionFactory | None = None,
     ):
         self.name = name
         self.kind = kind
@@ -59,7 +69,9 @@ class Engine:
         self.failure: str | None = None
         self.draining = False
         self.stats = ipc.BatchStats(0, 0, 0, 0)
-        self.limiter = None  # a ConcurrencyLimiter under compat v1.1.1, set once the model is loaded
+        # The v1.1.1 limiter or v1.2.0 stream cap (server/admission.py), from `admission` at first load.
+        self.limiter: ConcurrencyLimiter | None = None
+        self._admission = admission
         self.restarts_total = 0
         self.last_recovery_s: float | None = None
         self._restarts_in_a_row = 0
@@ -115,7 +127,7 @@ class Engine:
         assert self._settled is not None
         await asyncio.wait_for(asyncio.shield(self._settled), timeout_s)
         if self.failure:
-            raise EngineUnavailable(self.failure)
+            raise WorkerUnavailable(self.failure)
 
     def abort_all(self, status: int, code: str, message: str) -> int:
         """End every request in flight with an error event (shutdown past its grace period)."""
@@ -178,6 +190,10 @@ class Engine:
                     stream.put_nowait(event)
 
     def _on_ready(self, event: ipc.Ready) -> None:
+        if self._admission is not None:
+            # Before `info` is set, so that no request is admitted past a limiter still to be built.
+            self.limiter = self._admission(event.parameter_count)
+            self._admission = None  # a restarted worker keeps its limiter and the requests it holds
         self.info = event
         self._restarts_in_a_row = 0
         if self._crashed_at is not None:
@@ -224,7 +240,7 @@ class Engine:
     async def open(self, submit_fields: dict) -> AsyncIterator[AsyncIterator[ipc.Event]]:
         """Submit a request; yields its events until Finished or Failed. Leaving early cancels it."""
         if not self.ready:
-            raise EngineUnavailable(self.failure or f"The model {self.name} is {self.state}; retry shortly.")
+            raise WorkerUnavailable(self.failure or f"The model {self.name} is {self.state}; retry shortly.")
         request_id = uuid.uuid4().hex
         stream: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = stream

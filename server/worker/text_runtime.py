@@ -1,53 +1,27 @@
-"""The model worker: one long-lived process that owns the model and a continuous batch.
+"""The text runtime: the worker's continuous batch over an mlx-lm model.
 
 Requests join the `BatchGenerator` between decode steps and leave when they finish or are cancelled.
 Text goes back to the HTTP process in buffers (first token at once, then every `batch_tokens` tokens or
 `flush_ms`), so IPC costs a message per buffer instead of a message per token.
-Vision-language models run the same loop through `server.vision.VisionRuntime`.
+Vision-language models run the same loop through `server.worker.vision_runtime.VisionRuntime`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import queue
-import signal
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 from server import ipc
+from server.ipc import RuntimeOptions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RuntimeOptions:
-    """What the worker needs from the settings (a plain record: it crosses the process boundary)."""
-
-    max_batch_size: int = 32
-    prefill_batch_size: int = 8
-    prefill_step_size: int = 2048
-    max_kv_size: int | None = None
-    batch_tokens: int = 16
-    flush_ms: float = 20.0
-    # Scheduling (docs/operations.md, "Scheduling"): at most `decode_batch_cap` sequences in the generator
-    # (None: max_batch_size); "auto" measures the throughput-optimal size at start. The rest wait in the
-    # worker's FIFO. While others decode, arrivals are held up to `prefill_wait_ms` to prefill together.
-    decode_batch_cap: int | str | None = None
-    prefill_wait_ms: float = 0.0
-    # v1.1.1 behaviours, off by default: at most N sequences generating at once; a device sync per step.
-    concurrency_limit: int | None = None
-    force_sync: bool = False
-    # False reproduces mlx-engine as the guide describes it (a process per request): the model is loaded
-    # when a request starts with nothing running and dropped once nothing runs, so each request pays a load.
-    persistent: bool = True
 
 
 class StopStringMatcher:
@@ -495,87 +469,3 @@ def drain(inbox, block: bool) -> list:
     except queue.Empty:
         pass
     return commands
-
-
-def count_parameters(model, quantization_bits: int | None) -> int:
-    """Parameter count from the weights (a VLM's vision tower included); quantized matrices count
-    unpacked, their scales not at all."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-
-    params = dict(tree_flatten(model.parameters()))
-    total = 0
-    for name, array in params.items():
-        if name.endswith((".scales", ".biases")):
-            continue  # quantization metadata, not parameters
-        packed = array.dtype == mx.uint32 and quantization_bits
-        total += array.size * 32 // quantization_bits if packed else array.size
-    return total
-
-
-def context_length(model) -> int | None:
-    """max_position_embeddings from an mlx-lm model's args or an mlx-vlm model's text config."""
-    args = getattr(model, "args", None)
-    if args is None:
-        config = getattr(model, "config", None)
-        args = getattr(config, "text_config", config)
-    return getattr(args, "max_position_embeddings", None)
-
-
-def quantization_bits(model_path: str) -> int | None:
-    try:
-        config = json.loads((Path(model_path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    quant = config.get("quantization") or config.get("quantization_config") or {}
-    return int(quant["bits"]) if isinstance(quant, dict) and "bits" in quant else None
-
-
-def load_text(model_path: str) -> tuple[Any, Any]:
-    from mlx_lm import load
-
-    return load(model_path)
-
-
-def open_runtime(kind: str, model_path: str, options: RuntimeOptions, send) -> tuple[BatchRuntime, ipc.Ready]:
-    """Load the model once (to check it and describe it) and build the runtime for `kind`."""
-    if kind == "text":
-        load, runtime_class = load_text, BatchRuntime
-    elif kind == "vision":
-        from server.vision import VisionRuntime, load_vision
-
-        load, runtime_class = load_vision, VisionRuntime
-    else:
-        raise ValueError(f"unknown model kind {kind!r}: expected 'text' or 'vision'")
-    model, tokenizer = load(model_path)
-    ready = ipc.Ready(
-        model_path, count_parameters(model, quantization_bits(model_path)), context_length(model)
-    )
-    # The runtime holds the only references, so engine.persistent: false can free the model.
-    return runtime_class(model, tokenizer, options, send, loader=partial(load, model_path)), ready
-
-
-def run_worker(
-    model_path: str, options: RuntimeOptions, inbox, outbox, log_level: str = "INFO", kind: str = "text"
-) -> None:
-    """Entry point of the worker process; `kind` is "text" (mlx-lm) or "vision" (mlx-vlm)."""
-    # Ctrl-C and a group-wide SIGTERM reach this process too; shutdown is the HTTP process's to run,
-    # so that in-flight streams can finish first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s worker %(levelname)s %(message)s")
-    try:
-        runtime, ready = open_runtime(kind, model_path, options, outbox.send)
-        outbox.send([ready])
-    except Exception as exc:
-        log.exception("model load failed")
-        outbox.send([ipc.WorkerError(f"cannot load model from {model_path}: {exc}")])
-        return
-    try:
-        runtime.serve(inbox)
-    except (EOFError, BrokenPipeError, OSError):
-        log.info("HTTP process went away; worker exits")
-    finally:
-        import mlx.core as mx
-
-        mx.clear_cache()
