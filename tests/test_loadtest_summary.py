@@ -209,8 +209,8 @@ def test_web_ui_figures():
 
 
 def test_report_timeline_bins_tokens_by_arrival_and_counts_cut_requests(tmp_path):
-    from reports.load import load_runs
     from reports.metrics import run_metrics, timeline
+    from reports.runs import load_runs
     from runfolder.folder import write_run
     from tests.reports_factory import T0
 

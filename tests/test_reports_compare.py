@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from reports.compare import main
-from reports.load import load_runs
 from reports.metrics import label_stats, runs_frame
+from reports.runs import load_runs
 from reports.tables import Tables
 from tests.reports_factory import outcome_mix, record, write_synthetic_run
 

@@ -11,8 +11,8 @@ import pytest
 
 from configkit import REPO_ROOT
 from reports.compare import main as compare_main
-from reports.load import load_runs
 from reports.metrics import run_metrics
+from reports.runs import load_runs
 
 GATES = REPO_ROOT / "config" / "gates.yaml"
 

@@ -1,21 +1,21 @@
-"""Find and read run folders (the format of runfolder.folder) into typed runs with a records DataFrame.
+"""The run folder read as columns: records.csv as a pandas DataFrame, with summary and metadata (RunData).
 
-Records are read column by column with pyarrow's CSV reader: a million records load in about a second,
-where building a RequestRecord per row would take most of the 10 s budget.
+The other view of the same folder as runfolder.folder.read_run (typed RequestRecords, for the load
+generator's checks and small runs): the reports read columns, because a million records load in about a
+second with pyarrow's CSV reader, where building a RequestRecord per row would take most of the 10 s budget.
+Imports pandas, so runfolder/__init__ does not import this module (the Locust side never needs it).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
-from reports.errors import BadInput
 from runfolder.folder import (
     METADATA_FILE,
     RECORDS_FILE,
@@ -28,7 +28,8 @@ from runfolder.records import OUTCOMES
 
 log = logging.getLogger(__name__)
 
-# The record fields the reports use; the per-chunk gaps (itl_s) are the bulk of the file and are skipped.
+# The record fields the reports use; the per-chunk gaps (itl_s) are the bulk of the file and are read
+# apart, only when a figure needs them (chunk_gaps).
 REQUIRED_COLUMNS = ("scheduled_ts_s", "end_ts_s", "e2e_s", "outcome")
 OPTIONAL_COLUMNS = ("outcome_detail", "ttft_s", "tpot_s", "output_tokens", "schedule_lag_s")
 _FLOAT_COLUMNS = (
@@ -102,61 +103,30 @@ class RunData:
         return LoadPoint(None, None)
 
 
-def discover(paths: Iterable[Path | str]) -> list[Path]:
-    """Run folders named by `paths`: each a run folder, or a folder holding run folders (its repeats)."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise BadInput(f"{path}: no such run folder")
-        if not path.is_dir():
-            raise BadInput(f"{path}: not a folder (give a run folder or a folder of run folders)")
-        if (path / SUMMARY_FILE).exists() or (path / RECORDS_FILE).exists():
-            found.append(path)
-            continue
-        nested = sorted((p.parent for p in path.rglob(SUMMARY_FILE)), key=_chronological)
-        if not nested:
-            what = "empty folder" if not any(path.iterdir()) else f"no run folder inside (no {SUMMARY_FILE})"
-            raise BadInput(f"{path}: {what}")
-        found.extend(nested)
-    if not found:
-        raise BadInput("no run folders given")
-    return found
-
-
-def _chronological(path: Path) -> tuple[float, str]:
-    """Runs inside a folder are taken in the order they ran (then by name): the first is the baseline."""
-    try:
-        started = float(json.loads((path / SUMMARY_FILE).read_text(encoding="utf-8"))["window_start_ts_s"])
-    except (OSError, ValueError, KeyError, TypeError):
-        started = float("inf")
-    return started, str(path)
-
-
-def read_records(path: Path) -> pd.DataFrame:
-    """The columns of records.csv the reports need; checks the header and the outcome vocabulary."""
-    records_path = path / RECORDS_FILE
+def read_records_frame(path: Path | str) -> pd.DataFrame:
+    """The columns of a run folder's records.csv the reports need; checks the header and the outcomes."""
+    records_path = Path(path) / RECORDS_FILE
     if not records_path.is_file():
-        raise BadInput(f"{records_path}: missing")
+        raise RunFolderError(f"{records_path}: missing")
     with records_path.open(encoding="utf-8") as fh:
         header = fh.readline().strip().split(",")
     if header == [""]:
-        raise BadInput(f"{records_path}: empty file (no header row)")
+        raise RunFolderError(f"{records_path}: empty file (no header row)")
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise BadInput(f"{records_path}: not a records file, missing columns {missing}")
+        raise RunFolderError(f"{records_path}: not a records file, missing columns {missing}")
     columns = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in header]
     dtypes = {c: "float64" for c in _FLOAT_COLUMNS if c in columns}
     try:
         frame = _read_csv(records_path, columns, dtypes)
     except (ValueError, pd.errors.ParserError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-        raise BadInput(f"{records_path}: malformed ({exc})") from None
+        raise RunFolderError(f"{records_path}: malformed ({exc})") from None
     for name in OPTIONAL_COLUMNS:
         if name not in frame:
             frame[name] = float("nan") if name in _FLOAT_COLUMNS else ""
     unknown = set(frame["outcome"].dropna().unique()) - set(OUTCOMES)
     if unknown or frame["outcome"].isna().any():
-        raise BadInput(f"{records_path}: unknown outcome(s) {sorted(map(str, unknown)) or ['(empty)']}")
+        raise RunFolderError(f"{records_path}: unknown outcome(s) {sorted(map(str, unknown)) or ['(empty)']}")
     frame["outcome"] = pd.Categorical(frame["outcome"], categories=OUTCOMES)
     return frame
 
@@ -186,15 +156,16 @@ def _read_csv(path: Path, columns: list[str], dtypes: dict[str, str]) -> pd.Data
     return table.to_pandas()
 
 
-def read_run(path: Path) -> RunData:
-    try:
-        summary = read_summary(path)
-        metadata = read_metadata(path)
-    except RunFolderError as exc:
-        raise BadInput(_explain_missing(path, str(exc))) from None
-    records = read_records(path)
-    if len(records) == 0 or summary.get("requests") == 0:
-        raise BadInput(f"{path / RECORDS_FILE}: the run has zero requests (nothing to compare)")
+def read_run_frame(path: Path | str) -> RunData:
+    """A run folder with its records as columns; RunFolderError names the file and the problem."""
+    path = Path(path)
+    if path.is_dir() and not any(path.iterdir()):
+        raise RunFolderError(
+            f"{path}: empty run folder (expected {SUMMARY_FILE}, {METADATA_FILE}, {RECORDS_FILE})"
+        )
+    summary = read_summary(path)
+    metadata = read_metadata(path)
+    records = read_records_frame(path)
     if summary.get("requests") not in (None, len(records)):
         log.warning(
             "%s: summary.json counts %s requests, records.csv holds %d",
@@ -207,12 +178,26 @@ def read_run(path: Path) -> RunData:
     return RunData(path, label, summary, metadata, records)
 
 
-def _explain_missing(path: Path, message: str) -> str:
-    if path.is_dir() and not any(path.iterdir()):
-        return f"{path}: empty run folder (expected {SUMMARY_FILE}, {METADATA_FILE}, {RECORDS_FILE})"
-    return message
+def _itl_column(run: RunData) -> pd.Series:
+    """records.csv's per-chunk gaps (JSON lists), row for row with run.records; read only when needed."""
+    key = (str(run.path), (run.path / RECORDS_FILE).stat().st_mtime_ns)
+    if key not in _ITL_CACHE:
+        frame = pd.read_csv(run.path / RECORDS_FILE, usecols=lambda c: c == "itl_s", dtype="string")
+        _ITL_CACHE.clear()  # one run at a time is enough: the figures read each run once
+        _ITL_CACHE[key] = frame["itl_s"] if "itl_s" in frame else pd.Series(pd.NA, index=run.records.index)
+    return _ITL_CACHE[key]
 
 
-def load_runs(paths: Sequence[Path | str]) -> list[RunData]:
-    """Every run under `paths`, in the order given; runs sharing a label are repeats."""
-    return [read_run(p) for p in discover(paths)]
+_ITL_CACHE: dict[tuple[str, int], pd.Series] = {}
+
+
+def chunk_gaps(run: RunData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-chunk gaps of the chosen rows as columns: (gaps per row, every gap in row order, s).
+
+    The shape runfolder.figures.token_arrivals takes; records.csv holds them as one JSON list a row.
+    """
+    texts = _itl_column(run)[rows].fillna("").str.strip("[]").to_numpy(dtype=object)
+    counts = np.array([t.count(",") + 1 if t else 0 for t in texts], dtype=int)
+    joined = ",".join(t for t in texts if t)
+    gaps = np.array(joined.split(","), dtype=float) if joined else np.empty(0)
+    return counts, gaps
