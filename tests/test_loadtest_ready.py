@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -14,8 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from configkit import REPO_ROOT
-from orchestrate.processes import locust_cmd, serve
+from orchestrate.processes import locust_cmd, serve, start_locust
 from runfolder import read_run
 from tests.loadtest_fixtures.helpers import FAULT_SERVER, free_port, run_locust
 
@@ -150,33 +148,18 @@ def test_a_server_started_after_the_generator(tmp_path):
         url, run_dir, "-u", "2", "-r", "2", "-t", "2s", "--stop-timeout", "10",
         "--ready-timeout-s", str(READY_WAIT_S), "--max-tokens", "4",
     )  # fmt: skip
-    locust = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-    )
-    log: list[str] = []
     waiting = threading.Event()
 
-    def pump() -> None:
-        assert locust.stderr is not None
-        for line in locust.stderr:
-            log.append(line)
-            if "waiting up to" in line:
-                waiting.set()
+    def on_line(line: str) -> None:
+        if "waiting up to" in line:
+            waiting.set()
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        assert waiting.wait(READY_WAIT_S), "".join(log)[-3000:]
+    with start_locust(cmd, on_line=on_line) as locust:
+        assert waiting.wait(READY_WAIT_S), "the generator never said it was waiting for the server"
         # Only now, with the generator already waiting, does the server start.
         with serve([sys.executable, str(FAULT_SERVER), "--port", str(port)], url=url):
-            assert locust.wait(timeout=120) == 0, "".join(log)[-3000:]
-    finally:
-        if locust.poll() is None:
-            locust.kill()
-        locust.wait(timeout=10)
-        reader.join(timeout=5)
-        if locust.stderr is not None:
-            locust.stderr.close()
+            done = locust.wait(120)
+        assert done.returncode == 0, done.stderr[-3000:]
     run = read_run(run_dir)
     assert run.summary["requests"] > 0 and run.summary["success_rate"] == 1.0, run.summary["outcome_details"]
     assert {r.outcome_detail for r in run.records} == {"ok"}  # no connect_error, no request without model

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from configkit import REPO_ROOT
-from orchestrate.processes import LOADTEST_DIR, locust_cmd, serve
+from orchestrate.processes import LocustProcess, locust_cmd, locust_worker_cmd, serve, start_locust
 from runfolder import read_run, summarize
 from runfolder.records import OUTCOMES
 from server.models.embedded import build_embedded_model
@@ -411,30 +411,20 @@ def test_open_loop_sends_exactly_the_due_slots_and_counts_tokens_by_arrival(tmp_
     assert s["window_end_ts_s"] < max(r.end_ts_s for r in run.records)  # the window ends at the stop
 
 
-def start_workers(master_port: int, count: int) -> list[subprocess.Popen]:
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOADTEST_DIR), "--worker", "--master-host", "127.0.0.1",
-           "--master-port", str(master_port)]  # fmt: skip
-    # stderr is inherited: what the workers log reaches pytest's capture and its ERROR check
-    return [subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL) for _ in range(count)]
+def start_workers(master_port: int, count: int) -> list[LocustProcess]:
+    return [start_locust(locust_worker_cmd(master_port)) for _ in range(count)]
 
 
-def stop_all(procs: list[subprocess.Popen]) -> None:
+def stop_all(procs: list[LocustProcess]) -> None:
     for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=5)
+        p.stop()
 
 
-def run_master(url: str, run_dir: Path, master_port: int, *args: str) -> subprocess.Popen:
+def run_master(url: str, run_dir: Path, master_port: int, *args: str) -> LocustProcess:
     stats = str(run_dir.parent / f"{run_dir.name}-locust")
     cmd = locust_cmd(url, run_dir, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
                      str(master_port), "--json-file", stats, *args)  # fmt: skip
-    return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_locust(cmd)
 
 
 @pytest.mark.slow
@@ -447,11 +437,11 @@ def test_master_and_two_worker_processes_record_exactly_what_the_fake_served(fak
                         "--model", "token_ms_5", "--max-tokens", "8")  # fmt: skip
     workers = start_workers(port, 2)
     try:
-        out, err = master.communicate(timeout=120)
-        sys.stderr.write(err)
+        done = master.wait(120)
     finally:
-        stop_all(workers)
-    assert master.returncode == 0, err[-4000:]
+        stop_all([master, *workers])
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 0, err[-4000:]
     s = assert_summary_matches_records(run_dir)
     run = read_run(run_dir)
     served = get_json(fake_url + "/fake/stats")
@@ -482,11 +472,10 @@ def test_a_worker_whose_final_records_never_arrive_is_a_warning(fake_url, tmp_pa
     try:
         wait_for(lambda: get_json(fake_url + "/fake/stats")["received"].get("token_ms_5", 0) >= 10, 60)
         workers[1].kill()  # no final batch from this one
-        _out, err = master.communicate(timeout=120)
-        sys.stderr.write(err)
+        done = master.wait(120)
     finally:
-        stop_all(workers)
-    assert master.returncode in (0, 1), err[-4000:]
+        stop_all([master, *workers])
+    assert done.returncode in (0, 1), done.stderr[-4000:]
     s = read_run(run_dir).summary
     assert "missing_worker_records" in s["warning_codes"]
     assert any("no final records from 1 worker" in w for w in s["warnings"])
@@ -504,11 +493,10 @@ def test_a_late_joiner_gets_no_share_while_every_shard_is_held(fake_url, tmp_pat
     try:
         wait_for(lambda: get_json(fake_url + "/fake/stats")["received"].get("token_ms_5", 0) >= 5, 60)
         workers += start_workers(port, 1)
-        _out, err = master.communicate(timeout=120)
-        sys.stderr.write(err)
+        done = master.wait(120)
     finally:
-        stop_all(workers)
-    assert master.returncode == 0, err[-4000:]
+        stop_all([master, *workers])
+    assert done.returncode == 0, done.stderr[-4000:]
     run = read_run(run_dir)
     scheduled = [r.scheduled_ts_s for r in run.records]
     assert len(set(scheduled)) == len(scheduled)  # the late joiner did not replay the first worker's slots
@@ -551,21 +539,16 @@ def dom_cells(dom: str) -> dict[str, str]:
 def test_web_ui_tab_shows_live_llm_metrics(fake_url, tmp_path):
     port = free_port()
     run_dir = tmp_path / "webui"
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOADTEST_DIR), "--host", fake_url, "--web-host",
-           "127.0.0.1", "--web-port", str(port), "--autostart", "-u", "2", "-r", "2", "--model", "token_ms_5",
-           "--max-tokens", "8", "--run-dir", str(run_dir)]  # fmt: skip
+    cmd = locust_cmd(fake_url, run_dir, "--web-host", "127.0.0.1", "--web-port", str(port), "--autostart",
+                     "-u", "2", "-r", "2", "--model", "token_ms_5", "--max-tokens", "8",
+                     headless=False)  # fmt: skip
     ui = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    with start_locust(cmd):
         wait_for(lambda: _llm_requests(ui) >= 5, 60)
         cells = dom_cells(dump_dom(f"{ui}/?tab=llm", tmp_path))
         after = get_json(f"{ui}/llm/stats")
         post(f"{ui}/stop")
         wait_for(lambda: (run_dir / "summary.json").exists(), 60)
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-        sys.stderr.write(err)
     assert {"TTFT p50 (ms)", "TTFT p99 (ms)", "Output tok/s (since start)", "Successful requests",
             "Cut by the end of the run"} <= set(cells), cells  # fmt: skip
     assert 0 < float(cells["TTFT p50 (ms)"]) <= float(cells["TTFT p99 (ms)"])
