@@ -9,7 +9,7 @@ Bounded everywhere: a server that does not print its URL or answer /health in ti
 then kill) and reported as ServerFailed with its last output.
 What the children print is collected; it goes to `log_file` when given, and to our stderr as well when
 MLXBENCH_ECHO_CHILD_OUTPUT is set, and to the file MLXBENCH_CHILD_LOG names when it is set (the test suite
-sets both: tests/server_logs.py searches them for ERROR records).
+sets both: tests/support/server_logs.py searches them for ERROR records).
 """
 
 from __future__ import annotations

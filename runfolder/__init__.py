@@ -2,7 +2,7 @@
 metadata, the folder's writer and its one reader (records as RequestRecords here; as columns in
 runfolder.frame, which imports pandas and so is not imported here), and the run figures (summary.json).
 
-Imports none of our other packages (tests/test_loadtest_core.py checks it stays free of Locust).
+Imports none of our other packages (tests/loadgen/test_core.py checks it stays free of Locust).
 """
 
 from runfolder.figures import Slo

@@ -1,6 +1,8 @@
-"""Shared fixtures: the real server as a subprocess on a free port, with the real tiny model.
+"""The one fixture set: the real server as a subprocess on a free port with the real tiny model, the FAKE
+fault server, and the shared request helpers. Fake servers and other helpers live in tests/support/.
 
-Every test also fails when anything it ran logged an unexpected ERROR or traceback (tests/server_logs.py).
+Every test also fails when anything it ran logged an unexpected ERROR or traceback
+(tests/support/server_logs.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ os.environ["MLXBENCH_ECHO_CHILD_OUTPUT"] = "1"
 from configkit import REPO_ROOT, merge
 from orchestrate.processes import running_server
 
-pytest_plugins = ["tests.server_logs", "pytester"]
+pytest_plugins = ["tests.support.server_logs", "pytester"]
 
 RUNTIME_CONFIG = REPO_ROOT / "config" / "runtime.yaml"
 
@@ -65,6 +67,15 @@ def chat_body(max_tokens: int, stream: bool = False, content: str = "Keep talkin
 def server_url(tmp_path_factory) -> str:
     """One v1.2.0 server for the whole session (model loading is the slow part)."""
     with running_server(RUNTIME_CONFIG) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def fake_url():
+    """The FAKE fault server (tests/support/fault_server.py), one per test module (its counters are too)."""
+    from tests.support.helpers import fault_server
+
+    with fault_server() as url:
         yield url
 
 

@@ -16,10 +16,9 @@ from orchestrate.processes import LocustProcess, locust_cmd, locust_worker_cmd, 
 from runfolder import read_run, summarize
 from runfolder.records import OUTCOMES
 from server.models.embedded import build_embedded_model
-from tests.loadtest_fixtures.fault_server import MIXED_CYCLE
-from tests.loadtest_fixtures.helpers import (
+from tests.support.fault_server import MIXED_CYCLE
+from tests.support.helpers import (
     delay_server,
-    fault_server,
     free_port,
     get_json,
     locust_totals,
@@ -99,12 +98,6 @@ def assert_summary_matches_records(run_dir: Path) -> dict:
 
 def ran(proc: subprocess.CompletedProcess, *codes: int) -> None:
     assert proc.returncode in codes, proc.stderr[-4000:]
-
-
-@pytest.fixture(scope="module")
-def fake_url():
-    with fault_server() as url:
-        yield url
 
 
 @pytest.mark.slow

@@ -14,8 +14,8 @@ from configkit import REPO_ROOT
 from orchestrate.processes import run_locust as _run_locust
 from orchestrate.processes import serve
 
-FAULT_SERVER = REPO_ROOT / "tests" / "loadtest_fixtures" / "fault_server.py"
-DELAY_SERVER = REPO_ROOT / "tests" / "loadtest_fixtures" / "delay_server.py"
+FAULT_SERVER = REPO_ROOT / "tests" / "support" / "fault_server.py"
+DELAY_SERVER = REPO_ROOT / "tests" / "support" / "delay_server.py"
 
 
 def free_port() -> int:

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from configkit import REPO_ROOT
-from tests.loadtest_fixtures.helpers import fault_server
+from tests.support.helpers import fault_server
 
-DRIVER = REPO_ROOT / "tests" / "loadtest_fixtures" / "exchange_driver.py"
+DRIVER = REPO_ROOT / "tests" / "support" / "exchange_driver.py"
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 
 # (fault, path, stream) or (fault, path, stream, ignore_eos) -> (outcome, detail)
@@ -81,7 +81,7 @@ def records(tokenizer_dir) -> dict[tuple, dict]:
             check=True,
             env={**os.environ, "EXCHANGE_TOKENIZER": tokenizer_dir},
         )
-    sys.stderr.write(out.stderr)  # checked for ERROR records (tests/server_logs.py)
+    sys.stderr.write(out.stderr)  # checked for ERROR records (tests/support/server_logs.py)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) == len(cases)
     return dict(zip(cases, rows, strict=True))

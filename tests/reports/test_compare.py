@@ -12,7 +12,7 @@ from reports.compare import main
 from reports.metrics import label_stats, runs_frame
 from reports.runs import load_runs
 from reports.tables import Tables
-from tests.reports_factory import outcome_mix, record, write_synthetic_run
+from tests.support.reports_factory import outcome_mix, record, write_synthetic_run
 
 
 @pytest.fixture

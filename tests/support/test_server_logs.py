@@ -3,7 +3,7 @@
 import pytest
 
 from configkit import REPO_ROOT
-from tests.server_logs import problems, unexpected
+from tests.support.server_logs import problems, unexpected
 
 SERVER_LOG = """\
 2026-12-02 01:53:19,109 server INFO ready
@@ -48,7 +48,7 @@ def test_declared_patterns_allow_only_what_they_match():
 def test_a_passing_test_that_logged_an_error_fails(pytester, monkeypatch):
     # In a subprocess: the inner tests' records must not reach this test's own capture.
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    pytester.makeconftest('pytest_plugins = ["tests.server_logs"]')
+    pytester.makeconftest('pytest_plugins = ["tests.support.server_logs"]')
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(
         """
@@ -79,7 +79,7 @@ def test_a_child_line_that_pytest_did_not_capture_still_fails_the_test(pytester,
     # children's file the launcher appends to; -s turns capture off altogether to show the file suffices.
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     monkeypatch.delenv("MLXBENCH_CHILD_LOG", raising=False)
-    pytester.makeconftest('pytest_plugins = ["tests.server_logs"]')
+    pytester.makeconftest('pytest_plugins = ["tests.support.server_logs"]')
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(
         """

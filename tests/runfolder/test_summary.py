@@ -212,7 +212,7 @@ def test_report_timeline_bins_tokens_by_arrival_and_counts_cut_requests(tmp_path
     from reports.metrics import run_metrics, timeline
     from reports.runs import load_runs
     from runfolder.folder import write_run
-    from tests.reports_factory import T0
+    from tests.support.reports_factory import T0
 
     # One 8 s stream of 80 one-token chunks (TTFT 0.1 s, then 0.1 s apart) and one cut request.
     stream = rec(t=T0, ttft=0.1, gaps=(0.1,) * 79, tokens=80)

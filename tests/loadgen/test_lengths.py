@@ -3,23 +3,13 @@ made by the server's POST /tokenize, or by a local tokenizer, for chat and compl
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-from orchestrate.processes import serve
 from runfolder import read_run
 from server.models.embedded import build_embedded_model
-from tests.loadtest_fixtures.helpers import run_locust
+from tests.support.helpers import run_locust
 
 SCENARIOS = ("ChatStreamUser", "ChatUser", "CompletionUser")
-
-
-@pytest.fixture(scope="module")
-def server_url():
-    cmd = [sys.executable, "-m", "server", "--config", "config/runtime.yaml", "--port", "0"]
-    with serve(cmd) as url:
-        yield url
 
 
 def _run(url, run_dir, *args):

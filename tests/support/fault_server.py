@@ -1,7 +1,7 @@
 """FAKE OpenAI-compatible server for tests and the load-generator benchmark. Not an LLM.
 
 The `model` field of a request picks the behaviour (see FAULTS), so one server covers every case:
-    python tests/loadtest_fixtures/fault_server.py --port 0
+    python tests/support/fault_server.py --port 0
 prints "FAKE fault server listening on http://127.0.0.1:PORT". Model "mixed" cycles through MIXED_CYCLE,
 one fault per request, in arrival order.
 
@@ -26,10 +26,10 @@ import time
 
 from aiohttp import web
 
-try:  # run as a script (python tests/loadtest_fixtures/fault_server.py) or imported as a module
+try:  # run as a script (python tests/support/fault_server.py) or imported as a module
     from fake_tokenize import fake_tokenize
 except ImportError:
-    from tests.loadtest_fixtures.fake_tokenize import fake_tokenize
+    from tests.support.fake_tokenize import fake_tokenize
 
 MAX_SLEEP_S = 10.0  # a stalled reply never holds a test longer than this
 MIXED_CYCLE = (

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from configkit import REPO_ROOT
-from tests import server_logs
+from tests.support import server_logs
 
 SCRIPT = REPO_ROOT / "scripts" / "perf-gate"
 

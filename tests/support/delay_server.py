@@ -1,6 +1,6 @@
 """FAKE OpenAI-compatible streaming server with known delays, for measuring the load generator's bias.
 
-    python tests/loadtest_fixtures/delay_server.py --ttft-ms 100 --itl-ms 10 [--port 0]
+    python tests/support/delay_server.py --ttft-ms 100 --itl-ms 10 [--port 0]
 
 prints "FAKE delay server listening on http://127.0.0.1:PORT". Every chat or completion request gets
 `max_tokens` chunks of one token each: the first --ttft-ms after the request's bytes were read, the rest
@@ -20,10 +20,10 @@ import json
 import sys
 import time
 
-try:  # run as a script (python tests/loadtest_fixtures/delay_server.py) or imported as a module
+try:  # run as a script (python tests/support/delay_server.py) or imported as a module
     from fake_tokenize import fake_tokenize
 except ImportError:
-    from tests.loadtest_fixtures.fake_tokenize import fake_tokenize
+    from tests.support.fake_tokenize import fake_tokenize
 
 MAX_BODY_BYTES = 1 << 20
 

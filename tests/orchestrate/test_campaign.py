@@ -131,7 +131,7 @@ def test_missing_campaign_exits_2(tmp_path: Path, capsys) -> None:
 
 def test_report_only_rebuilds_the_headline_from_earlier_runs(tmp_path: Path, capsys) -> None:
     """Known runs in a reproduction folder give a known headline table, with the guide's figures beside."""
-    from tests.reports_factory import outcome_mix, write_synthetic_run
+    from tests.support.reports_factory import outcome_mix, write_synthetic_run
 
     out = tmp_path / "repro"
     write_synthetic_run(out / "runs" / "v1.1.1" / "rep1", outcome_mix(7, 1, 2, 0), label="v1.1.1")

@@ -184,7 +184,7 @@ def test_report_only_writes_curves_knees_and_headline(tmp_path, capsys):
     """Known sweep runs give known knees and a known headline at the comparison point."""
     from orchestrate.reproduce import main
     from reports.sweep_report import SweepPlan, sweep_dir
-    from tests.reports_factory import outcome_mix, write_synthetic_run
+    from tests.support.reports_factory import outcome_mix, write_synthetic_run
 
     out = tmp_path / "repro"
     out.mkdir()

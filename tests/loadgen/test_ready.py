@@ -15,7 +15,7 @@ import pytest
 
 from orchestrate.processes import locust_cmd, serve, start_locust
 from runfolder import read_run
-from tests.loadtest_fixtures.helpers import FAULT_SERVER, free_port, run_locust
+from tests.support.helpers import FAULT_SERVER, free_port, run_locust
 
 READY_WAIT_S = 60.0  # generous: the test waits for an event (a log line), never for a fixed time
 

@@ -1,6 +1,6 @@
 """Run loadgen's request exchange once per case and print the records as JSON lines (test helper).
 
-    python tests/loadtest_fixtures/exchange_driver.py URL TIMEOUT_S MODEL:PATH:STREAM[:IGNORE_EOS] [...]
+    python tests/support/exchange_driver.py URL TIMEOUT_S MODEL:PATH:STREAM[:IGNORE_EOS] [...]
 
 Runs in its own process so that gevent stays out of the pytest process. With the environment variable
 EXCHANGE_TOKENIZER (a tokenizer folder), output tokens without usage are counted with that tokenizer.

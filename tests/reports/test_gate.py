@@ -12,7 +12,7 @@ import yaml
 from configkit import REPO_ROOT
 from reports import stats
 from reports.compare import main
-from tests.reports_factory import outcome_mix, write_synthetic_run
+from tests.support.reports_factory import outcome_mix, write_synthetic_run
 
 REPO_GATES = REPO_ROOT / "config" / "gates.yaml"
 

@@ -197,7 +197,7 @@ def test_two_processes_building_at_once_agree(tmp_path: Path):
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.delenv("MLXBENCH_CACHE_DIR", raising=False)
-    assert default_cache_dir() == Path(__file__).resolve().parent.parent / ".cache" / "models"
+    assert default_cache_dir() == Path(__file__).resolve().parents[2] / ".cache" / "models"
     monkeypatch.setenv("MLXBENCH_CACHE_DIR", str(tmp_path))
     assert default_cache_dir() == tmp_path
 

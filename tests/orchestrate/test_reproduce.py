@@ -28,7 +28,7 @@ def smoke(tmp_path_factory) -> Path:
         text=True,
         timeout=600,  # a bound against hangs, not a speed goal: the campaign takes ~30 s here
     )
-    sys.stderr.write(result.stderr)  # checked for ERROR records (tests/server_logs.py)
+    sys.stderr.write(result.stderr)  # checked for ERROR records (tests/support/server_logs.py)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "starting the server, profile v1.1.1" in result.stdout  # progress is visible
     assert "| Success rate |" in result.stdout
