@@ -70,6 +70,23 @@ def server_url(tmp_path_factory) -> str:
         yield url
 
 
+@pytest.fixture
+def app_client(aiohttp_client):
+    """`await app_client(sections)`: the real app in-process (pytest-aiohttp, port 0) with these settings
+    sections, once every model's worker is ready."""
+    from server.app import create_app
+    from server.appkeys import WORKER_HANDLES
+    from server.settings import build_settings
+
+    async def start(sections: dict):
+        client = await aiohttp_client(create_app(build_settings(sections)))
+        for handle in client.app[WORKER_HANDLES].values():
+            await handle.wait_ready(60)
+        return client
+
+    return start
+
+
 @pytest.fixture(scope="module")
 def fake_url():
     """The FAKE fault server (tests/support/fault_server.py), one per test module (its counters are too)."""

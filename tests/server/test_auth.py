@@ -2,20 +2,13 @@
 
 import pytest
 
-from server.app import create_app
-from server.appkeys import ENGINES
-from server.settings import build_settings
-
 KEY = "s3cret-key"
 CHAT = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
 @pytest.fixture
-async def client(aiohttp_client):
-    client = await aiohttp_client(create_app(build_settings({"server": {"api_key": KEY}})))
-    for engine in client.app[ENGINES].values():
-        await engine.wait_ready(60)
-    return client
+async def client(app_client):
+    return await app_client({"server": {"api_key": KEY}})
 
 
 async def test_requests_without_the_key_are_refused(client):

@@ -8,19 +8,15 @@ import asyncio
 
 from aiohttp import web
 
-from server.app import create_app
-from server.appkeys import ENGINES, METRICS
-from server.settings import build_settings
+from server.appkeys import METRICS, WORKER_HANDLES
 from tests.conftest import chat_body, eventually
 
 
-async def test_a_reader_that_stops_reading_is_dropped(aiohttp_client, monkeypatch):
-    settings = build_settings(
+async def test_a_reader_that_stops_reading_is_dropped(app_client, monkeypatch):
+    client = await app_client(
         {"limits": {"write_timeout_s": 0.3}, "streaming": {"batch_tokens": 1, "flush_ms": 0}}
     )
-    client = await aiohttp_client(create_app(settings))
-    engine = client.app[ENGINES]["tiny-llama"]
-    await engine.wait_ready(60)
+    handle = client.app[WORKER_HANDLES]["tiny-llama"]
 
     real_write = web.StreamResponse.write
     writes = {"n": 0}
@@ -37,5 +33,5 @@ async def test_a_reader_that_stops_reading_is_dropped(aiohttp_client, monkeypatc
 
     requests_total = client.app[METRICS].requests
     assert await eventually(lambda: requests_total.labels("chat", "slow_reader")._value.get() == 1, 10)
-    assert await eventually(lambda: engine.stats.sequences == 0 and engine.active_requests == 0, 10)
+    assert await eventually(lambda: handle.stats.sequences == 0 and handle.active_requests == 0, 10)
     response.close()
