@@ -420,19 +420,28 @@ def run_master(url: str, run_dir: Path, master_port: int, *args: str) -> LocustP
     return start_locust(cmd)
 
 
+def distributed_run(url: str, run_dir: Path, workers: int, *args: str, meanwhile=None):
+    """A master and `workers` worker processes against the fake at `url` (its counters reset first);
+    `meanwhile(started, master_port)` runs while the master does (it may kill workers or start more into
+    `started`). Every process is stopped at the end; returns the master's CompletedProcess."""
+    post(url + "/fake/reset")
+    port = free_port()
+    master = run_master(url, run_dir, port, *args)
+    started = start_workers(port, workers)
+    try:
+        if meanwhile is not None:
+            meanwhile(started, port)
+        return master.wait(120)
+    finally:
+        stop_all([master, *started])
+
+
 @pytest.mark.slow
 def test_master_and_two_worker_processes_record_exactly_what_the_fake_served(fake_url, tmp_path):
-    post(fake_url + "/fake/reset")
-    port = free_port()
     run_dir = tmp_path / "dist"
-    master = run_master(fake_url, run_dir, port, "--expect-workers", "2", "-u", "6", "-r", "6", "-t", "4s",
-                        "--stop-timeout", "5", "--arrival", "constant", "--rate", "20",
-                        "--model", "token_ms_5", "--max-tokens", "8")  # fmt: skip
-    workers = start_workers(port, 2)
-    try:
-        done = master.wait(120)
-    finally:
-        stop_all([master, *workers])
+    done = distributed_run(fake_url, run_dir, 2, "--expect-workers", "2", "-u", "6", "-r", "6", "-t", "4s",
+                           "--stop-timeout", "5", "--arrival", "constant", "--rate", "20",
+                           "--model", "token_ms_5", "--max-tokens", "8")  # fmt: skip
     out, err = done.stdout, done.stderr
     assert done.returncode == 0, err[-4000:]
     s = assert_summary_matches_records(run_dir)
@@ -456,18 +465,15 @@ def test_master_and_two_worker_processes_record_exactly_what_the_fake_served(fak
 
 @pytest.mark.slow
 def test_a_worker_whose_final_records_never_arrive_is_a_warning(fake_url, tmp_path):
-    post(fake_url + "/fake/reset")
-    port = free_port()
     run_dir = tmp_path / "lost"
-    master = run_master(fake_url, run_dir, port, "--expect-workers", "2", "-u", "4", "-r", "4", "-t", "4s",
-                        "--stop-timeout", "1", "--model", "token_ms_5", "--max-tokens", "8")  # fmt: skip
-    workers = start_workers(port, 2)
-    try:
+
+    def lose_one(started: list[LocustProcess], _port: int) -> None:
         wait_for(lambda: get_json(fake_url + "/fake/stats")["received"].get("token_ms_5", 0) >= 10, 60)
-        workers[1].kill()  # no final batch from this one
-        done = master.wait(120)
-    finally:
-        stop_all([master, *workers])
+        started[1].kill()  # no final batch from this one
+
+    done = distributed_run(fake_url, run_dir, 2, "--expect-workers", "2", "-u", "4", "-r", "4", "-t", "4s",
+                           "--stop-timeout", "1", "--model", "token_ms_5", "--max-tokens", "8",
+                           meanwhile=lose_one)  # fmt: skip
     assert done.returncode in (0, 1), done.stderr[-4000:]
     s = read_run(run_dir).summary
     assert "missing_worker_records" in s["warning_codes"]
@@ -476,19 +482,15 @@ def test_a_worker_whose_final_records_never_arrive_is_a_warning(fake_url, tmp_pa
 
 @pytest.mark.slow
 def test_a_late_joiner_gets_no_share_while_every_shard_is_held(fake_url, tmp_path):
-    post(fake_url + "/fake/reset")
-    port = free_port()
     run_dir = tmp_path / "late"
-    master = run_master(fake_url, run_dir, port, "--expect-workers", "1", "-u", "8", "-r", "8", "-t", "5s",
-                        "--stop-timeout", "5", "--arrival", "constant", "--rate", "10",
-                        "--model", "token_ms_5", "--max-tokens", "8")  # fmt: skip
-    workers = start_workers(port, 1)
-    try:
+
+    def join_late(started: list[LocustProcess], port: int) -> None:
         wait_for(lambda: get_json(fake_url + "/fake/stats")["received"].get("token_ms_5", 0) >= 5, 60)
-        workers += start_workers(port, 1)
-        done = master.wait(120)
-    finally:
-        stop_all([master, *workers])
+        started.extend(start_workers(port, 1))
+
+    done = distributed_run(fake_url, run_dir, 1, "--expect-workers", "1", "-u", "8", "-r", "8", "-t", "5s",
+                           "--stop-timeout", "5", "--arrival", "constant", "--rate", "10",
+                           "--model", "token_ms_5", "--max-tokens", "8", meanwhile=join_late)  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     run = read_run(run_dir)
     scheduled = [r.scheduled_ts_s for r in run.records]

@@ -332,16 +332,7 @@ async def test_concurrency_limit_one_serializes_generation(tmp_path):
     config = limited_config(tmp_path, max_concurrent=8, queue_depth=8, queue_timeout_ms=30000)
     with running_server(config) as url:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-
-            async def stream(i: int):
-                start = None
-                async with session.post(f"{url}/v1/chat/completions", json=chat(60, stream=True)) as response:
-                    async for line in response.content:
-                        if b'"content":"' in line and b'"content":""' not in line and start is None:
-                            start = time.monotonic()
-                return start, time.monotonic()
-
-            spans = await asyncio.gather(*(stream(i) for i in range(3)))
+            spans = await asyncio.gather(*(text_span(session, url) for _ in range(3)))
     spans.sort()
     # One sequence at a time: each stream's first text comes after the previous stream ended.
     assert all(later[0] >= earlier[1] - 0.05 for earlier, later in itertools.pairwise(spans))

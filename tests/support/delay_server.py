@@ -21,9 +21,11 @@ import sys
 import time
 
 try:  # run as a script (python tests/support/delay_server.py) or imported as a module
-    from fake_tokenize import fake_tokenize
+    from fake_shapes import fake_tokenize
+    from fake_shapes import stream_chunk as _chunk
 except ImportError:
-    from tests.support.fake_tokenize import fake_tokenize
+    from tests.support.fake_shapes import fake_tokenize
+    from tests.support.fake_shapes import stream_chunk as _chunk
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -161,19 +163,6 @@ class DelayServer:
             conn.write(_response("200 OK", json.dumps({"choices": [choice], "usage": usage}).encode()))
         timing["e2e_s"] = loop.time() - arrival_loop
         self.timings.append(timing)
-
-
-def _chunk(chat: bool, text: str | None, finish: str | None) -> dict:
-    if chat:
-        delta = {} if text is None else {"content": text}
-        return {
-            "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-    return {
-        "object": "text_completion",
-        "choices": [{"index": 0, "text": text or "", "finish_reason": finish}],
-    }
 
 
 async def _serve(host: str, port: int, ttft_s: float, itl_s: float) -> None:

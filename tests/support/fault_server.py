@@ -27,9 +27,11 @@ import time
 from aiohttp import web
 
 try:  # run as a script (python tests/support/fault_server.py) or imported as a module
-    from fake_tokenize import fake_tokenize
+    from fake_shapes import fake_tokenize
+    from fake_shapes import stream_chunk as _chunk
 except ImportError:
-    from tests.support.fake_tokenize import fake_tokenize
+    from tests.support.fake_shapes import fake_tokenize
+    from tests.support.fake_shapes import stream_chunk as _chunk
 
 MAX_SLEEP_S = 10.0  # a stalled reply never holds a test longer than this
 MIXED_CYCLE = (
@@ -104,19 +106,6 @@ _serial_lock = asyncio.Lock()
 
 def _frame(obj) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
-
-
-def _chunk(chat: bool, text: str | None, finish: str | None = None) -> dict:
-    if chat:
-        delta = {} if text is None else {"content": text}
-        return {
-            "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-    return {
-        "object": "text_completion",
-        "choices": [{"index": 0, "text": text or "", "finish_reason": finish}],
-    }
 
 
 def _usage(prompt: int, completion: int) -> dict:

@@ -1,7 +1,7 @@
-"""FAKE `POST /tokenize` for the fake servers (vLLM's shape), so that the load generator makes its prompts
-through it instead of sending calibration requests that the fakes would count as served. Not a real
-tokenizer: one token per whitespace-separated word; a chat prompt adds 3 tokens per message and 2 for the
-generation prompt, like a chat template."""
+"""What the FAKE servers share: OpenAI-shaped stream chunks, and a FAKE `POST /tokenize` (vLLM's shape), so
+that the load generator makes its prompts through it instead of sending calibration requests that the fakes
+would count as served. Not a real tokenizer: one token per whitespace-separated word; a chat prompt adds 3
+tokens per message and 2 for the generation prompt, like a chat template."""
 
 from __future__ import annotations
 
@@ -24,3 +24,17 @@ def fake_tokenize(body: Any) -> tuple[int, dict[str, Any]]:
         count = sum(PER_MESSAGE_TOKENS + len(str(m.get("content") or "").split()) for m in messages)
         count += GENERATION_PROMPT_TOKENS if body.get("add_generation_prompt", True) else 0
     return 200, {"count": count, "max_model_len": MAX_MODEL_LEN, "tokens": list(range(count))}
+
+
+def stream_chunk(chat: bool, text: str | None, finish: str | None = None) -> dict:
+    """One SSE chunk in OpenAI's shape: chat.completion.chunk (a delta) or text_completion (text)."""
+    if chat:
+        delta = {} if text is None else {"content": text}
+        return {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    return {
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": text or "", "finish_reason": finish}],
+    }
