@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from benchcore.records import OUTCOMES, RequestRecord
+from benchcore.workloads.figures import workload_figures
 
 SCHEMA_VERSION = 1
 PERCENTILES = (50, 90, 95, 99)
@@ -196,6 +197,8 @@ def summarize(
         "itl_s": distribution(gap for r in ok for gap in r.itl_s),
         "schedule_lag_s": distribution(r.schedule_lag_s for r in records),
         "peak_in_flight": peak_in_flight(records),
+        # issue 15: cached prompt tokens, TTFT by turn and by shared prefix (see docs/loadtest.md)
+        "workloads": workload_figures(records, distribution),
         "warnings": [],
         "warning_codes": [],
     }
