@@ -271,3 +271,28 @@ def test_workload_figures_split_ttft_by_turn_and_by_shared_prefix():
     plain = summarize([_rec(ttft_s=0.1)])["workloads"]
     assert plain == {"cached_tokens": {"records_with_cached_tokens": 0, "cached_tokens": None,
                                        "cached_share_of_prompt_tokens": None}}  # fmt: skip
+
+
+def test_the_report_shows_ttft_by_turn_by_prefix_and_cached_tokens(tmp_path):
+    from dataclasses import replace
+
+    from reports.load import load_runs
+    from reports.report import build
+    from tests.reports_factory import record, write_synthetic_run
+
+    base = record(ttft_s=0.1)
+    records = [
+        replace(base, turn_index=1, conversation_id="c1", shared_prefix_id=0, cached_tokens=0,
+                prompt_tokens=40),
+        replace(base, turn_index=2, conversation_id="c1", shared_prefix_id=0, ttft_s=0.3, cached_tokens=30,
+                prompt_tokens=80),
+        replace(base, turn_index=1, conversation_id="c2", ttft_s=0.2, cached_tokens=0, prompt_tokens=40),
+    ]  # fmt: skip
+    run = write_synthetic_run(tmp_path / "a", records, label="v1.2.0")
+    report = build(load_runs([run]), tmp_path / "report")
+    text = report.markdown_path.read_text()
+    assert "## TTFT by conversation turn" in text and "| v1.2.0 | 150.0 (n=2) | 300.0 (n=1) |" in text
+    assert "## TTFT by shared prefix" in text and "| v1.2.0 | 200.0 (n=2) | 200.0 (n=1) |" in text
+    assert "## Cached prompt tokens" in text and "| v1.2.0 | 3 | 30 | 18.8 % |" in text
+    plain = build(load_runs([write_synthetic_run(tmp_path / "b", [base], label="x")]), tmp_path / "r2")
+    assert "TTFT by conversation turn" not in plain.markdown_path.read_text()
