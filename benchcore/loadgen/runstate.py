@@ -260,7 +260,7 @@ class RunState:
         s = self.settings
         classes = sorted(environment.user_classes, key=lambda u: u.__name__)
         streams = {bool(getattr(u, "stream", False)) for u in classes}
-        return {
+        shape = {
             "scenario": "+".join(str(getattr(u, "scenario", u.__name__)) for u in classes),
             "model": self.model,
             "stream": streams.pop() if len(streams) == 1 else None,
@@ -271,13 +271,16 @@ class RunState:
             "rate_per_s": s.rate if s.open_loop else None,
             "users": users,
             "prompt_length_method": self.prompt_length_method(),
-            # issue 15: what else shapes the load (null/0 when unused)
+        }
+        # issue 15: what else shapes the load, present only when used (older runs compare unchanged)
+        extra = {
             "turns": s.turns if any(getattr(u, "multi_turn", False) for u in classes) else None,
-            "shared_prefixes": s.shared_prefixes,
+            "shared_prefixes": s.shared_prefixes or None,
             "shared_prefix_tokens": s.shared_prefix_tokens if s.shared_prefixes else None,
             "trace": Path(s.trace).name if s.trace else None,
             "dataset": Path(s.dataset).name if s.dataset else None,
         }
+        return {**shape, **{k: v for k, v in extra.items() if v is not None}}
 
     def _target_dir(self) -> Path:
         s = self.settings
