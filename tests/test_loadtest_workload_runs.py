@@ -215,3 +215,43 @@ def test_trace_replay_over_two_processes_sends_every_line_once(tmp_path):
     assert {r.worker_id for r in run.records} == {"w0", "w1"}
     assert sorted(r.prompt_tokens_target for r in run.records) == sorted(x["input_length"] for x in lines)
     assert run.summary["arrival"]["due_slots"] == len(lines)
+
+
+# mlx_lm.server logs a traceback for GET /v1/models when no Hugging Face cache folder exists (its bug).
+@pytest.mark.expected_errors(r"CacheNotFound")
+def test_mlx_lm_server_reports_cached_tokens_for_histories_and_shared_prefixes(tmp_path):
+    """The peer with a prompt cache: its usage.prompt_tokens_details.cached_tokens lands in the records."""
+    from server.models import build_embedded_model
+    from tests.loadtest_fixtures.helpers import free_port
+
+    model = str(build_embedded_model())
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlx_lm.server",
+        "--model",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with serve(cmd, url=f"http://127.0.0.1:{port}") as url:
+        run_dir = tmp_path / "peer"
+        proc = run_locust(
+            url, run_dir, "-u", "1", "-r", "1", "-t", "4s", "--stop-timeout", "30", "--max-tokens", "8",
+            "--tokenizer", model, "--prompt-tokens", "24", "--turns", "3", "--shared-prefixes", "1",
+            "--shared-prefix-tokens", "32", "MultiTurnChatUser",
+        )  # fmt: skip
+    ran_clean(proc)
+    run = read_run(run_dir)
+    ok = [r for r in run.records if r.outcome == "success"]
+    assert len({r.conversation_id for r in ok}) >= 2
+    assert all(isinstance(r.cached_tokens, int) for r in ok)
+    # later turns reuse the history; a later conversation's first turn reuses the shared prefix
+    assert all(r.cached_tokens > 0 for r in ok if r.turn_index > 1)
+    later_firsts = [r for r in ok if r.turn_index == 1 and not r.conversation_id.endswith("-c1")]
+    assert later_firsts and all(r.cached_tokens >= 32 for r in later_firsts)
+    cached = run.summary["workloads"]["cached_tokens"]
+    assert cached["cached_tokens"] == sum(r.cached_tokens for r in ok) > 0
