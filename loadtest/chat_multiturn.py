@@ -1,8 +1,8 @@
 """Streaming multi-turn chat (`--turns`, `--turns-spread`, `--think-time-s` between turns): each user holds
 a conversation, sends its history plus a new user turn, and appends the reply it got."""
 
-from benchcore.loadgen.user import OpenAIUser
-from benchcore.workloads.conversation import MultiTurnMixin
+from loadgen.user import OpenAIUser
+from loadgen.workloads.conversation import MultiTurnMixin
 
 
 class MultiTurnChatUser(MultiTurnMixin, OpenAIUser):

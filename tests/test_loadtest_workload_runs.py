@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchcore import read_run
-from benchcore.launch import REPO, serve
+from orchestrate.processes import REPO, serve
+from runfolder import read_run
 from tests.loadtest_fixtures.fault_server import FAKE_CACHED_TOKENS
 from tests.loadtest_fixtures.helpers import fault_server, run_locust
 from tests.server_logs import problems
@@ -221,7 +221,7 @@ def test_trace_replay_over_two_processes_sends_every_line_once(tmp_path):
 @pytest.mark.expected_errors(r"CacheNotFound")
 def test_mlx_lm_server_reports_cached_tokens_for_histories_and_shared_prefixes(tmp_path):
     """The peer with a prompt cache: its usage.prompt_tokens_details.cached_tokens lands in the records."""
-    from server.models import build_embedded_model
+    from server.models.embedded import build_embedded_model
     from tests.loadtest_fixtures.helpers import free_port
 
     model = str(build_embedded_model())

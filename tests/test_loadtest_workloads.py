@@ -11,29 +11,29 @@ from pathlib import Path
 
 import pytest
 
-from benchcore.prompts import ExactPrompts, PromptError, SyntheticPrompts
-from benchcore.records import RequestRecord
-from benchcore.responses import StreamParser, parse_body
-from benchcore.summary import distribution, summarize
-from benchcore.tokens import LocalTokenizer
-from benchcore.workloads.conversation import Conversations, TurnSpec
-from benchcore.workloads.dataset import DatasetPrompts, read_dataset
-from benchcore.workloads.figures import workload_figures
-from benchcore.workloads.shared_prefix import build_pool
-from benchcore.workloads.trace import (
+from loadgen.prompts import ExactPrompts, PromptError, SyntheticPrompts
+from loadgen.responses import StreamParser, parse_body
+from loadgen.tokens import LocalTokenizer
+from loadgen.workloads.conversation import Conversations, TurnSpec
+from loadgen.workloads.dataset import DatasetPrompts, read_dataset
+from loadgen.workloads.shared_prefix import build_pool
+from loadgen.workloads.trace import (
     TracePrompts,
     TraceSchedule,
     read_trace,
     trace_due_slots,
     trace_rate_per_s,
 )
+from runfolder.records import RequestRecord
+from runfolder.summary import summarize
+from runfolder.workload_figures import workload_figures
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tokenizer() -> LocalTokenizer:
-    from server.models import build_embedded_model
+    from server.models.embedded import build_embedded_model
 
     return LocalTokenizer(str(build_embedded_model()))
 
@@ -260,7 +260,7 @@ def test_workload_figures_split_ttft_by_turn_and_by_shared_prefix():
         _rec(conversation_id="b", turn_index=1, ttft_s=0.2, cached_tokens=2),
         _rec(conversation_id="b", turn_index=2, ttft_s=9.0, outcome="error", outcome_detail="x"),
     ]
-    w = workload_figures(records, distribution)
+    w = workload_figures(records)
     assert w["conversations"] == 2
     assert w["ttft_s_by_turn"]["1"]["p50"] == pytest.approx(0.15) and w["ttft_s_by_turn"]["2"]["count"] == 1
     assert w["ttft_s_by_shared_prefix"]["with"]["count"] == 2
