@@ -1,7 +1,7 @@
 """Our load generator's TTFT/ITL/E2E beside GuideLLM's, against the same mock server with known delays.
 
     python benchmarks/crosscheck_guidellm.py [--guidellm PATH] [--duration-s 10] [--repeats 2]
-        [--concurrency 8 1] [--target guidellm-mock delay-fixture]
+        [--concurrency 8 1] [--target guidellm-mock delay-fixture] [--tokenizer .cache/models/tiny-llama]
 
 One server per target, started once: GuideLLM's own `guidellm mock-server` (TTFT 100 ms, ITL 10 ms,
 64 output tokens) and, with `--target delay-fixture`, our FAKE delay server
@@ -93,7 +93,7 @@ def run(cmd: list[str], log: Path) -> None:
         sys.exit(f"{cmd[0]} failed ({proc.returncode}); see {log}:\n{log.read_text()[-2000:]}")
 
 
-def run_guidellm(guidellm: str, url: str, model: str, users: int, seconds: int, out: Path) -> dict:
+def run_guidellm(guidellm: str, url: str, model: str, users: int, seconds: int, out: Path, tok: Path) -> dict:
     run(
         [
             guidellm, "run",
@@ -101,7 +101,7 @@ def run_guidellm(guidellm: str, url: str, model: str, users: int, seconds: int, 
             "--profile", f"kind=concurrent,streams={users}",
             "--constraint", f"kind=max_duration,seconds={seconds}",
             "--data", f"kind=synthetic_text,prompt_tokens={PROMPT_TOKENS},output_tokens={OUTPUT_TOKENS}",
-            "--tokenizer", f"kind=huggingface_auto,model={TOKENIZER}",
+            "--tokenizer", f"kind=huggingface_auto,model={tok}",
             "--output", f"kind=json,path={out}",
             "--disable-console-interactive",
         ],
@@ -124,14 +124,14 @@ def run_guidellm(guidellm: str, url: str, model: str, users: int, seconds: int, 
     }
 
 
-def run_ours(url: str, users: int, seconds: int, run_dir: Path) -> dict:
+def run_ours(url: str, users: int, seconds: int, run_dir: Path, tok: Path) -> dict:
     run(
         [
             str(Path(sys.executable).with_name("locust")), "-f", "loadtest", "--headless",
             "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--stop-timeout", "10",
             "--host", url, "--label", f"crosscheck-{users}", "--run-dir", str(run_dir),
             "--max-tokens", str(OUTPUT_TOKENS), "--prompt-tokens", str(PROMPT_TOKENS),
-            "--tokenizer", str(TOKENIZER), "ChatStreamUser",
+            "--tokenizer", str(tok), "ChatStreamUser",
         ],
         run_dir.with_suffix(".log"),
     )  # fmt: skip
@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--target", nargs="+", choices=("guidellm-mock", "delay-fixture"), default=["guidellm-mock"]
     )
+    parser.add_argument("--tokenizer", type=Path, default=TOKENIZER, help="tokenizer folder for both tools")
     parser.add_argument("--ready-timeout-s", type=float, default=180.0)
     parser.add_argument("--keep", type=Path, help="keep the run folders and logs here")
     args = parser.parse_args(argv)
@@ -191,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     if guidellm is None:
         print(f"guidellm not found: {args.guidellm!r} (install it in its own venv, pass --guidellm PATH)")
         return 2
-    if not (TOKENIZER / "tokenizer.json").exists():
-        print(f"no tokenizer at {TOKENIZER}: build it with `python -m server.models build`")
+    tok = args.tokenizer.resolve()
+    if not (tok / "tokenizer.json").exists():
+        print(f"no tokenizer at {tok}: build it with `python -m server.models build` or pass --tokenizer")
         return 2
     with tempfile.TemporaryDirectory(prefix="crosscheck-") as tmp:
         work = args.keep or Path(tmp)
@@ -205,10 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                     ours, theirs = [], []
                     for rep in range(args.repeats):
                         name = f"{target}-{users}-{rep}"
-                        theirs.append(
-                            run_guidellm(guidellm, url, model, users, args.duration_s, work / f"g-{name}.json")
-                        )
-                        ours.append(run_ours(url, users, args.duration_s, work / f"ours-{name}"))
+                        out = work / f"g-{name}.json"
+                        theirs.append(run_guidellm(guidellm, url, model, users, args.duration_s, out, tok))
+                        ours.append(run_ours(url, users, args.duration_s, work / f"ours-{name}", tok))
                     print_table(target, users, ours, theirs)
     return 0
 
