@@ -190,11 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     guidellm = shutil.which(args.guidellm)
     if guidellm is None:
-        print(f"guidellm not found: {args.guidellm!r} (install it in its own venv, pass --guidellm PATH)", file=sys.stderr)
+        print(
+            f"guidellm not found: {args.guidellm!r} (install it in its own venv, pass --guidellm PATH)",
+            file=sys.stderr,
+        )
         return 2
     tok = args.tokenizer.resolve()
     if not (tok / "tokenizer.json").exists():
-        print(f"no tokenizer at {tok}: build it with `python -m server.models build` or pass --tokenizer", file=sys.stderr)
+        print(
+            f"no tokenizer at {tok}: build it with `python -m server.models build` or pass --tokenizer",
+            file=sys.stderr,
+        )
         return 2
     with tempfile.TemporaryDirectory(prefix="crosscheck-") as tmp:
         work = args.keep or Path(tmp)
