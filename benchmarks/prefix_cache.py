@@ -2,7 +2,7 @@
 cache on and off, and `mlx_lm.server` (its LRU prompt cache on, as by default), same tiny model, side by
 side in one run.
 
-    python benchmarks/prefix_cache.py [--quick] [--users 8] [--turns 6] [--think-s 1.0] [--tokens 48]
+    python -m benchmarks.prefix_cache [--quick] [--users 8] [--turns 6] [--think-s 1.0] [--tokens 48]
         [--repeats 1] [--no-peer]
 
 Multi-turn: each user holds a conversation of `--turns` turns: its own short system prompt, then each turn
