@@ -348,8 +348,9 @@ class BatchRuntime:
         kept += [(r.all_tokens, r.prompt_cache) for r in responses if r.prompt_cache is not None]
         for tokens, kv in kept:
             if reusable(kv):
-                # Evaluated now: a lazy slice would keep the whole batch's KV buffers alive.
-                mx.eval([(layer.keys, layer.values) for layer in kv])
+                # Copied now, in the background (no sync point in the step): a lazy slice would keep the
+                # whole batch's KV buffers alive for as long as the entry lives.
+                mx.async_eval([(layer.keys, layer.values) for layer in kv])
                 self.prefix_cache.store(tokens, kv)
 
     def stats(self) -> ipc.BatchStats:
