@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchcore.records import FIELD_NAMES
-from benchcore.rundir import RECORDS_FILE, read_records, write_run
-from benchcore.summary import SCHEMA_VERSION
+from configkit import REPO_ROOT
+from runfolder.folder import RECORDS_FILE, read_records, write_run
+from runfolder.records import FIELD_NAMES
+from runfolder.summary import SCHEMA_VERSION
 
-REPO = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0
 GAPS_PER_RECORD = 16
 
@@ -83,7 +83,7 @@ def synthetic_records(
 def write_folder(path: Path, label: str, n: int, seed: int, slow: float) -> None:
     duration_s = 600.0
     frame = synthetic_records(n, seed, duration_s, slow)
-    # The header, summary and metadata come from benchcore's writer; the rows from pandas (fast).
+    # The header, summary and metadata come from runfolder's writer; the rows from pandas (fast).
     write_run(
         path,
         [],
@@ -99,7 +99,7 @@ def write_folder(path: Path, label: str, n: int, seed: int, slow: float) -> None
     frame.to_csv(path / RECORDS_FILE, index=False, float_format="%.6f")
     summary = json.loads((path / "summary.json").read_text())
     assert summary["schema_version"] == SCHEMA_VERSION
-    check = read_records(path / RECORDS_FILE)[:3]  # benchcore's own reader parses our rows
+    check = read_records(path / RECORDS_FILE)[:3]  # runfolder's own reader parses our rows
     assert check[0].outcome in ("success", "rejected", "timeout", "error")
 
 
@@ -122,14 +122,14 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--records", type=int, default=1_000_000, help="total records over the 4 runs")
-    parser.add_argument("--data", type=Path, default=REPO / "results" / "bench-compare-scale")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench-compare-scale-report")
+    parser.add_argument("--data", type=Path, default=REPO_ROOT / "results" / "bench-compare-scale")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench-compare-scale-report")
     args = parser.parse_args()
     folders = ensure_data(args.data / str(args.records), args.records)
     size_mb = sum((f / RECORDS_FILE).stat().st_size for f in folders) / 1e6
     command = [sys.executable, "-m", "reports.compare", *map(str, folders), "--out", str(args.out)]
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         print(result.stderr, file=sys.stderr)

@@ -22,9 +22,8 @@ import psutil
 import requests
 
 from benchmarks.soak import one_stream, server_pid_for
-from server.launch import running_server
-
-REPO = Path(__file__).resolve().parent.parent
+from configkit import REPO_ROOT
+from orchestrate.processes import running_server
 
 
 def worker_pid(server_pid: int) -> int | None:
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--config", type=Path, default=REPO / "config" / "runtime.yaml")
+    parser.add_argument("--config", type=Path, default=REPO_ROOT / "config" / "runtime.yaml")
     args = parser.parse_args(argv)
     with running_server(args.config) as url:
         recoveries, outcomes = asyncio.run(crash_loop(url, args.kills, args.streams))

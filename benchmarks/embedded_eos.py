@@ -18,21 +18,21 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from benchcore import read_run
-from benchcore.launch import run_locust, serve
-from server import models
+from orchestrate.processes import run_locust, serve
+from runfolder import read_run
+from server.models import embedded
 
 MAX_TOKENS = 128  # the load test's default
 
 
 def _before_model(cache: Path) -> Path:
-    recipe = dataclasses.replace(models.EMBEDDED_MODELS["tiny-llama"], eos_logit_drop=0.0)
-    saved = models.EMBEDDED_MODELS["tiny-llama"]
-    models.EMBEDDED_MODELS["tiny-llama"] = recipe
+    recipe = dataclasses.replace(embedded.EMBEDDED_MODELS["tiny-llama"], eos_logit_drop=0.0)
+    saved = embedded.EMBEDDED_MODELS["tiny-llama"]
+    embedded.EMBEDDED_MODELS["tiny-llama"] = recipe
     try:
-        return models.build_embedded_model(cache_dir=cache)
+        return embedded.build_embedded_model(cache_dir=cache)
     finally:
-        models.EMBEDDED_MODELS["tiny-llama"] = saved
+        embedded.EMBEDDED_MODELS["tiny-llama"] = saved
 
 
 def _measure(name: str, model_args: list[str], users: int, run_time_s: float, work: Path) -> None:

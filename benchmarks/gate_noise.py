@@ -3,7 +3,7 @@
     python benchmarks/gate_noise.py [--repeats 6] [--duration-s 30] [--out benchmarks/gate_noise.json]
 
 Runs the gate's own campaign (config/perf-gate-campaign.yaml: the real server, real Locust) `--repeats`
-times in a row through `python -m reports.reproduce`, each run with a fresh server, then prints and writes
+times in a row through `python -m orchestrate.reproduce`, each run with a fresh server, then prints and writes
 the coefficient of variation of each gated figure over the runs (`cv`, on the log scale) and between
 consecutive runs (`pair_cv`: the std of the log ratio of runs 1-2, 3-4, ... divided by sqrt 2, what an
 interleaved baseline/candidate pair sees). benchmarks/gate_power.py draws its synthetic repeats with these
@@ -58,7 +58,7 @@ def main() -> int:
         "--from-runs",
         type=Path,
         metavar="OUT",
-        help="no load: measure the runs of an earlier `python -m reports.reproduce --out OUT`",
+        help="no load: measure the runs of an earlier `python -m orchestrate.reproduce --out OUT`",
     )
     args = parser.parse_args()
     campaign = yaml.safe_load(CAMPAIGN.read_text(encoding="utf-8"))
@@ -72,7 +72,7 @@ def main() -> int:
         else:
             campaign_path = Path(tmp) / "noise-campaign.yaml"
             campaign_path.write_text(yaml.safe_dump(campaign), encoding="utf-8")
-            command = [sys.executable, "-m", "reports.reproduce", "--campaign", str(campaign_path)]
+            command = [sys.executable, "-m", "orchestrate.reproduce", "--campaign", str(campaign_path)]
             subprocess.run([*command, "--out", str(work)], cwd=REPO, check=True)
         runs = load_runs(sorted((work / "runs").glob("*/rep*"), key=lambda p: int(p.name[3:])))
         per_run = [run_figures(r) for r in runs]
@@ -81,7 +81,9 @@ def main() -> int:
         "runs_from_utc": datetime.fromtimestamp(min(f.started_ts_s for f in per_run), UTC).isoformat(),
         "runs_to_utc": datetime.fromtimestamp(max(f.started_ts_s for f in per_run), UTC).isoformat(),
         "command": "python benchmarks/gate_noise.py " + " ".join(sys.argv[1:]),
-        "load_command": f"python -m reports.reproduce --campaign CAMPAIGN --out {args.from_runs or 'TMP'}",
+        "load_command": (
+            f"python -m orchestrate.reproduce --campaign CAMPAIGN --out {args.from_runs or 'TMP'}"
+        ),
         "campaign": str(CAMPAIGN.relative_to(REPO)),
         "load": campaign["load"],
         "repeats": len(per_run),

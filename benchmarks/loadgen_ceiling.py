@@ -26,11 +26,12 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from benchcore import read_run, read_summary
-from benchcore.launch import REPO, run_locust, serve
+from configkit import REPO_ROOT
+from orchestrate.processes import run_locust, serve
+from runfolder import read_run, read_summary
 
-FAKE = REPO / "tests" / "loadtest_fixtures" / "fault_server.py"
-DELAY_FAKE = REPO / "tests" / "loadtest_fixtures" / "delay_server.py"
+FAKE = REPO_ROOT / "tests" / "loadtest_fixtures" / "fault_server.py"
+DELAY_FAKE = REPO_ROOT / "tests" / "loadtest_fixtures" / "delay_server.py"
 TTFT_MS, ITL_MS, BIAS_TOKENS = 100, 10, 64
 
 

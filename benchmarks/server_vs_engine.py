@@ -24,7 +24,6 @@ import json
 import random
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,10 +32,10 @@ from pathlib import Path
 
 import aiohttp
 
-from server.launch import _wait_healthy, running_server, stop_server
-from server.models import build_embedded_model
+from configkit import REPO_ROOT
+from orchestrate.processes import running_server, serve
+from server.models.embedded import build_embedded_model
 
-REPO = Path(__file__).resolve().parent.parent
 PROMPT = "Tell me a story about a city by a river, with many people and music at night."
 ENGINE = "engine"
 PEER = "mlx_lm.server"
@@ -239,17 +238,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def peer_server(model_dir: Path) -> Iterator[str]:
+    # mlx_lm.server takes no port 0 and prints no URL: a free port, then the URL it will answer on.
     port = free_port()
     command = [sys.executable, "-m", "mlx_lm.server", "--model", str(model_dir), "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(process, url, 120)
+    with serve([*command, "--port", str(port)], url=f"http://127.0.0.1:{port}", timeout_s=120) as url:
         yield url
-    finally:
-        stop_server(process)
 
 
 # -- the run ----------------------------------------------------------------------------------------------
@@ -322,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--open-requests", type=int, default=None, help="requests per open-loop point (48)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per point and system (2)")
     parser.add_argument("--seed", type=int, default=16)
-    parser.add_argument("--config", type=Path, nargs="+", default=[REPO / "config" / "runtime.yaml"])
+    parser.add_argument("--config", type=Path, nargs="+", default=[REPO_ROOT / "config" / "runtime.yaml"])
     parser.add_argument("--no-peer", action="store_true", help="skip mlx_lm.server")
     args = parser.parse_args(argv)
     quick = {"concurrency": [1, 2, 8, 32], "load": [0.7, 1.0, 1.5], "tokens": 64, "rounds": 1}

@@ -20,9 +20,8 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from server.launch import running_server
-
-REPO = Path(__file__).resolve().parent.parent
+from configkit import REPO_ROOT
+from orchestrate.processes import running_server
 
 
 @dataclass
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--streams", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--config", type=Path, default=REPO / "config" / "runtime.yaml")
+    parser.add_argument("--config", type=Path, default=REPO_ROOT / "config" / "runtime.yaml")
     args = parser.parse_args(argv)
     result = run(args.minutes, args.streams, args.max_tokens, args.config)
     warmup_s = 60.0 if args.minutes >= 2 else 0.0

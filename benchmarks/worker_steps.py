@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from configkit import REPO_ROOT
 from server import ipc
-from server.models import build_embedded_model
+from server.ipc import RuntimeOptions
+from server.models.embedded import build_embedded_model
 from server.settings import load_settings
-from server.worker import BatchRuntime, RuntimeOptions
-
-REPO = Path(__file__).resolve().parent.parent
+from server.worker.text_runtime import BatchRuntime
 
 
 @dataclass
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--config", type=Path, default=REPO / "config" / "runtime.yaml")
+    parser.add_argument("--config", type=Path, default=REPO_ROOT / "config" / "runtime.yaml")
     args = parser.parse_args(argv)
     settings = load_settings(args.config, warn=lambda line: None)
     engine = settings.engine

@@ -14,7 +14,7 @@ from pathlib import Path
 def main() -> None:
     from locust.main import main as locust_main
 
-    import benchcore.loadgen.user  # noqa: F401  registers the options before Locust builds its parser
+    import loadgen.user  # noqa: F401  registers the options before Locust builds its parser
 
     args = sys.argv[1:]
     if not any(a in ("-f", "--locustfile") or a.startswith("--locustfile=") for a in args):

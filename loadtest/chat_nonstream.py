@@ -1,6 +1,6 @@
 """Non-streaming chat completions: one JSON body per request (no TTFT)."""
 
-from benchcore.loadgen.user import OpenAIUser
+from loadgen.user import OpenAIUser
 
 
 class ChatUser(OpenAIUser):

@@ -1,6 +1,6 @@
 """Streaming chat completions: the default scenario."""
 
-from benchcore.loadgen.user import OpenAIUser
+from loadgen.user import OpenAIUser
 
 
 class ChatStreamUser(OpenAIUser):

@@ -1,7 +1,7 @@
 """Streaming chat with images (`--image-size`, `--image-dir`, `--images-per-request`)."""
 
-from benchcore.images import image_pool
-from benchcore.loadgen.user import OpenAIUser
+from loadgen.images import image_pool
+from loadgen.user import OpenAIUser
 
 
 class VisionChatUser(OpenAIUser):

@@ -1,6 +1,6 @@
 """Streaming text completions (/v1/completions) with the prompt as plain text."""
 
-from benchcore.loadgen.user import OpenAIUser
+from loadgen.user import OpenAIUser
 
 
 class CompletionUser(OpenAIUser):

@@ -15,13 +15,13 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from benchcore.summary import Slo
 from reports import gate, report
 from reports import markdown as md
 from reports.errors import BadInput, RegressionFound, ReportError
 from reports.load import load_runs
 from reports.metrics import label_stats, runs_frame
 from reports.tables import summary_cells
+from runfolder.figures import Slo
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 `curves.png`: served throughput and goodput (with the offered load as the diagonal), TTFT p50/p99, E2E
 p99 against the SLO; `outcomes.png`: the outcome shares per profile. Input: the curve table of
-reports.reproduce (one row per profile and rate).
+orchestrate.reproduce (one row per profile and rate).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from reports.load import RunData
 
 log = logging.getLogger(__name__)
 
-# Warning codes (benchcore.summary) by which the gate refuses a run or diagnoses it.
+# Warning codes (runfolder.summary) by which the gate refuses a run or diagnoses it.
 GENERATOR_BEHIND = "generator_behind"
 MISSING_WORKER_RECORDS = "missing_worker_records"
 SERVER_SATURATED = "server_saturated"

@@ -18,12 +18,13 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from configkit import Strict, read_yaml, validation_message
 from reports import evidence as ev
 from reports import markdown as md
 from reports import stats
-from reports.errors import BadInput, ReportError, read_yaml
+from reports.errors import BadInput, ReportError
 from reports.load import RunData
 from reports.metrics import METRICS
 
@@ -55,11 +56,7 @@ class Refused(BadInput):
         super().__init__("the gate refuses to judge these runs:\n  " + "\n  ".join(problems))
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EvidenceRules(_Strict):
+class EvidenceRules(Strict):
     """When a run is not evidence at all: the gate then exits 2 with the reason."""
 
     min_requests: int = Field(20, ge=1)  # per run
@@ -69,7 +66,7 @@ class EvidenceRules(_Strict):
     same_workload: bool = True  # baseline, candidate and their repeats offered the same load
 
 
-class AbsoluteGates(_Strict):
+class AbsoluteGates(Strict):
     """Each label of the candidate, on its mean over repeats. Rates are fractions of attempted requests."""
 
     min_success_rate: float | None = Field(None, ge=0, le=1)
@@ -81,7 +78,7 @@ class AbsoluteGates(_Strict):
     max_ttft_p95_ms: float | None = Field(None, gt=0)
 
 
-class RelativeGates(_Strict):
+class RelativeGates(Strict):
     """Candidate against baseline, label by label, with the test of reports/stats.py."""
 
     max_throughput_drop_pct: float | None = Field(None, gt=0, lt=100)
@@ -91,12 +88,12 @@ class RelativeGates(_Strict):
     pairing: Literal["auto", "off"] = "auto"  # auto: pair interleaved runs of equal count
 
 
-class FigureNoise(_Strict):
+class FigureNoise(Strict):
     cv: float = Field(gt=0, lt=1)  # run-to-run, log scale
     pair_cv: float | None = Field(None, gt=0, lt=1)  # between consecutive runs
 
 
-class NoisePriors(_Strict):
+class NoisePriors(Strict):
     """The run-to-run noise expected before any repeat is seen (benchmarks/gate_noise.py measures it)."""
 
     prior_df: float = Field(4.0, ge=0)  # worth this many repeats; 0 ignores the priors
@@ -104,7 +101,7 @@ class NoisePriors(_Strict):
     ttft_p95_s: FigureNoise | None = None
 
 
-class GateConfig(_Strict):
+class GateConfig(Strict):
     schema_version: Literal[1] = 1
     evidence: EvidenceRules = EvidenceRules()
     absolute: AbsoluteGates = AbsoluteGates()
@@ -114,24 +111,13 @@ class GateConfig(_Strict):
 
 
 def load_config(path: Path) -> GateConfig:
-    raw = read_yaml(path, "gates file")
+    raw = read_yaml(path, "gates file", BadInput)
     if not raw:  # an empty file would gate nothing and pass: refuse it
         raise BadInput(f"{path}: expected a mapping with 'absolute' and/or 'relative' sections")
     try:
         return GateConfig.model_validate(raw)
     except ValidationError as exc:
         raise BadInput(f"{path}: {validation_message(exc)}") from None
-
-
-def validation_message(exc: ValidationError) -> str:
-    problems = []
-    for item in exc.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{key}'")
-        else:
-            problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
-    return "; ".join(problems)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Find and read run folders (the format of benchcore.rundir) into typed runs with a records DataFrame.
+"""Find and read run folders (the format of runfolder.folder) into typed runs with a records DataFrame.
 
 Records are read column by column with pyarrow's CSV reader: a million records load in about a second,
 where building a RequestRecord per row would take most of the 10 s budget.
@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from benchcore.records import OUTCOMES
-from benchcore.rundir import (
+from reports.errors import BadInput
+from runfolder.folder import (
     METADATA_FILE,
     RECORDS_FILE,
     SUMMARY_FILE,
@@ -24,7 +24,7 @@ from benchcore.rundir import (
     read_metadata,
     read_summary,
 )
-from reports.errors import BadInput
+from runfolder.records import OUTCOMES
 
 log = logging.getLogger(__name__)
 

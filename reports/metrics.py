@@ -1,5 +1,5 @@
-"""Per-run figures from the records (vectorized, same definitions as benchcore.summary) and per-label
-aggregates over repeats.
+"""Per-run figures from the records (with runfolder.figures, the definitions summary.json is written with)
+and per-label aggregates over repeats.
 
 A label's figure is the mean over its repeats of each run's figure; its spread is their min..max.
 """
@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchcore.records import OUTCOMES
-from benchcore.rundir import RECORDS_FILE
-from benchcore.summary import PERCENTILES, Slo
 from reports.load import RunData
+from runfolder import figures
+from runfolder.figures import PERCENTILES, Slo
+from runfolder.folder import RECORDS_FILE
+from runfolder.records import OUTCOMES
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,6 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def _percentiles(values: pd.Series) -> list[float | None]:
-    # Linear interpolation, as benchcore.summary.distribution (numpy's and vLLM's default).
-    arr = values.to_numpy(dtype=float, na_value=np.nan)
-    arr = arr[~np.isnan(arr)]
-    if arr.size == 0:
-        return [None] * len(PERCENTILES)
-    return [float(q) for q in np.percentile(arr, PERCENTILES)]
-
-
 def run_slo(run: RunData, override: Slo | None) -> Slo | None:
     """The SLO given on the command line, else the one the load test used (summary.json's goodput)."""
     if override is not None and override.any():
@@ -88,13 +80,8 @@ def run_slo(run: RunData, override: Slo | None) -> Slo | None:
     return slo if slo.any() else None
 
 
-def _good_requests(ok: pd.DataFrame, slo: Slo) -> int:
-    # A request without the measured value (a one-token reply has no TPOT) passes that check, as in benchcore.
-    good = np.ones(len(ok), dtype=bool)
-    for column, limit in (("ttft_s", slo.ttft_s), ("tpot_s", slo.tpot_s), ("e2e_s", slo.e2e_s)):
-        if limit is not None:
-            good &= ~(ok[column].to_numpy(dtype=float, na_value=np.nan) > limit)
-    return int(good.sum())
+def _floats(column: pd.Series) -> np.ndarray:
+    return column.to_numpy(dtype=float, na_value=np.nan)
 
 
 def run_metrics(run: RunData, slo: Slo | None = None) -> dict[str, Any]:
@@ -106,9 +93,8 @@ def run_metrics(run: RunData, slo: Slo | None = None) -> dict[str, Any]:
     duration = run.duration_s
     times, tokens = token_arrivals(run)
     start = run.window_start_s
-    inside = (times >= start) & (times < start + duration)
     # Tokens that arrived in the window, with those of warm-up requests (summary.json; not in records.csv).
-    output_tokens = float(tokens[inside].sum()) + float(
+    output_tokens = figures.tokens_in_window(times, tokens, start, start + duration) + float(
         run.summary.get("warmup_output_tokens_in_window") or 0
     )
     load = run.load
@@ -121,18 +107,22 @@ def run_metrics(run: RunData, slo: Slo | None = None) -> dict[str, Any]:
         "duration_s": duration,
         "requests": n,
         **{COUNT_NAMES[o]: int(counts.get(o, 0)) for o in OUTCOMES},
-        **{RATE_NAMES[o]: int(counts.get(o, 0)) / n for o in OUTCOMES},
+        **{RATE_NAMES[o]: figures.rate(int(counts.get(o, 0)), n) for o in OUTCOMES},
         "output_tokens": output_tokens,
-        "output_tokens_per_s": output_tokens / duration if duration > 0 else None,
-        "requests_per_s": len(ok) / duration if duration > 0 else None,
+        "output_tokens_per_s": figures.per_s(output_tokens, duration),
+        "requests_per_s": figures.per_s(len(ok), duration),
     }
+    columns = {lat: _floats(ok[f"{lat}_s"]) for lat in LATENCIES}
     for lat in LATENCIES:
-        for p, value in zip(PERCENTILES, _percentiles(ok[f"{lat}_s"]), strict=True):
-            row[f"{lat}_p{p}_s"] = value
+        spread = figures.distribution(columns[lat])
+        for p in PERCENTILES:
+            row[f"{lat}_p{p}_s"] = spread[f"p{p}"]
     slo = run_slo(run, slo)
-    good = _good_requests(ok, slo) if slo else None
-    row["goodput_requests_per_s"] = good / duration if good is not None and duration > 0 else None
-    row["slo_attainment"] = good / n if good is not None else None
+    good = (
+        int(figures.good_mask(columns["ttft"], columns["tpot"], columns["e2e"], slo).sum()) if slo else None
+    )
+    row["goodput_requests_per_s"] = figures.per_s(good, duration) if good is not None else None
+    row["slo_attainment"] = figures.rate(good, n) if good is not None else None
     return row
 
 
@@ -168,32 +158,23 @@ _ITL_CACHE: dict[tuple[str, int], pd.Series] = {}
 
 
 def token_arrivals(run: RunData) -> tuple[np.ndarray, np.ndarray]:
-    """(epoch time, tokens) of every chunk of output of successful requests, as benchcore.summary places
-    them: the first at schedule + TTFT, the next after each ITL gap, the request's tokens spread evenly;
-    a reply without chunk times (non-streamed) delivers all of them when it ended."""
+    """(epoch time, tokens) of every chunk of output of successful requests (runfolder.figures)."""
     rec = run.records
     ok = (rec["outcome"] == "success").to_numpy()
-    tokens = rec["output_tokens"].fillna(0).to_numpy(dtype=float)[ok]
-    ttft = rec["ttft_s"].to_numpy(dtype=float)[ok]
-    first = np.where(
-        np.isnan(ttft),
-        rec["end_ts_s"].to_numpy(dtype=float)[ok],
-        rec["scheduled_ts_s"].to_numpy(dtype=float)[ok] + ttft,
-    )
     if not ok.any():
         return np.empty(0), np.empty(0)
     texts = _itl_column(run)[ok].fillna("").str.strip("[]").to_numpy(dtype=object)
-    texts = np.where(np.isnan(ttft), "", texts)  # no chunk times without a first chunk
     counts = np.array([t.count(",") + 1 if t else 0 for t in texts], dtype=int)
     joined = ",".join(t for t in texts if t)
     gaps = np.array(joined.split(","), dtype=float) if joined else np.empty(0)
-    row = np.repeat(np.arange(len(texts)), counts)
-    cum = np.cumsum(gaps)
-    before = np.concatenate([[0.0], cum])[np.cumsum(counts) - counts]  # sum of the gaps of earlier rows
-    later_times = first[row] + cum - before[row]
-    per_chunk = tokens / (counts + 1)
-    times = np.concatenate([first, later_times])
-    return times, np.concatenate([per_chunk, per_chunk[row]])
+    return figures.token_arrivals(
+        _floats(rec["output_tokens"])[ok],
+        _floats(rec["scheduled_ts_s"])[ok],
+        _floats(rec["ttft_s"])[ok],
+        _floats(rec["end_ts_s"])[ok],
+        counts,
+        gaps,
+    )
 
 
 def timeline(run: RunData, bin_s: float) -> pd.DataFrame:

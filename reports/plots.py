@@ -16,9 +16,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from benchcore.records import OUTCOMES
 from reports.load import RunData
 from reports.metrics import RATE_NAMES, bin_width, cdf_points, label_timeline
+from runfolder.records import OUTCOMES
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchcore.summary import Slo
 from reports import html, plots
 from reports import markdown as md
 from reports.aliases import alias_frame
 from reports.load import RunData
 from reports.metrics import label_stats, runs_frame
 from reports.tables import Tables
+from runfolder.figures import Slo
 
 log = logging.getLogger(__name__)
 

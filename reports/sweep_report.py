@@ -11,25 +11,49 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from benchcore.rundir import SUMMARY_FILE
-from benchcore.summary import Slo
-from reports import campaign as camp
 from reports import curves, html, report
 from reports import markdown as md
 from reports.knee import CurvePoint, Knee, find_knee
 from reports.load import RunData, load_runs
 from reports.metrics import run_metrics
-from reports.probe import ProbeResult
-from reports.sweep import SweepRun, run_order
+from runfolder.figures import Slo
+from runfolder.folder import SUMMARY_FILE
+
+if TYPE_CHECKING:  # the campaign and the probe come from orchestrate, which runs them; read here only
+    from orchestrate import campaign as camp
+    from orchestrate.probe import ProbeResult
 
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "sweep-plan.json"
 SWEEP_FILE = "sweep.json"
+
+
+@dataclass(frozen=True, slots=True)
+class SweepRun:
+    """One run of the sweep: its rate, its profile and, from them, its folder under runs/sweep/."""
+
+    point: int  # index of the rate, from 0 (lowest)
+    rate_per_s: float
+    profile: str
+
+    @property
+    def folder(self) -> str:
+        return f"p{self.point:02d}-{self.rate_per_s:.3f}rps"
+
+
+def run_order(rates: list[float], profiles: list[str]) -> list[SweepRun]:
+    """Rate by rate from the lowest, every profile once per rate, the order rotating (orchestrate.sweep)."""
+    order = []
+    for i, rate in enumerate(rates):
+        shift = i % len(profiles)
+        for name in profiles[shift:] + profiles[:shift]:
+            order.append(SweepRun(i, rate, name))
+    return order
 
 
 @dataclass(frozen=True, slots=True)

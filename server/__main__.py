@@ -13,9 +13,9 @@ from aiohttp import web
 
 from server.app import create_app
 from server.appkeys import ENGINES
-from server.engine import EngineUnavailable
-from server.models import ModelNotFoundError
+from server.models.embedded import ModelNotFoundError
 from server.settings import ConfigError, Settings, load_settings
+from server.worker_handle import WorkerUnavailable
 
 log = logging.getLogger("server")
 
@@ -67,7 +67,7 @@ async def serve(settings: Settings) -> int:
                 ready.result()
                 log.info("ready")
                 await stopped
-            except EngineUnavailable as exc:
+            except WorkerUnavailable as exc:
                 log.error("cannot serve: %s", exc)
                 exit_code = 1
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -11,15 +12,15 @@ from pathlib import Path
 
 from aiohttp import web
 
+from server.admission import admission_for
 from server.appkeys import ENGINES, METRICS, SETTINGS
-from server.engine import Engine, EngineUnavailable, RestartPolicy
 from server.errors import APIError, error_middleware
-from server.limiter import admission_for
+from server.ipc import RuntimeOptions
 from server.metrics import ServerMetrics
-from server.models import resolve_model_path
+from server.models.resolve import resolve_model_path
 from server.routes import add_routes
 from server.settings import ModelSettings, Settings
-from server.worker import RuntimeOptions
+from server.worker_handle import RestartPolicy, WorkerHandle, WorkerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -77,35 +78,40 @@ def model_kind(model: ModelSettings, path: Path) -> str:
 async def _engines(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     loop = asyncio.get_running_loop()
-    engines: list[tuple[Engine, ModelSettings]] = []
+    engines: list[tuple[WorkerHandle, ModelSettings]] = []
     for model in settings.served_models:
         # Building an embedded model takes seconds the first time: off the event loop.
         path = await loop.run_in_executor(None, resolve_model_path, model.path)
         kind = model_kind(model, path)
         restart = RestartPolicy(settings.engine.max_restarts, settings.engine.restart_delay_s)
-        engine = Engine(
-            model.served_name, str(path), runtime_options(settings), settings.log_level, kind, restart
+        admission = functools.partial(admission_for, settings, model, model.served_name)
+        engine = WorkerHandle(
+            model.served_name,
+            str(path),
+            runtime_options(settings),
+            settings.log_level,
+            kind,
+            restart,
+            admission,
         )
         engines.append((engine, model))
         app[ENGINES][engine.name] = engine
     for engine, _ in engines:
         await engine.start()
-    watchers = [asyncio.create_task(_on_ready(app, engine, model)) for engine, model in engines]
+    watchers = [asyncio.create_task(_on_ready(app, engine)) for engine, _ in engines]
     yield
     for watcher in watchers:
         watcher.cancel()
     await asyncio.gather(*(engine.stop() for engine, _ in engines))
 
 
-async def _on_ready(app: web.Application, engine: Engine, model: ModelSettings) -> None:
+async def _on_ready(app: web.Application, engine: WorkerHandle) -> None:
     metrics = app[METRICS]
     try:
         await engine.wait_ready()
-    except EngineUnavailable:
+    except WorkerUnavailable:
         metrics.model_ready.labels(engine.name).set(0)
         return
-    parameters = engine.info.parameter_count if engine.info else None
-    engine.limiter = admission_for(app[SETTINGS], model, engine.name, parameters)
     metrics.model_ready.labels(engine.name).set(1)
 
 

@@ -2,10 +2,10 @@
 
 from aiohttp import web
 
-from server.engine import Engine
 from server.metrics import ServerMetrics
 from server.settings import Settings
+from server.worker_handle import WorkerHandle
 
 SETTINGS = web.AppKey("settings", Settings)
-ENGINES = web.AppKey("engines", dict[str, Engine])
+ENGINES = web.AppKey("engines", dict[str, WorkerHandle])
 METRICS = web.AppKey("metrics", ServerMetrics)

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import requests
 
-from server.launch import running_server
-
 
 def stream_one(base_url: str, prompt: str, max_tokens: int) -> dict:
     body = {
@@ -60,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", default="Tell me a short story about a river.")
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args(argv)
+    # The one launcher lives above the server (orchestrate/); imported here only, so server/ never loads it.
+    from orchestrate.processes import running_server
+
     try:
         with running_server(args.config) as base_url:
             print(f"server ready at {base_url}; streaming one chat completion:\n")

@@ -1,10 +1,12 @@
 """Messages between the HTTP process and a model worker process.
 
-NamedTuples because they pickle small and fast: each crosses a process boundary.
+NamedTuples because they pickle small and fast: each crosses a process boundary. RuntimeOptions, sent
+once when the worker starts, is a dataclass with defaults.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 
@@ -92,3 +94,30 @@ class WorkerError(NamedTuple):
 
 
 Event = Started | Tokens | Finished | Failed
+
+
+@dataclass
+class RuntimeOptions:
+    """What the worker needs from the settings (a plain record: it crosses the process boundary)."""
+
+    max_batch_size: int = 32
+    prefill_batch_size: int = 8
+    prefill_step_size: int = 2048
+    max_kv_size: int | None = None
+    batch_tokens: int = 16
+    flush_ms: float = 20.0
+    # Scheduling (docs/operations.md, "Scheduling"): at most `decode_batch_cap` sequences in the generator
+    # (None: max_batch_size); "auto" measures the throughput-optimal size at start. The rest wait in the
+    # worker's FIFO. While others decode, arrivals are held up to `prefill_wait_ms` to prefill together.
+    decode_batch_cap: int | str | None = None
+    prefill_wait_ms: float = 0.0
+    # v1.1.1 behaviours, off by default: at most N sequences generating at once; a device sync per step.
+    concurrency_limit: int | None = None
+    force_sync: bool = False
+    # False reproduces mlx-engine as the guide describes it (a process per request): the model is loaded
+    # when a request starts with nothing running and dropped once nothing runs, so each request pays a load.
+    persistent: bool = True
+    # Prefix cache (docs/operations.md, "Prefix cache"): 0 entries turns it off.
+    prefix_cache_entries: int = 0
+    prefix_cache_bytes: int = 256 << 20
+    prefix_cache_min_tokens: int = 16

@@ -30,7 +30,7 @@ class EngineCollector:
         yield from self.limiter_state()
 
     def prefix_cache_state(self):
-        """The worker's prefix cache (server/prefix_cache.py); no samples for a model without one."""
+        """The worker's prefix cache (server/worker/prefix_cache.py); no samples for a model without one."""
 
         def counter(name: str, doc: str) -> CounterMetricFamily:
             return CounterMetricFamily(f"{PREFIX}_prefix_cache_{name}", doc, labels=["model"])

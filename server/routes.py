@@ -12,11 +12,9 @@ from aiohttp import web
 from pydantic import Field, model_validator
 
 from server import ipc
+from server.admission import LimitExceeded, QueueFull
 from server.appkeys import ENGINES, METRICS, SETTINGS
-from server.engine import Engine, EngineUnavailable
 from server.errors import APIError
-from server.images import load_image
-from server.limiter import LimitExceeded, QueueFull
 from server.protocol import (
     ChatCompletionRequest,
     ChatShapes,
@@ -33,7 +31,9 @@ from server.protocol import (
     resolve_max_tokens,
     too_deep,
 )
+from server.request_images import load_image
 from server.settings import ImageSettings
+from server.worker_handle import WorkerHandle, WorkerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ async def read_json(request: web.Request):
     return value
 
 
-def engine_for(request: web.Request, model: str) -> Engine:
+def engine_for(request: web.Request, model: str) -> WorkerHandle:
     engines = request.app[ENGINES]
     engine = engines.get(model)
     if engine is None:
@@ -84,7 +84,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def worker_messages(
-    messages: list[Message], engine: Engine, limits: ImageSettings
+    messages: list[Message], engine: WorkerHandle, limits: ImageSettings
 ) -> tuple[list, list]:
     """Messages as the worker wants them: plain strings for text models, content parts for vision models
     (each image part replaced by {"type": "image"}, its bytes listed in order)."""
@@ -154,7 +154,7 @@ def _api_error(event: ipc.Failed) -> APIError:
 
 
 async def respond(
-    request, engine: Engine, fields: dict, shapes, stream: bool, include_usage: bool, endpoint: str
+    request, engine: WorkerHandle, fields: dict, shapes, stream: bool, include_usage: bool, endpoint: str
 ):
     metrics = request.app[METRICS]
     limits = request.app[SETTINGS].limits
@@ -178,7 +178,7 @@ async def respond(
         if exc.style.error_mode == "in_stream":
             return await _in_stream_limit_error(request, exc, stream)
         raise _limit_error(exc) from None
-    except EngineUnavailable as exc:
+    except WorkerUnavailable as exc:
         outcome = "unavailable"
         code = "server_shutting_down" if engine.draining else "model_not_ready"
         raise APIError(503, str(exc), code=code, headers={"Retry-After": "1"}) from None
@@ -207,7 +207,7 @@ class SlowReader(Exception):
     """The client did not take a chunk within limits.write_timeout_s."""
 
 
-def _check_capacity(engine: Engine, limits) -> None:
+def _check_capacity(engine: WorkerHandle, limits) -> None:
     """Bounded admission: past max_batch_size running plus max_waiting_requests waiting, refuse."""
     capacity = engine.options.max_batch_size + limits.max_waiting_requests
     if engine.active_requests >= capacity:
@@ -235,7 +235,7 @@ async def _until(events, deadline: float, timeout_s: float):
         yield event
 
 
-def _admission(engine: Engine, label: str):
+def _admission(engine: WorkerHandle, label: str):
     """A slot from the v1.1.1 limiter when there is one; v1.2.0 admits everything straight to the engine."""
     return engine.limiter.slot(label) if engine.limiter else contextlib.nullcontext()
 
@@ -402,14 +402,14 @@ def _load_tokenizer(model_path: str):
     return AutoTokenizer.from_pretrained(model_path, local_files_only=True)
 
 
-async def _tokenizer_for(engine: Engine):
+async def _tokenizer_for(engine: WorkerHandle):
     async with _tokenizer_lock:
         if engine.model_path not in _tokenizers:
             _tokenizers[engine.model_path] = await asyncio.to_thread(_load_tokenizer, engine.model_path)
     return _tokenizers[engine.model_path]
 
 
-def _tokenize_model(request: web.Request, req: TokenizeRequest) -> Engine:
+def _tokenize_model(request: web.Request, req: TokenizeRequest) -> WorkerHandle:
     if req.model is not None:
         return engine_for(request, req.model)
     engines = request.app[ENGINES]
@@ -420,7 +420,7 @@ def _tokenize_model(request: web.Request, req: TokenizeRequest) -> Engine:
 
 async def tokenize(request: web.Request) -> web.Response:
     """Token ids exactly as a completion or chat request would be tokenized: the worker's own rules
-    (server/worker.py `tokenize`), so `count` equals that request's usage.prompt_tokens."""
+    (server/worker/text_runtime.py `tokenize`), so `count` equals that request's usage.prompt_tokens."""
     body = await read_json(request)
     if isinstance(body, dict) and not (body.get("prompt") is None) ^ (body.get("messages") is None):
         raise APIError(

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from configkit import REPO_ROOT, Strict, merge, read_yaml, validation_message
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +29,14 @@ class ConfigError(Exception):
     exit_code = 2
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ServerSettings(_Strict):
+class ServerSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     api_key: str | None = None
     shutdown_grace_s: float = Field(30.0, ge=0)
 
 
-class ModelSettings(_Strict):
+class ModelSettings(Strict):
     # "embedded:tiny-llama", a local mlx-lm/mlx-vlm folder, or a Hugging Face repo id in the local cache.
     path: str = "embedded:tiny-llama"
     # text (mlx-lm) or vision (mlx-vlm); auto reads the model's config.json (a vision_config means vision).
@@ -54,7 +51,7 @@ class ModelSettings(_Strict):
         return self.name or self.path.rstrip("/").split("/")[-1].split(":")[-1]
 
 
-class EngineSettings(_Strict):
+class EngineSettings(Strict):
     # false: load the model for each request and drop it after (what the guide says mlx-engine did).
     persistent: bool = True
     max_batch_size: int = Field(32, ge=1, le=1024)
@@ -93,7 +90,7 @@ class EngineSettings(_Strict):
         return self
 
 
-class PrefixCacheSettings(_Strict):
+class PrefixCacheSettings(Strict):
     """Reuse of the KV of earlier prompts and replies (docs/operations.md, "Prefix cache"); text only."""
 
     enabled: bool = True
@@ -103,14 +100,14 @@ class PrefixCacheSettings(_Strict):
     min_tokens: int = Field(16, ge=1)
 
 
-class StreamingSettings(_Strict):
+class StreamingSettings(Strict):
     # IPC token buffering: the first token goes out at once, then up to `batch_tokens` tokens per message,
     # or whatever is buffered after `flush_ms`, whichever comes first.
     batch_tokens: int = Field(16, ge=1, le=4096)
     flush_ms: float = Field(20.0, ge=0)
 
 
-class ImageSettings(_Strict):
+class ImageSettings(Strict):
     max_bytes: int = Field(4 << 20, ge=1024)  # per image, after base64 decoding
     max_images_per_request: int = Field(4, ge=0)
     # Checked from the image header before anything is decoded: refuses decompression bombs.
@@ -122,7 +119,7 @@ class ImageSettings(_Strict):
     remote_timeout_s: float = Field(10.0, gt=0)
 
 
-class LimitSettings(_Strict):
+class LimitSettings(Strict):
     max_body_bytes: int = Field(8 << 20, ge=1024)
     max_prompt_tokens: int = Field(4096, ge=1)
     max_tokens_cap: int = Field(4096, ge=1)
@@ -144,15 +141,15 @@ class LimitSettings(_Strict):
 Tier = Literal["30B+", "13-27B", "7-13B", "3-7B", "<3B"]
 
 
-class TierLimit(_Strict):
-    """Overrides for one tier; a key left out keeps v1.1.1's value (server/limiter.py)."""
+class TierLimit(Strict):
+    """Overrides for one tier; a key left out keeps v1.1.1's value (server/admission.py)."""
 
     max_concurrent: int | None = Field(None, ge=1)
     queue_depth: int | None = Field(None, ge=0)
     queue_timeout_ms: int | None = Field(None, ge=1)
 
 
-class LimiterSettings(_Strict):
+class LimiterSettings(Strict):
     """v1.1.1's model concurrency limiter; only honoured under `compat: v1.1.1`."""
 
     enabled: bool = True
@@ -169,7 +166,7 @@ class LimiterSettings(_Strict):
     tier_limits: dict[Tier, TierLimit] = {}
 
 
-class MlxSettings(_Strict):
+class MlxSettings(Strict):
     # The two v1.1.1 knobs, ignored (with a deprecation warning) unless `compat: v1.1.1`.
     concurrency_limit: int | None = Field(None, ge=1)
     force_metal_sync: bool | None = None  # accepted and without effect, as in v1.1.1 (parsed, never used)
@@ -181,7 +178,7 @@ class MlxSettings(_Strict):
     cache_weights: bool | None = None
 
 
-class StreamRegistrySettings(_Strict):
+class StreamRegistrySettings(Strict):
     """v1.2.0's stream registry cap (its `stream_registry.max_active_streams`, default 10), in the HTTP
     process: beyond it a new stream is refused at once (no queue). Off (null) unless a profile sets it."""
 
@@ -192,14 +189,14 @@ class StreamRegistrySettings(_Strict):
     retry_after_s: int = Field(1, ge=0)
 
 
-class PythonRuntimeSettings(_Strict):
+class PythonRuntimeSettings(Strict):
     """What v1.2.0's Python runtime still did after the TypeScript side dropped `mlx.concurrency_limit`:
     it read the key with a default of 1, so text generation stayed one sequence at a time."""
 
     concurrency_limit: int | None = Field(None, ge=1)  # at most N sequences generating; null: no limit
 
 
-class Settings(_Strict):
+class Settings(Strict):
     compat: Literal["v1.2.0", "v1.1.1"] = "v1.2.0"
     server: ServerSettings = ServerSettings()
     model: ModelSettings | None = None
@@ -278,45 +275,6 @@ def _strip_legacy(raw: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def _format_validation_error(source: str, error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{key}'")
-        elif not item["loc"]:
-            problems.append(item["msg"].removeprefix("Value error, "))
-        else:
-            problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
-    return f"{source}: " + "; ".join(problems)
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(raw).__name__}")
-    return raw
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def build_settings(
     raw: dict[str, Any], source: str = "config", overrides: dict[str, Any] | None = None, warn=None
 ) -> Settings:
@@ -329,14 +287,14 @@ def build_settings(
     env: dict[str, Any] = {}
     if os.environ.get(API_KEY_ENV):
         env = {"server": {"api_key": os.environ[API_KEY_ENV]}}
-    merged = _merge(_merge(raw, env), overrides or {})
+    merged = merge(merge(raw, env), overrides or {})
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(source, exc)) from None
+        raise ConfigError(f"{source}: {validation_message(exc)}") from None
 
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "config" / "profiles"
+PROFILES_DIR = REPO_ROOT / "config" / "profiles"
 
 
 def profile_path(name_or_path: str) -> Path:
@@ -355,10 +313,10 @@ def load_settings(
     path: Path | None, overrides: dict[str, Any] | None = None, warn=None, profile: str | None = None
 ) -> Settings:
     """The config file, with a profile overlaid section by section, then environment and overrides."""
-    raw = read_yaml(path) if path is not None else {}
+    raw = read_yaml(path, "config file", ConfigError) if path is not None else {}
     source = str(path or "defaults")
     if profile:
         overlay = profile_path(profile)
-        raw = _merge(raw, read_yaml(overlay))
+        raw = merge(raw, read_yaml(overlay, "config file", ConfigError))
         source += f" + {overlay}"
     return build_settings(raw, source, overrides, warn)

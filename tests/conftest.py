@@ -19,12 +19,12 @@ import yaml
 # per test phase and server_logs checks it. Set before anything starts a process.
 os.environ["MLXBENCH_ECHO_CHILD_OUTPUT"] = "1"
 
-from server.launch import running_server
+from configkit import REPO_ROOT, merge
+from orchestrate.processes import running_server
 
 pytest_plugins = ["tests.server_logs", "pytester"]
 
-REPO = Path(__file__).resolve().parent.parent
-RUNTIME_CONFIG = REPO / "config" / "runtime.yaml"
+RUNTIME_CONFIG = REPO_ROOT / "config" / "runtime.yaml"
 
 
 def write_config(
@@ -34,8 +34,7 @@ def write_config(
     raw = yaml.safe_load(base.read_text()) if base else {}
     if "models" in sections:
         raw.pop("model", None)  # a config names its models one way or the other
-    for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    raw = merge(raw, sections)
     path = folder / name
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -1,4 +1,4 @@
-"""Synthetic run folders with known records, written through benchcore's own writer and summary.
+"""Synthetic run folders with known records, written through runfolder's own writer and summary.
 
 `write_synthetic_run` can also write the summary keys newer load tests add (`cuts`, `cut_rate`,
 `warning_codes`, `workload`, `arrival`) and metadata.json's recorded `options`, so that the gate's
@@ -10,9 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchcore.records import RequestRecord
-from benchcore.rundir import write_run
-from benchcore.summary import Slo, summarize
+from runfolder.figures import Slo
+from runfolder.folder import write_run
+from runfolder.records import RequestRecord
+from runfolder.summary import summarize
 
 T0 = 1_700_000_000.0  # a fixed epoch so that files are reproducible
 

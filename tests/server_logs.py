@@ -1,20 +1,30 @@
 """Fail a test whose servers, workers or Locust runs logged an ERROR or a traceback it did not expect.
 
 What a test's processes print reaches pytest's capture: in-process log records ("Captured log"), and
-child processes' output on stderr (subprocess servers inherit it; the launchers echo what they collect
-when MLXBENCH_ECHO_CHILD_OUTPUT is set). After each phase, that phase's captured text is searched.
+child processes' output on stderr (the launcher, orchestrate.processes, echoes what it collects when
+MLXBENCH_ECHO_CHILD_OUTPUT is set; processes a test starts itself inherit it). The launcher also appends
+every child line to the file MLXBENCH_CHILD_LOG names, which this plugin sets per session: pytest's capture
+misses what a session-scoped server prints while pytest reports between tests. After each phase, that
+phase's captured text and what the children wrote to the file since the last phase are searched.
 A test that provokes errors on purpose declares them: `@pytest.mark.expected_errors(r"regex", ...)`;
-a problem is allowed when one of the patterns is found in it. With `-s` nothing is captured, so
-nothing is checked.
+a problem is allowed when one of the patterns is found in it. With `-s` nothing is captured; the
+children's file is still searched.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+from pathlib import Path
 
 import pytest
 
-# Our formats ("... server.engine ERROR ...", "... worker ERROR ..."), pytest's captured log
+# The launchers (orchestrate/processes.py) append every line their children print to this file as well:
+# pytest's capture misses what a long-lived (session) server prints while pytest reports between tests.
+CHILD_LOG_ENV = "MLXBENCH_CHILD_LOG"
+
+# Our formats ("... server.worker_handle ERROR ...", "... worker ERROR ..."), pytest's captured log
 # ("ERROR    name:file.py:12 ..."), Locust's ("[time] host/ERROR/locust.runners: ...") and tracebacks.
 PROBLEM = re.compile(r"(?:^|[\s/])(?:ERROR|CRITICAL)(?:[\s/:]|$)|^Traceback \(most recent call last\)")
 # A line that starts a new log record ends the problem before it.
@@ -44,15 +54,52 @@ def unexpected(text: str, allowed: list[str]) -> list[str]:
     return [p for p in problems(text) if not any(re.search(pattern, p) for pattern in allowed)]
 
 
+class ChildLog:
+    """The children's output file of this session, read on from where the last phase stopped."""
+
+    def __init__(self) -> None:
+        handle, name = tempfile.mkstemp(prefix="mlxbench-children-", suffix=".log")
+        os.close(handle)
+        self.path, self.offset = Path(name), 0
+
+    def read_new(self) -> str:
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        self.offset += len(data)
+        return data.decode("utf-8", errors="replace")
+
+
+def pytest_configure(config):
+    config._child_log = ChildLog()
+    config._child_log_before = os.environ.get(CHILD_LOG_ENV)
+    os.environ[CHILD_LOG_ENV] = str(config._child_log.path)
+
+
+def pytest_unconfigure(config):
+    # pytester runs inner sessions in this process: give the outer session its file back
+    before = getattr(config, "_child_log_before", None)
+    if before is None:
+        os.environ.pop(CHILD_LOG_ENV, None)
+    else:
+        os.environ[CHILD_LOG_ENV] = before
+    if child_log := getattr(config, "_child_log", None):
+        child_log.path.unlink(missing_ok=True)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    # Everything children printed up to now belongs to this phase: also what came between phases.
+    child_log = getattr(item.config, "_child_log", None)
+    children = child_log.read_new() if child_log else ""
     if not report.passed:
         return
-    text = "\n".join(content for name, content in report.sections if name.endswith(f" {report.when}"))
+    captured = [content for name, content in report.sections if name.endswith(f" {report.when}")]
+    text = "\n".join([*captured, children])
     allowed = [p for mark in item.iter_markers("expected_errors") for p in mark.args]
-    bad = unexpected(text, allowed)
+    bad = list(dict.fromkeys(unexpected(text, allowed)))  # a child's line is in the capture and the file
     if bad:
         report.outcome = "failed"
         shown = "\n\n".join(bad[:5])

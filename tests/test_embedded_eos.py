@@ -9,8 +9,7 @@ import random
 
 import mlx.core as mx
 
-from server import models
-from server.models import EMBEDDED_MODELS, build_embedded_model
+from server.models.embedded import EMBEDDED_MODELS, build_embedded_model, recipe_fingerprint
 
 
 def _hashes(folder) -> dict[str, str]:
@@ -22,7 +21,7 @@ def test_the_option_is_in_the_stamp_only_when_set():
     assert recipe.eos_logit_drop > 0 and recipe.payload()["eos_logit_drop"] == recipe.eos_logit_drop
     plain = dataclasses.replace(recipe, eos_logit_drop=0.0)
     assert "eos_logit_drop" not in plain.payload()  # a recipe without it keeps its old fingerprint
-    assert models.recipe_fingerprint(plain) != models.recipe_fingerprint(recipe)  # the change rebuilds
+    assert recipe_fingerprint(plain) != recipe_fingerprint(recipe)  # the change rebuilds
 
 
 def test_builds_are_deterministic_and_idempotent(tmp_path):

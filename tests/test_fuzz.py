@@ -8,7 +8,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.launch import running_server
+from orchestrate.processes import running_server
 from tests.conftest import write_config
 
 EXAMPLES = 300

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from server.errors import APIError
-from server.images import check_image, decode_data_url, load_image, read_local_file
+from server.request_images import check_image, decode_data_url, load_image, read_local_file
 from server.settings import ImageSettings
 
 

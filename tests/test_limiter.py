@@ -10,9 +10,8 @@ import aiohttp
 import pytest
 import requests
 
-from server.app import runtime_options
-from server.launch import running_server
-from server.limiter import (
+from orchestrate.processes import running_server
+from server.admission import (
     V111_CODE_DEFAULT_TABLE,
     V111_TIER_TABLE,
     ConcurrencyLimiter,
@@ -25,6 +24,7 @@ from server.limiter import (
     billions_in_name,
     detect_tier,
 )
+from server.app import runtime_options
 from server.settings import Settings, load_settings
 from tests.conftest import RUNTIME_CONFIG, chat_body, eventually, write_config
 
@@ -74,7 +74,7 @@ def test_tier_comes_from_the_name_by_default_as_in_v111(caplog):
     # v1.1.1 never looked at the weights: a 3 M-parameter model named "x-30B" is 30B+, and a name without a
     # size is 7-13B with a warning.
     assert detect_tier(int(3e6), "x-30B") == ("30B+", "name")
-    with caplog.at_level(logging.WARNING, logger="server.limiter"):
+    with caplog.at_level(logging.WARNING, logger="server.admission"):
         assert detect_tier(int(3e6), "embedded:tiny-llama") == ("7-13B", "fallback")
     assert "cannot detect the size of model embedded:tiny-llama" in caplog.text
 
@@ -144,8 +144,8 @@ def test_parameter_count_from_weights_survives_quantization():
     import mlx.nn as nn
     from mlx_lm import load
 
-    from server.models import build_embedded_model
-    from server.worker import count_parameters
+    from server.models.embedded import build_embedded_model
+    from server.worker.describe import count_parameters
 
     model, _ = load(str(build_embedded_model()))
     dense = count_parameters(model, None)

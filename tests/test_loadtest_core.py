@@ -1,4 +1,4 @@
-"""Pure unit tests of benchcore: stream parsing, classification, summary math, run folders, arrivals."""
+"""Unit tests of loadgen and runfolder: stream parsing, classification, summary math, folders, arrivals."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from benchcore import RequestRecord, RunFolderError, Slo, read_run, summarize, write_run
-from benchcore.arrivals import ArrivalSchedule
-from benchcore.classify import classify_http_error
-from benchcore.loadgen.options import LoadSettings
-from benchcore.prompts import FilePrompts, PromptError, SyntheticPrompts
-from benchcore.responses import StreamParser, clean_text, error_info_from_bytes, judge_tokens, parse_body
-from benchcore.rundir import RECORDS_FILE, SUMMARY_FILE, read_records_frame
+from loadgen.arrivals import ArrivalSchedule
+from loadgen.classify import classify_http_error
+from loadgen.options import LoadSettings
+from loadgen.prompts import FilePrompts, PromptError, SyntheticPrompts
+from loadgen.responses import StreamParser, clean_text, error_info_from_bytes, judge_tokens, parse_body
+from runfolder import RequestRecord, RunFolderError, Slo, read_run, summarize, write_run
+from runfolder.folder import RECORDS_FILE, SUMMARY_FILE, read_records_frame
 
 
 def _chat(content=None, finish=None) -> bytes:
@@ -399,16 +399,16 @@ def test_settings_validation():
 
 
 def test_command_line_in_metadata_hides_the_api_key():
-    from benchcore.loadgen.runstate import _scrubbed
+    from loadgen.runstate import _scrubbed
 
     assert _scrubbed(["locust", "--api-key", "k", "-u", "2", "--api-key=k2"]) == [
         "locust", "--api-key", "***", "-u", "2", "--api-key=***",
     ]  # fmt: skip
 
 
-def test_benchcore_stays_free_of_locust_and_gevent():
+def test_runfolder_and_loadgen_options_stay_free_of_locust_and_gevent():
     code = (
-        "import sys, benchcore, benchcore.loadgen.options, benchcore.loadgen.runstate; "
+        "import sys, runfolder, loadgen.options, loadgen.runstate; "
         "sys.exit(bool({'locust', 'gevent'} & set(sys.modules)))"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from benchcore import read_run
-from benchcore.launch import serve
-from server.models import build_embedded_model
+from orchestrate.processes import serve
+from runfolder import read_run
+from server.models.embedded import build_embedded_model
 from tests.loadtest_fixtures.helpers import run_locust
 
 SCENARIOS = ("ChatStreamUser", "ChatUser", "CompletionUser")

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from benchcore.launch import REPO
+from configkit import REPO_ROOT
 from tests.loadtest_fixtures.helpers import fault_server
 
-DRIVER = REPO / "tests" / "loadtest_fixtures" / "exchange_driver.py"
+DRIVER = REPO_ROOT / "tests" / "loadtest_fixtures" / "exchange_driver.py"
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 
 # (fault, path, stream) or (fault, path, stream, ignore_eos) -> (outcome, detail)
@@ -63,7 +63,7 @@ def _arg(case) -> str:
 
 @pytest.fixture(scope="module")
 def tokenizer_dir() -> str:
-    from server.models import build_embedded_model
+    from server.models.embedded import build_embedded_model
 
     return str(build_embedded_model())
 
@@ -74,7 +74,7 @@ def records(tokenizer_dir) -> dict[tuple, dict]:
     with fault_server() as url:
         out = subprocess.run(
             [sys.executable, str(DRIVER), url, str(DEADLINE_S), *map(_arg, cases)],
-            cwd=REPO,
+            cwd=REPO_ROOT,
             capture_output=True,
             text=True,
             timeout=120,
@@ -94,7 +94,7 @@ def test_fault_is_classified(records, case):
 
 
 def test_successes_carry_timings_and_token_counts(records, tokenizer_dir):
-    from benchcore.tokens import LocalTokenizer
+    from loadgen.tokens import LocalTokenizer
 
     tokenizer = LocalTokenizer(tokenizer_dir)
     streamed = records[("ok", CHAT, True)]

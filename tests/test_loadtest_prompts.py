@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from benchcore.loadgen.options import LoadSettings
-from benchcore.loadgen.prepare import NotReady, build_prompts, check_context
-from benchcore.prompts import (
+from loadgen.options import LoadSettings
+from loadgen.prepare import NotReady, build_prompts, check_context
+from loadgen.prompts import (
     CalibratedPrompts,
     ExactPrompts,
     FilePrompts,
@@ -17,12 +17,12 @@ from benchcore.prompts import (
     PromptError,
     fit_lengths,
 )
-from benchcore.tokens import LocalTokenizer, TokenizerError
+from loadgen.tokens import LocalTokenizer, TokenizerError
 
 
 @pytest.fixture(scope="module")
 def tokenizer() -> LocalTokenizer:
-    from server.models import build_embedded_model
+    from server.models.embedded import build_embedded_model
 
     return LocalTokenizer(str(build_embedded_model()))
 

@@ -14,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from benchcore import read_run
-from benchcore.launch import REPO, locust_cmd, serve
+from configkit import REPO_ROOT
+from orchestrate.processes import locust_cmd, serve
+from runfolder import read_run
 from tests.loadtest_fixtures.helpers import FAULT_SERVER, free_port, run_locust
 
 READY_WAIT_S = 60.0  # generous: the test waits for an event (a log line), never for a fixed time
@@ -149,7 +150,9 @@ def test_a_server_started_after_the_generator(tmp_path):
         url, run_dir, "-u", "2", "-r", "2", "-t", "2s", "--stop-timeout", "10",
         "--ready-timeout-s", str(READY_WAIT_S), "--max-tokens", "4",
     )  # fmt: skip
-    locust = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    locust = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
     log: list[str] = []
     waiting = threading.Event()
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from benchcore import read_run, summarize
-from benchcore.launch import LOADTEST_DIR, REPO, locust_cmd, serve
-from benchcore.records import OUTCOMES
-from server.models import build_embedded_model
+from configkit import REPO_ROOT
+from orchestrate.processes import LOADTEST_DIR, locust_cmd, serve
+from runfolder import read_run, summarize
+from runfolder.records import OUTCOMES
+from server.models.embedded import build_embedded_model
 from tests.loadtest_fixtures.fault_server import MIXED_CYCLE
 from tests.loadtest_fixtures.helpers import (
     delay_server,
@@ -76,7 +77,7 @@ def assert_close(value, expected, key: str) -> None:
 
 
 def assert_summary_matches_records(run_dir: Path) -> dict:
-    """summary.json is what benchcore computes from records.csv over the same window."""
+    """summary.json is what runfolder computes from records.csv over the same window."""
     run = read_run(run_dir)
     s = run.summary
     again = summarize(run.records, window_start_s=s["window_start_ts_s"], window_end_s=s["window_end_ts_s"])
@@ -140,8 +141,10 @@ def test_every_fault_classified_through_locust_with_warmup(fake_url, tmp_path):
 @pytest.mark.slow
 def test_two_processes_merge_records_from_both_workers(fake_url, tmp_path):
     run_dir = tmp_path / "dist"
+    port = str(free_port())  # Locust's default 5557 may be taken by another run on this machine
     proc = run_locust(
         fake_url, run_dir, "-u", "4", "-r", "4", "-t", "3s", "--processes", "2",
+        "--master-port", port, "--master-bind-port", port,
         "--model", "token_ms_5", "--max-tokens", "8", "--stop-timeout", "5",
     )  # fmt: skip
     ran(proc, 0)
@@ -173,13 +176,17 @@ def test_open_loop_constant_rate_records_schedule(fake_url, tmp_path):
 
 def test_help_lists_our_options_and_scenarios():
     help_text = subprocess.run(
-        [sys.executable, "-m", "loadtest", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "loadtest", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     for option in ("--run-dir", "--arrival", "--request-timeout-s", "--slo-ttft-ms", "--prompt-file"):
         assert option in help_text
     listing = subprocess.run(
         [sys.executable, "-m", "locust", "-f", "loadtest", "--list"],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -314,7 +321,8 @@ def test_vision_scenario_against_a_vision_model(tmp_path):
     with serve(cmd) as url:
         run_dir = tmp_path / "vision"
         proc = run_locust(
-            url, run_dir, "-u", "2", "-r", "2", "-t", "4s", "--stop-timeout", "30",
+            # a long stop timeout: the requests in flight at the end finish however slow this machine is
+            url, run_dir, "-u", "2", "-r", "2", "-t", "4s", "--stop-timeout", "200",
             "--model", "tiny-qwen2-vl", "--max-tokens", "16", "--ignore-eos", "--prompt-tokens", "32",
             "--image-size", "48x32", "--images-per-request", "2", "VisionChatUser",
         )  # fmt: skip
@@ -407,7 +415,7 @@ def start_workers(master_port: int, count: int) -> list[subprocess.Popen]:
     cmd = [sys.executable, "-m", "locust", "-f", str(LOADTEST_DIR), "--worker", "--master-host", "127.0.0.1",
            "--master-port", str(master_port)]  # fmt: skip
     # stderr is inherited: what the workers log reaches pytest's capture and its ERROR check
-    return [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL) for _ in range(count)]
+    return [subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL) for _ in range(count)]
 
 
 def stop_all(procs: list[subprocess.Popen]) -> None:
@@ -426,7 +434,7 @@ def run_master(url: str, run_dir: Path, master_port: int, *args: str) -> subproc
     stats = str(run_dir.parent / f"{run_dir.name}-locust")
     cmd = locust_cmd(url, run_dir, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
                      str(master_port), "--json-file", stats, *args)  # fmt: skip
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
@@ -513,12 +521,12 @@ def test_a_late_joiner_gets_no_share_while_every_shard_is_held(fake_url, tmp_pat
 
 def test_negative_schedule_lags_are_kept():
     code = (
-        "import time; from benchcore.loadgen.transport import _Progress, _record, RequestSpec; "
+        "import time; from loadgen.transport import _Progress, _record, RequestSpec; "
         "spec = RequestSpec('s', '/p', b'{}', False); now = time.time(); "
         "r = _record(spec, _Progress(), now + 0.5, now, 1.0, 2.0, 'w0', 0); "
         "assert abs(r.schedule_lag_s + 0.5) < 1e-9 and abs(r.e2e_s - 0.5) < 1e-9, r"
     )
-    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, timeout=60).returncode == 0
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -547,7 +555,7 @@ def test_web_ui_tab_shows_live_llm_metrics(fake_url, tmp_path):
            "127.0.0.1", "--web-port", str(port), "--autostart", "-u", "2", "-r", "2", "--model", "token_ms_5",
            "--max-tokens", "8", "--run-dir", str(run_dir)]  # fmt: skip
     ui = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: _llm_requests(ui) >= 5, 60)
         cells = dom_cells(dump_dom(f"{ui}/?tab=llm", tmp_path))

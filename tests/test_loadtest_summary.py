@@ -3,14 +3,15 @@ was the limit, shard assignment, the console table and the web UI's figures. Pur
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from benchcore import OUTCOMES, RequestRecord, summarize
-from benchcore.arrivals import ArrivalSchedule, due_slots
-from benchcore.loadgen.console import console_table
-from benchcore.loadgen.shards import ShardBook
-from benchcore.loadgen.webui import live_figures, table_rows
-from benchcore.summary import chunk_arrivals, peak_in_flight, tokens_in_window
+from loadgen.arrivals import ArrivalSchedule, due_slots
+from loadgen.console import console_table
+from loadgen.shards import ShardBook
+from loadgen.webui import live_figures, table_rows
+from runfolder import OUTCOMES, RequestRecord, summarize
+from runfolder.summary import chunk_arrivals, peak_in_flight, tokens_in_window
 
 
 def rec(outcome="success", *, t=0.0, ttft=0.1, gaps=(0.1,) * 9, tokens=10, lag=0.0, e2e=None, **kw):
@@ -208,9 +209,9 @@ def test_web_ui_figures():
 
 
 def test_report_timeline_bins_tokens_by_arrival_and_counts_cut_requests(tmp_path):
-    from benchcore.rundir import write_run
     from reports.load import load_runs
     from reports.metrics import run_metrics, timeline
+    from runfolder.folder import write_run
     from tests.reports_factory import T0
 
     # One 8 s stream of 80 one-token chunks (TTFT 0.1 s, then 0.1 s apart) and one cut request.
@@ -226,3 +227,35 @@ def test_report_timeline_bins_tokens_by_arrival_and_counts_cut_requests(tmp_path
     row = run_metrics(run)
     assert row["cuts"] == 1 and row["cut_rate"] == 0.5
     assert row["output_tokens_per_s"] == pytest.approx(summary["output_tokens_per_s"]) == pytest.approx(8.0)
+
+
+# ---- runfolder.figures: the one definition behind summary.json and the reports ----------------------------
+
+
+def test_figures_place_tokens_by_chunk_and_skip_gaps_without_a_first_chunk():
+    from runfolder import figures
+
+    # a stream (TTFT 0.1 s, two gaps) with 6 tokens; a JSON reply (no TTFT) whose stray gap is ignored
+    times, tokens = figures.token_arrivals(
+        np.array([6.0, 4.0]),
+        np.array([10.0, 20.0]),
+        np.array([0.1, np.nan]),
+        np.array([11.0, 21.0]),
+        np.array([2, 1]),
+        np.array([0.2, 0.3, 9.0]),
+    )
+    order = np.argsort(times)
+    assert times[order].tolist() == pytest.approx([10.1, 10.3, 10.6, 21.0])
+    assert tokens[order].tolist() == pytest.approx([2.0, 2.0, 2.0, 4.0])
+    assert figures.tokens_in_window(times, tokens, 10.2, 21.0) == pytest.approx(4.0)
+
+
+def test_figures_goodput_passes_missing_values_and_rates_need_attempts():
+    from runfolder import figures
+
+    slo = figures.Slo(ttft_s=0.5, tpot_s=0.05)
+    good = figures.good_mask(np.array([0.4, 0.6, 0.4]), np.array([np.nan, 0.01, 0.1]), np.zeros(3), slo)
+    assert good.tolist() == [True, False, False]
+    assert figures.rate(1, 0) is None and figures.per_s(5, 0.0) is None
+    spread = figures.distribution(np.array([1.0, np.nan, 3.0]))
+    assert spread["count"] == 2 and spread["p50"] == 2.0

@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.launch import running_server
+from orchestrate.processes import running_server
 from tests.conftest import chat_body, write_config
 
 TIERS = ("30B+", "13-27B", "7-13B", "3-7B", "<3B")

@@ -16,8 +16,9 @@ import mlx_lm
 import pytest
 from mlx_lm.tokenizer_utils import SPMStreamingDetokenizer
 
-from server import models
-from server.models import (
+from server.models import embedded
+from server.models.__main__ import main as models_main
+from server.models.embedded import (
     DEFAULT_MODEL_SPEC,
     EMBEDDED_MODELS,
     EMBEDDED_PREFIX,
@@ -25,8 +26,8 @@ from server.models import (
     ModelNotFoundError,
     build_embedded_model,
     default_cache_dir,
-    resolve_model_path,
 )
+from server.models.resolve import resolve_model_path
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
@@ -175,8 +176,8 @@ def test_race_loser_keeps_the_winners_folder(folder: Path, tmp_path: Path):
     loser = tmp_path / ".tiny-llama.building-x"
     loser.mkdir()
     (loser / "config.json").write_text("{}")
-    fingerprint = models.recipe_fingerprint(EMBEDDED_MODELS["tiny-llama"])
-    assert not models._install(loser, target, fingerprint, force=False)
+    fingerprint = embedded.recipe_fingerprint(EMBEDDED_MODELS["tiny-llama"])
+    assert not embedded._install(loser, target, fingerprint, force=False)
     assert target.stat().st_ino == inode
     assert file_hashes(target) == file_hashes(folder)
 
@@ -196,9 +197,26 @@ def test_two_processes_building_at_once_agree(tmp_path: Path):
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.delenv("MLXBENCH_CACHE_DIR", raising=False)
-    assert default_cache_dir() == Path(models.__file__).resolve().parent.parent / ".cache" / "models"
+    assert default_cache_dir() == Path(__file__).resolve().parent.parent / ".cache" / "models"
     monkeypatch.setenv("MLXBENCH_CACHE_DIR", str(tmp_path))
     assert default_cache_dir() == tmp_path
+
+
+HEAVY_MODULES = ("mlx", "mlx_lm", "mlx_vlm", "transformers", "tokenizers")
+
+
+def test_resolving_a_built_model_imports_nothing_heavy(folder: Path, cache_dir: Path):
+    # A fresh process: this one has loaded mlx already. The HTTP process resolves its models this way.
+    script = (
+        "import sys\n"
+        "from server.models.resolve import resolve_model_path\n"
+        f"print(resolve_model_path({DEFAULT_MODEL_SPEC!r}, {str(cache_dir)!r}))\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY_MODULES!r}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.splitlines() == [str(folder), "[]"]
 
 
 def test_resolve_embedded_and_local_folders(folder: Path, cache_dir: Path):
@@ -237,7 +255,7 @@ def test_resolve_repo_id_not_in_cache(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_cli_build_prints_the_folder(folder: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]):
-    assert models.main(["build", "--cache-dir", str(cache_dir)]) == 0
+    assert models_main(["build", "--cache-dir", str(cache_dir)]) == 0
     assert capsys.readouterr().out == f"{folder}\n"
 
 
@@ -246,7 +264,7 @@ def test_cli_build_prints_the_folder(folder: Path, cache_dir: Path, capsys: pyte
 )
 def test_cli_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]):
     with pytest.raises(SystemExit) as info:
-        models.main(argv)
+        models_main(argv)
     assert info.value.code == 2
     err = capsys.readouterr().err
     problem = err.strip().splitlines()[-1]  # argparse prints usage first, then one line naming the problem
@@ -275,9 +293,9 @@ def test_vlm_loads_with_qwen_tokens_and_matching_sizes(vlm_folder: Path, vlm_loa
     config = json.loads((vlm_folder / "config.json").read_text())
     assert (config["model_type"], type(tokenizer).__name__) == ("qwen2_vl", "Qwen2Tokenizer")
     assert config["vocab_size"] == len(tokenizer) == model.language_model.model.embed_tokens.weight.shape[0]
-    assert tokenizer.convert_tokens_to_ids(list(models.QWEN_SPECIAL_TOKENS)) == list(range(8))
-    assert config["image_token_id"] == tokenizer.convert_tokens_to_ids(models.IMAGE_PAD)
-    assert config["eos_token_id"] == tokenizer.convert_tokens_to_ids(models.IM_END)
+    assert tokenizer.convert_tokens_to_ids(list(embedded.QWEN_SPECIAL_TOKENS)) == list(range(8))
+    assert config["image_token_id"] == tokenizer.convert_tokens_to_ids(embedded.IMAGE_PAD)
+    assert config["eos_token_id"] == tokenizer.convert_tokens_to_ids(embedded.IM_END)
     assert model.config.vision_config.hidden_size == config["hidden_size"]
 
 
@@ -326,12 +344,12 @@ def test_vlm_builds_are_deterministic(vlm_folder: Path, tmp_path: Path):
 
 
 def test_mlx_vlm_version_is_in_the_vlm_fingerprint_only(monkeypatch: pytest.MonkeyPatch):
-    before = {name: models.recipe_fingerprint(recipe) for name, recipe in EMBEDDED_MODELS.items()}
-    real_version = models.metadata.version
+    before = {name: embedded.recipe_fingerprint(recipe) for name, recipe in EMBEDDED_MODELS.items()}
+    real_version = embedded.metadata.version
     monkeypatch.setattr(
-        models.metadata, "version", lambda lib: "0.0.0" if lib == "mlx-vlm" else real_version(lib)
+        embedded.metadata, "version", lambda lib: "0.0.0" if lib == "mlx-vlm" else real_version(lib)
     )
-    after = {name: models.recipe_fingerprint(recipe) for name, recipe in EMBEDDED_MODELS.items()}
+    after = {name: embedded.recipe_fingerprint(recipe) for name, recipe in EMBEDDED_MODELS.items()}
     assert after["tiny-llama"] == before["tiny-llama"]
     assert after["tiny-qwen2-vl"] != before["tiny-qwen2-vl"]
     assert "libraries" not in EMBEDDED_MODELS["tiny-llama"].payload()  # its stamp predates the field

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from configkit import REPO_ROOT
 from tests import server_logs
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "scripts" / "perf-gate"
+SCRIPT = REPO_ROOT / "scripts" / "perf-gate"
 
 
 def perf_gate(
     *args: str, env: dict[str, str] | None = None, timeout_s: float = 900
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout_s, env=env
+        [str(SCRIPT), *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s, env=env
     )
 
 
@@ -40,13 +40,13 @@ def test_bad_options_exit_2(tmp_path: Path, args: list[str], problem: str) -> No
 
 
 @pytest.mark.skipif(
-    shutil.which("git") is None or not (REPO / ".git").exists(), reason="needs a git checkout"
+    shutil.which("git") is None or not (REPO_ROOT / ".git").exists(), reason="needs a git checkout"
 )
 def test_perf_gate_script_end_to_end(tmp_path: Path) -> None:
     """One interleaved pair of short runs of HEAD against HEAD: the gate must not call it a regression."""
     # The repository's gates, except the per-run request minimum: a 10 s window on a busy 2-core machine
     # may hold only a handful of requests, and this test checks the pipeline, not the machine.
-    gates = yaml.safe_load((REPO / "config" / "gates.yaml").read_text())
+    gates = yaml.safe_load((REPO_ROOT / "config" / "gates.yaml").read_text())
     gates["evidence"]["min_requests"] = 1
     gates_path = tmp_path / "gates.yaml"
     gates_path.write_text(yaml.safe_dump(gates))

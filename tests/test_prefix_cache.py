@@ -1,7 +1,7 @@
-"""The prefix cache (server/prefix_cache.py, docs/operations.md "Prefix cache"): the store's lookup, bounds
-and eviction; greedy outputs identical with the cache on and off on multi-turn prompts, one at a time and
-batched; the off switch; usage.prompt_tokens_details.cached_tokens and /metrics through the real server;
-bad config values named with exit code 2.
+"""The prefix cache (server/worker/prefix_cache.py, docs/operations.md "Prefix cache"): the store's
+lookup, bounds and eviction; greedy outputs identical with the cache on and off on multi-turn prompts, one at
+a time and batched; the off switch; usage.prompt_tokens_details.cached_tokens and /metrics through the real
+server; bad config values named with exit code 2.
 
 Runtime tests drive `BatchRuntime` in-process on the real embedded tiny model, step by step."""
 
@@ -11,20 +11,21 @@ import subprocess
 import sys
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
 import openai
 import pytest
 
+from configkit import REPO_ROOT
+from orchestrate.processes import running_server
 from server import ipc
-from server.launch import running_server
-from server.models import build_embedded_model
-from server.prefix_cache import PrefixCache, common_prefix_length
+from server.ipc import RuntimeOptions
+from server.models.embedded import build_embedded_model
 from server.settings import ConfigError, build_settings
-from server.worker import BatchRuntime, RuntimeOptions
+from server.worker.prefix_cache import PrefixCache, common_prefix_length
+from server.worker.text_runtime import BatchRuntime
 from tests.conftest import write_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 SYSTEM = "You answer in long sentences about rivers, cities, music and the people who live by the water."
 
 

@@ -1,21 +1,17 @@
 """The server under faults: a killed worker, shutdown with streams in flight, overload, deadlines, storms."""
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import aiohttp
 import psutil
 import pytest
 import requests
 
-from server.launch import running_server
-from tests.conftest import REPO, chat_body, eventually, write_config
+from orchestrate.processes import running_server
+from tests.conftest import chat_body, eventually, write_config
 
 
 def chat(max_tokens: int, stream: bool = True) -> dict:
@@ -99,25 +95,6 @@ async def test_worker_killed_under_load_fails_in_flight_requests_then_recovers(t
         assert 'mlxserving_worker_restarts_total{model="tiny-llama"} 1.0' in metrics
 
 
-def start_server(config) -> tuple[subprocess.Popen, str]:
-    """A server this test signals itself (running_server would stop it); its log goes to our stderr."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--config", str(config), "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    url = process.stdout.readline().split()[2]
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not become healthy")
-
-
 def accepting(url: str) -> bool:
     try:
         requests.get(f"{url}/health", timeout=2)
@@ -135,7 +112,9 @@ async def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_an_erro
     short_tokens = 64
     grace_s = max(2.0, 10 * short_tokens / decode_tokens_per_s)
     config = write_config(tmp_path, server={"shutdown_grace_s": grace_s}, limits=NO_CAP)
-    process, url = start_server(config)
+    # Not entered with `with`: this test sends the SIGTERM itself and judges the exit code.
+    server = running_server(config)
+    process, url = server.process, server.url
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
             running = [asyncio.Event(), asyncio.Event()]
@@ -150,10 +129,7 @@ async def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_an_erro
         assert not long_result["done"] and long_result["error"]["code"] == "server_shutting_down"
         assert process.wait(30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()
+        server.stop()
 
 
 @pytest.mark.slow

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reports import campaign as camp
-from reports.reproduce import main
+from orchestrate import campaign as camp
+from orchestrate.reproduce import main
 
 
 def test_shipped_campaigns_validate() -> None:
@@ -54,11 +54,11 @@ def test_overlay_carries_the_derived_values(tmp_path: Path) -> None:
     assert overlay["mlx"]["device_sync_every_step"] is False
 
 
-def test_locust_arguments(tmp_path: Path) -> None:
+def test_locust_arguments() -> None:
     load = camp.LoadSpec(
         users=48, arrival="poisson", rate=2.5, warmup_s=5, duration_s=65, stop_timeout_s=4, slo_e2e_s=2.5
     )
-    args = load.locust_args("http://127.0.0.1:1", tmp_path / "run", "v1.1.1")
+    args = load.locust_args("v1.1.1")
     assert args[args.index("-t") + 1] == "70s"  # warm-up + measured window
     assert args[args.index("--arrival") + 1] == "poisson" and args[args.index("--rate") + 1] == "2.5"
     assert args[args.index("-u") + 1] == "48" and "--ignore-eos" in args and args[-1] == "ChatStreamUser"

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from configkit import REPO_ROOT
 from reports import stats
 from reports.compare import main
 from tests.reports_factory import outcome_mix, write_synthetic_run
 
-REPO_GATES = Path(__file__).resolve().parent.parent / "config" / "gates.yaml"
+REPO_GATES = REPO_ROOT / "config" / "gates.yaml"
 
 
 def gate(*args: str) -> int:

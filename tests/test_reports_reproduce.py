@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from configkit import REPO_ROOT
 from reports.compare import main as compare_main
 from reports.load import load_runs
 from reports.metrics import run_metrics
 
-REPO = Path(__file__).resolve().parent.parent
-GATES = REPO / "config" / "gates.yaml"
+GATES = REPO_ROOT / "config" / "gates.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def smoke(tmp_path_factory) -> Path:
     # A subprocess, as a user runs it; Locust is never imported into the test process.
     result = subprocess.run(
         [sys.executable, "-m", "reports.reproduce", "--campaign", "smoke", "--out", str(out)],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=600,  # a bound against hangs, not a speed goal: the campaign takes ~30 s here

@@ -7,10 +7,11 @@ import itertools
 
 import pytest
 
-from reports import campaign as camp
+from orchestrate import campaign as camp
+from orchestrate.probe import ProbeResult, ProfileProbe, StepResult, probe_profile
+from orchestrate.sweep import comparison_point, plan_rates, point_load, users_for, with_slo
 from reports.knee import CurvePoint, find_knee
-from reports.probe import ProbeResult, ProfileProbe, StepResult, probe_profile
-from reports.sweep import comparison_point, plan_rates, point_load, run_order, users_for, with_slo
+from reports.sweep_report import run_order
 
 DEFAULT = camp.load_campaign(camp.find("default"))
 
@@ -181,7 +182,7 @@ def test_knee(shares, expected):
 # -- the report, from known run folders -----------------------------------------------------------------
 def test_report_only_writes_curves_knees_and_headline(tmp_path, capsys):
     """Known sweep runs give known knees and a known headline at the comparison point."""
-    from reports.reproduce import main
+    from orchestrate.reproduce import main
     from reports.sweep_report import SweepPlan, sweep_dir
     from tests.reports_factory import outcome_mix, write_synthetic_run
 

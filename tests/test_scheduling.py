@@ -9,25 +9,23 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from pathlib import Path
 
 import aiohttp
 import pytest
 
+from configkit import REPO_ROOT
+from orchestrate.processes import running_server
 from server import ipc
-from server.launch import running_server
-from server.models import build_embedded_model
+from server.ipc import RuntimeOptions
+from server.models.embedded import build_embedded_model
 from server.settings import ConfigError, build_settings
-from server.worker import (
+from server.worker.text_runtime import (
     BatchRuntime,
-    RuntimeOptions,
     calibrate_decode_cap,
     calibration_sizes,
     choose_decode_cap,
 )
 from tests.conftest import chat_body, eventually, write_config
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +157,7 @@ def test_auto_measures_every_size_and_picks_one_of_them(loaded, caplog):
     assert list(calibration.tok_s_by_size) == [1, 2, 4]
     assert all(tok_s > 0 for tok_s in calibration.tok_s_by_size.values())
     assert calibration.cap == choose_decode_cap(calibration.tok_s_by_size)
-    with caplog.at_level("INFO", logger="server.worker"):
+    with caplog.at_level("INFO", logger="server.worker.text_runtime"):
         auto, _ = make_runtime(loaded, max_batch_size=2, decode_batch_cap="auto")
     assert auto.decode_cap in (1, 2)
     assert "engine.decode_batch_cap: auto" in caplog.text
@@ -194,7 +192,7 @@ def test_cli_exits_2_naming_a_bad_scheduling_key(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=REPO,
+        cwd=REPO_ROOT,
     )
     assert result.returncode == 2 and "engine.decode_batch_cap" in result.stderr
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import REPO
+from configkit import REPO_ROOT
 from tests.server_logs import problems, unexpected
 
 SERVER_LOG = """\
@@ -24,8 +24,8 @@ def test_an_error_record_and_its_traceback_are_one_problem():
     "line",
     [
         "2026-12-02 01:00:00,000 worker ERROR decode step failed",
-        "[2026-12-02 01:21:24,121] vm/ERROR/benchcore.loadgen.plugin: invalid option",
-        "ERROR    server.engine:engine.py:170 model tiny-llama failed to start",
+        "[2026-12-02 01:21:24,121] vm/ERROR/loadgen.plugin: invalid option",
+        "ERROR    server.worker_handle:worker_handle.py:170 model tiny-llama failed to start",
         "2026-12-02 01:00:00,000 server CRITICAL out of memory",
         "Traceback (most recent call last):",
     ],
@@ -47,7 +47,7 @@ def test_declared_patterns_allow_only_what_they_match():
 @pytest.mark.expected_errors(r"unhandled error in GET /|failed on purpose|unexpected ERROR record")
 def test_a_passing_test_that_logged_an_error_fails(pytester, monkeypatch):
     # In a subprocess: the inner tests' records must not reach this test's own capture.
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     pytester.makeconftest('pytest_plugins = ["tests.server_logs"]')
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(
@@ -71,3 +71,28 @@ def test_a_passing_test_that_logged_an_error_fails(pytester, monkeypatch):
     )
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*unexpected ERROR record*", "*unhandled error in GET /*"])
+
+
+@pytest.mark.expected_errors(r"worker ERROR decode step failed|unexpected ERROR record")
+def test_a_child_line_that_pytest_did_not_capture_still_fails_the_test(pytester, monkeypatch):
+    # A session server's line written while pytest reports between tests reaches no capture, only the
+    # children's file the launcher appends to; -s turns capture off altogether to show the file suffices.
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    monkeypatch.delenv("MLXBENCH_CHILD_LOG", raising=False)
+    pytester.makeconftest('pytest_plugins = ["tests.server_logs"]')
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(
+        """
+        import os
+
+        def test_a_child_logged_an_error_out_of_sight():
+            with open(os.environ["MLXBENCH_CHILD_LOG"], "a") as f:
+                f.write("2026-12-02 01:00:00,000 worker ERROR decode step failed\\n")
+
+        def test_clean():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*unexpected ERROR record*", "*decode step failed*"])

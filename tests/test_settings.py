@@ -4,8 +4,9 @@ import sys
 
 import pytest
 
+from configkit import REPO_ROOT
 from server.settings import ConfigError, build_settings, load_settings
-from tests.conftest import REPO, RUNTIME_CONFIG, write_config
+from tests.conftest import RUNTIME_CONFIG, write_config
 
 LEGACY = {
     "model_concurrency_limiter": {
@@ -77,7 +78,7 @@ def test_precedence_file_then_environment_then_command_line(monkeypatch):
 
 def run_server_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=60, cwd=REPO
+        [sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
     )
 
 
@@ -110,7 +111,7 @@ def test_a_port_in_use_is_exit_2_without_a_traceback():
             capture_output=True,
             text=True,
             timeout=300,
-            cwd=REPO,
+            cwd=REPO_ROOT,
         )
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
@@ -128,7 +129,7 @@ def test_cli_rejects_a_model_that_is_not_there(tmp_path):
 def test_server_prints_the_warnings_and_runs_unlimited(tmp_path):
     import requests
 
-    from server.launch import running_server
+    from orchestrate.processes import running_server
 
     config = write_config(tmp_path, **LEGACY)
     log = tmp_path / "server.log"

@@ -10,7 +10,7 @@ import pytest
 import requests
 from PIL import Image
 
-from server.launch import running_server
+from orchestrate.processes import running_server
 from tests.conftest import write_config
 
 MODELS = [{"path": "embedded:tiny-llama"}, {"path": "embedded:tiny-qwen2-vl"}]

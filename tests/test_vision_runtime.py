@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from server import ipc
-from server.models import build_embedded_model
-from server.vision import VisionRuntime, load_vision
-from server.worker import RuntimeOptions, open_runtime
+from server.ipc import RuntimeOptions
+from server.models.embedded import build_embedded_model
+from server.worker.main import open_runtime
+from server.worker.vision_runtime import VisionRuntime, load_vision
 
 QUESTION = "What is in the picture?"
 
@@ -319,7 +320,7 @@ def _flat(params):
 def test_text_runtime_also_loads_per_request(tmp_path: Path):
     from mlx_lm import load
 
-    from server.worker import BatchRuntime
+    from server.worker.text_runtime import BatchRuntime
 
     folder = str(build_embedded_model(cache_dir=tmp_path))
     runtime = BatchRuntime(

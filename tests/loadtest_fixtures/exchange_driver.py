@@ -1,4 +1,4 @@
-"""Run benchcore's request exchange once per case and print the records as JSON lines (test helper).
+"""Run loadgen's request exchange once per case and print the records as JSON lines (test helper).
 
     python tests/loadtest_fixtures/exchange_driver.py URL TIMEOUT_S MODEL:PATH:STREAM[:IGNORE_EOS] [...]
 
@@ -13,14 +13,14 @@ import os
 import sys
 import time
 
-from benchcore.loadgen.transport import Connection, RequestSpec
+from loadgen.transport import Connection, RequestSpec
 
 
 def main(argv: list[str]) -> int:
     url, timeout_s, cases = argv[0], float(argv[1]), argv[2:]
     conn = Connection(url, timeout_s=timeout_s)
     if os.environ.get("EXCHANGE_TOKENIZER"):
-        from benchcore.tokens import LocalTokenizer
+        from loadgen.tokens import LocalTokenizer
 
         conn.token_counter = LocalTokenizer(os.environ["EXCHANGE_TOKENIZER"])
     for case in cases:

@@ -1,4 +1,4 @@
-"""Test helpers: the fake server, Locust's own counts. Starting processes is benchcore.launch's job."""
+"""Test helpers: the fake server, Locust's own counts. Starting processes is orchestrate.processes' job."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import urllib.request
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from benchcore.launch import REPO, serve
-from benchcore.launch import run_locust as _run_locust
+from configkit import REPO_ROOT
+from orchestrate.processes import run_locust as _run_locust
+from orchestrate.processes import serve
 
-FAULT_SERVER = REPO / "tests" / "loadtest_fixtures" / "fault_server.py"
-DELAY_SERVER = REPO / "tests" / "loadtest_fixtures" / "delay_server.py"
+FAULT_SERVER = REPO_ROOT / "tests" / "loadtest_fixtures" / "fault_server.py"
+DELAY_SERVER = REPO_ROOT / "tests" / "loadtest_fixtures" / "delay_server.py"
 
 
 def free_port() -> int:

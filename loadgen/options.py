@@ -1,0 +1,243 @@
+"""Command-line options of `locust -f loadtest` (shown in --help and in the web UI) and their record."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from loadgen.images import ImageOptionError, folder_images, parse_size
+
+DEFAULT_SCENARIO = "ChatStreamUser"
+GROUP_TITLE = "mlx-serving-bench load test"
+GROUP_DESCRIPTION = (
+    "Scenarios (pick by class name at the end of the command line): ChatStreamUser (default, streaming "
+    "chat), ChatUser (non-streaming chat), CompletionUser (streaming /v1/completions), VisionChatUser "
+    "(streaming chat with images). "
+    "Results go to a run folder (records.csv, summary.json, metadata.json); see docs/loadtest.md."
+)
+
+# (flags, argparse keyword arguments); web-UI visibility is set on each action below.
+_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--run-dir",), {"metavar": "PATH", "help": "run folder to write (default: results/<time>-<label>)"}),
+    (
+        ("--label",),
+        {
+            "metavar": "NAME",
+            "default": "run",
+            "help": "name of the run, e.g. the server profile (default: run)",
+        },
+    ),
+    (
+        ("--model",),
+        {"metavar": "ID", "help": "model id to request (default: the first id from GET /v1/models)"},
+    ),
+    (
+        ("--max-tokens",),
+        {"metavar": "N", "type": int, "default": 128, "help": "max_tokens per request (default: 128)"},
+    ),
+    (("--ignore-eos",), {"action": "store_true", "help": "send ignore_eos: true (fixed-length outputs)"}),
+    (
+        ("--temperature",),
+        {"metavar": "T", "type": float, "help": "sampling temperature to send (default: server's)"},
+    ),
+    (
+        ("--prompt-tokens",),
+        {
+            "metavar": "N",
+            "type": int,
+            "default": 64,
+            "help": "mean synthetic prompt length, tokens as the server counts them (chat template included)",
+        },
+    ),
+    (
+        ("--tokenizer",),
+        {
+            "metavar": "PATH|ID",
+            "help": "tokenizer for exact prompt lengths and output token counts: a local folder or a Hugging "
+            "Face id already in the local cache (never downloaded); default: the server's POST /tokenize, "
+            "else a calibration on the server's usage (approximate)",
+        },
+    ),
+    (
+        ("--prompt-dist",),
+        {"choices": ["fixed", "uniform", "normal"], "default": "fixed", "help": "prompt length distribution"},
+    ),
+    (
+        ("--prompt-tokens-spread",),
+        {
+            "metavar": "N",
+            "type": int,
+            "default": 0,
+            "help": "uniform: +/- this many; normal: standard deviation",
+        },
+    ),
+    (
+        ("--prompt-file",),
+        {"metavar": "JSONL", "help": 'prompts, one {"prompt"|"messages", "max_tokens"?} per line'},
+    ),
+    (
+        ("--arrival",),
+        {
+            "choices": ["closed", "constant", "poisson"],
+            "default": "closed",
+            "help": "closed: users wait for answers (+ think time); constant/poisson: open loop at --rate",
+        },
+    ),
+    (
+        ("--rate",),
+        {"metavar": "R", "type": float, "help": "open-loop arrival rate, requests/s for the whole run"},
+    ),
+    (
+        ("--seed",),
+        {
+            "metavar": "N",
+            "type": int,
+            "default": 0,
+            "help": "seed for prompts and Poisson arrivals (default: 0)",
+        },
+    ),
+    (
+        ("--warmup-s",),
+        {"metavar": "S", "type": float, "default": 0.0, "help": "seconds at the start excluded from results"},
+    ),
+    (
+        ("--ready-timeout-s",),
+        {
+            "metavar": "S",
+            "type": float,
+            "default": 120.0,
+            "help": "before the run, wait this long for the server to be ready (default: 120)",
+        },
+    ),
+    (
+        ("--request-timeout-s",),
+        {
+            "metavar": "S",
+            "type": float,
+            "default": 60.0,
+            "help": "client deadline for a whole request, stream included (default: 60)",
+        },
+    ),
+    (
+        ("--think-time-s",),
+        {
+            "metavar": "S",
+            "type": float,
+            "default": 0.0,
+            "help": "closed loop: pause between a user's requests",
+        },
+    ),
+    (
+        ("--image-size",),
+        {
+            "metavar": "WxH",
+            "default": "64x64",
+            "help": "VisionChatUser: size of the generated images (default: 64x64)",
+        },
+    ),
+    (("--image-dir",), {"metavar": "PATH", "help": "VisionChatUser: send the images in this folder instead"}),
+    (
+        ("--images-per-request",),
+        {
+            "metavar": "N",
+            "type": int,
+            "default": 1,
+            "help": "VisionChatUser: images per request (default: 1)",
+        },
+    ),
+    (("--slo-ttft-ms",), {"metavar": "MS", "type": float, "help": "goodput SLO on time to first token"}),
+    (("--slo-tpot-ms",), {"metavar": "MS", "type": float, "help": "goodput SLO on time per output token"}),
+    (("--slo-e2e-ms",), {"metavar": "MS", "type": float, "help": "goodput SLO on end-to-end latency"}),
+]
+
+
+def _in_web_ui(action, *, secret: bool = False) -> None:
+    # Locust's web UI lists actions with these attributes; only its own parser.add_argument sets them,
+    # and ours go through an argument group (for a section of their own in --help).
+    action.include_in_web_ui, action.is_secret = True, secret
+    action.is_required = action.is_multiple = False
+
+
+def add_arguments(parser) -> None:
+    group = parser.add_argument_group(GROUP_TITLE, GROUP_DESCRIPTION)
+    for flags, kwargs in _OPTIONS:
+        _in_web_ui(group.add_argument(*flags, **kwargs))
+    key = group.add_argument(
+        "--api-key",
+        env_var="MLXBENCH_API_KEY",
+        help="sent as 'Authorization: Bearer KEY' (env MLXBENCH_API_KEY)",
+    )
+    _in_web_ui(key, secret=True)
+    # Streaming chat is the default scenario; naming classes on the command line or in LOCUST_USER_CLASSES
+    # still selects others.
+    if not os.environ.get("LOCUST_USER_CLASSES"):
+        parser.set_defaults(user_classes=[DEFAULT_SCENARIO])
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSettings:
+    run_dir: str | None = None
+    label: str = "run"
+    model: str | None = None
+    max_tokens: int = 128
+    ignore_eos: bool = False
+    temperature: float | None = None
+    prompt_tokens: int = 64
+    prompt_dist: str = "fixed"
+    prompt_tokens_spread: int = 0
+    prompt_file: str | None = None
+    tokenizer: str | None = None
+    ready_timeout_s: float = 120.0
+    arrival: str = "closed"
+    rate: float | None = None
+    seed: int = 0
+    warmup_s: float = 0.0
+    request_timeout_s: float = 60.0
+    think_time_s: float = 0.0
+    image_size: str = "64x64"
+    image_dir: str | None = None
+    images_per_request: int = 1
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+    slo_e2e_ms: float | None = None
+    api_key: str | None = None
+
+    @classmethod
+    def from_options(cls, options: Any) -> LoadSettings:
+        return cls(**{name: getattr(options, name) for name in cls.__slots__ if hasattr(options, name)})
+
+    @property
+    def open_loop(self) -> bool:
+        return self.arrival != "closed"
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.open_loop and not (self.rate and self.rate > 0):
+            out.append(f"--arrival {self.arrival} needs --rate > 0")
+        if self.max_tokens < 1:
+            out.append("--max-tokens must be at least 1")
+        if self.prompt_tokens < 1:
+            out.append("--prompt-tokens must be at least 1")
+        if self.request_timeout_s <= 0:
+            out.append("--request-timeout-s must be positive")
+        if self.ready_timeout_s <= 0:
+            out.append("--ready-timeout-s must be positive")
+        if self.warmup_s < 0 or self.think_time_s < 0:
+            out.append("--warmup-s and --think-time-s cannot be negative")
+        if self.prompt_file and not Path(self.prompt_file).is_file():
+            out.append(f"--prompt-file {self.prompt_file}: no such file")
+        if self.images_per_request < 1:
+            out.append("--images-per-request must be at least 1")
+        try:
+            parse_size(self.image_size)
+            if self.image_dir:
+                folder_images(self.image_dir)
+        except ImageOptionError as exc:
+            out.append(str(exc))
+        return out
+
+    def public(self) -> dict[str, Any]:
+        """For metadata.json: everything but the API key."""
+        return {k: v for k, v in asdict(self).items() if k != "api_key"}

@@ -1,0 +1,316 @@
+"""Locust event listeners: options, per-process state, record shipping to the master, the run folder.
+
+Message flow in distributed mode (--processes N, or --master/--worker):
+  master test_start: the shard count is fixed (the workers connected then) and a ShardBook is opened;
+  worker test_start -> "loadgen_hello" (its clock) -> the master assigns it a shard by worker id and
+  answers "loadgen_config" (start time, shards, its shard, model, the master's clock). A worker that
+  reconnects or joins late says hello again and gets the config again. Workers piggyback records on
+  Locust's periodic stats report and send the rest in "loadgen_final" at their test_stop; the master
+  waits for every configured worker's final batch before it writes the run folder, and names the missing
+  ones in summary.json. When the master stops on --run-time it has not told workers to stop yet, so it
+  sends "loadgen_stop" first.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from locust import events
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
+
+from loadgen import options, prepare, webui
+from loadgen.prompts import PromptError
+from loadgen.runstate import RunState, load_prompts
+from loadgen.shards import ShardBook
+
+log = logging.getLogger(__name__)
+
+HELLO_MSG, CONFIG_MSG = "loadgen_hello", "loadgen_config"
+FINAL_MSG, STOP_MSG = "loadgen_final", "loadgen_stop"
+REPORT_KEY = "loadgen"
+FINAL_GRACE_S = 10.0  # beyond --stop-timeout, how long the master waits for workers' last records
+
+# report_to_master and worker_report listeners receive no environment: keep this process's one here.
+_process: dict[str, Any] = {}
+
+
+# Set once on_init has built this process's RunState. A worker is connected to its master before Locust
+# fires init, so a spawn (and the listeners it triggers) can come first: those wait for it.
+_initialized = Event()
+INIT_WAIT_S = 120.0
+
+
+def state_of(environment) -> RunState:
+    state = getattr(environment, "loadgen_state", None)  # set in on_init; one per process
+    if state is None:
+        _initialized.wait(INIT_WAIT_S)
+        state = environment.loadgen_state
+    return state
+
+
+def auth_headers(settings: options.LoadSettings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+
+
+@events.init_command_line_parser.add_listener
+def on_parser(parser, **_kw) -> None:
+    options.add_arguments(parser)
+
+
+@events.init.add_listener
+def on_init(environment, **_kw) -> None:
+    settings = options.LoadSettings.from_options(environment.parsed_options)
+    problems = settings.problems()
+    if not problems:
+        try:
+            load_prompts(settings)
+        except PromptError as exc:
+            problems.append(str(exc))
+    if problems:
+        for problem in problems:
+            log.error("invalid option: %s", problem)
+        sys.exit(2)
+    _process["env"] = environment
+    # gevent's loop caches "now" from its last iteration; after a slow start (imports on a busy machine)
+    # it can be seconds old, and Locust's --run-time timer, set from it, then fires at once.
+    gevent.get_hub().loop.update_now()
+    environment.loadgen_state = RunState(settings, ready=Event(), stopped=Event())
+    environment.loadgen_finals = set()
+    environment.loadgen_expected = set()
+    _initialized.set()
+    runner = environment.runner
+    # Before preparing: messages can arrive while it waits on the network.
+    if isinstance(runner, MasterRunner):
+        runner.register_message(HELLO_MSG, _on_hello)
+        runner.register_message(FINAL_MSG, _on_final)
+    elif isinstance(runner, WorkerRunner):
+        runner.register_message(CONFIG_MSG, _on_config)
+        runner.register_message(STOP_MSG, _on_stop_request, concurrent=True)
+    if _prepares_at_init(environment):
+        # Wait for the server, find the model, load the tokenizer, build the prompts: before Locust starts
+        # its run-time clock (and, on a worker, before its first test); exit 2 if the server never comes.
+        # A worker's runner already receives messages meanwhile: its test waits for this (`_ensure_target`).
+        environment.loadgen_prepared = Event()
+        try:
+            host = environment.host or ""
+            environment.loadgen_target = prepare.prepare(settings, host, auth_headers(settings))
+        except prepare.NotReady as exc:
+            log.error("%s", exc)
+            sys.exit(2)
+        environment.loadgen_prepared.set()
+        # Loading a tokenizer blocks the event loop without yielding, and the loop's cached clock would
+        # then start Locust's --run-time timer that much in the past (a 4 s run ended at once).
+        gevent.get_hub().loop.update_now()
+    if getattr(environment, "web_ui", None) is not None:
+        webui.install(environment)
+
+
+def _prepares_at_init(environment) -> bool:
+    """Headless runs prepare at start-up: the master (or single process), and workers that know the host
+    (`--processes`). A test started from the web UI, or a worker told the host later, prepares then."""
+    if not getattr(environment.parsed_options, "headless", False):
+        return False
+    return not isinstance(environment.runner, WorkerRunner) or bool(environment.host)
+
+
+def _ensure_target(environment, state: RunState, model: str | None = None) -> prepare.Target | None:
+    """Readiness, the model (--model, else the first id the server lists), token counter and prompts.
+
+    Done at init when `_prepares_at_init`; else here, per test (the web UI may have changed the options).
+    None when the server is not ready: logged, the test stopped, and no user sends anything.
+    """
+    prepared = getattr(environment, "loadgen_prepared", None)
+    if prepared is not None:
+        prepared.wait()  # init is still preparing (a worker's first test can start meanwhile)
+    target = getattr(environment, "loadgen_target", None)
+    if target is None or not _prepares_at_init(environment):
+        try:
+            headers = auth_headers(state.settings)
+            host = environment.host or ""
+            target = prepare.prepare(state.settings, host, headers, model=model, wait=not model)
+        except prepare.NotReady as exc:
+            log.error("%s", exc)
+            environment.loadgen_not_ready = True  # users stop at once: no request goes out
+            gevent.spawn(environment.runner.stop)
+            return None
+        gevent.get_hub().loop.update_now()  # a tokenizer load blocked the loop (see on_init)
+        environment.loadgen_target = target
+    environment.loadgen_not_ready = False
+    return target
+
+
+def _install(state: RunState, target: prepare.Target, model: str | None = None) -> None:
+    """After `state.begin`, with no yield in between: a worker's users draw prompts once it is ready.
+    A worker keeps the model its master sent (`model`)."""
+    state.model, state.server, state.prompts = model or target.model, target.server, target.prompts
+
+
+def _resolve_model(environment, state: RunState) -> None:
+    target = _ensure_target(environment, state)
+    if target is not None:
+        _install(state, target)
+
+
+@events.test_start.add_listener
+def on_test_start(environment, **_kw) -> None:
+    runner = environment.runner
+    state = state_of(environment)
+    state.settings = options.LoadSettings.from_options(environment.parsed_options)  # the web UI may edit them
+    if isinstance(runner, WorkerRunner):
+        state.worker_id = f"w{max(runner.worker_index, 0)}"
+        state.ready.clear()
+        state.stopped.clear()
+        runner.send_message(HELLO_MSG, {"worker_ts_s": time.time(), "worker_id": state.worker_id})
+        return
+    environment.loadgen_finals, environment.loadgen_expected = set(), set()
+    if isinstance(runner, MasterRunner):
+        state.worker_id = "master"
+        state.shards = max(len(_live_workers(runner)), 1)
+        state.shard, state.workers = 0, {}
+        environment.loadgen_book = ShardBook(state.shards)
+    state.begin(time.time())
+    run_time = getattr(environment.parsed_options, "run_time", None)
+    state.end_ts_s = state.start_ts_s + run_time if run_time else None
+    _resolve_model(environment, state)
+
+
+def _live_workers(runner) -> set[str]:
+    return {cid for cid, node in runner.clients.items() if node.state != STATE_MISSING}
+
+
+def _on_hello(environment, msg, **_kw) -> None:
+    """A worker started (or restarted) its test: give it its shard and the run's configuration."""
+    state = state_of(environment)
+    runner = environment.runner
+    assignment = environment.loadgen_book.assign(msg.node_id, _live_workers(runner) | {msg.node_id})
+    environment.loadgen_expected.add(msg.node_id)
+    environment.loadgen_finals.discard(msg.node_id)
+    state.workers.setdefault(msg.data["worker_id"], {}).update(
+        {"client_id": msg.node_id, "shard": assignment.shard}
+    )
+    if assignment.shard is None and state.settings.open_loop:
+        log.warning("worker %s joined with every shard taken: its users send nothing", msg.data["worker_id"])
+    runner.send_message(
+        CONFIG_MSG,
+        {
+            "start_ts_s": state.start_ts_s,
+            "end_ts_s": state.end_ts_s,
+            "shards": state.shards,
+            "shard": assignment.shard,
+            "takeover": assignment.takeover,
+            "model": state.model,
+            "worker_ts_s": msg.data["worker_ts_s"],
+            "master_ts_s": time.time(),
+        },
+        client_id=msg.node_id,
+    )
+
+
+def _on_config(environment, msg, **_kw) -> None:
+    """Measure this worker's clock against the master's (NTP-style), then start this worker's test."""
+    state = state_of(environment)
+    now = time.time()
+    data = msg.data
+    rtt = now - data["worker_ts_s"]
+    state.clock_offset_s = (data["worker_ts_s"] + now) / 2 - data["master_ts_s"]
+    state.info = {"clock_offset_s": state.clock_offset_s, "rtt_s": rtt, "shard": data["shard"]}
+    if state.ready.is_set() and state.start_ts_s == data["start_ts_s"]:
+        return  # a repeated hello for the same test (reconnect): keep the schedule and the records
+    state.shards = max(int(data["shards"]), 1)
+    state.shard = data["shard"] if data["shard"] is not None else 0
+    state.has_shard = data["shard"] is not None
+    state.model = data["model"]
+    state.end_ts_s = data.get("end_ts_s")
+    target = _ensure_target(environment, state, model=state.model)  # may wait on the network: before begin
+    state.begin(data["start_ts_s"])
+    if target is not None:
+        _install(state, target, model=data["model"])
+    if data["takeover"] and state.schedule is not None:
+        skipped = state.schedule.skip_until(time.time())
+        log.info("took over shard %s late: %d slot(s) already past are left missed", data["shard"], skipped)
+
+
+def _on_stop_request(environment, msg, **_kw) -> None:
+    environment.runner.stop()  # fires test_stop here, which sends our final records
+
+
+@events.test_stopping.add_listener
+def on_test_stopping(environment, **_kw) -> None:
+    state = state_of(environment)
+    state.stop_ts_s = time.time()
+    state.stopped.set()
+
+
+def _worker_payload(state: RunState, final: bool) -> dict[str, Any]:
+    payload: dict[str, Any] = {"records": state.drain(), "worker_id": state.worker_id, "info": state.info}
+    if final:
+        payload["cpu"] = state.cpu_used()
+    return payload
+
+
+@events.report_to_master.add_listener
+def on_report_to_master(client_id, data, **_kw) -> None:
+    env = _process.get("env")
+    if env is not None and isinstance(env.runner, WorkerRunner) and state_of(env).ready.is_set():
+        data[REPORT_KEY] = _worker_payload(state_of(env), final=False)
+
+
+def _merge(environment, payload: dict[str, Any]) -> None:
+    state = state_of(environment)
+    state.merge(payload)
+    worker = payload.get("worker_id")
+    if worker:
+        state.workers.setdefault(worker, {}).update(payload.get("info") or {})
+        if "cpu" in payload:
+            state.cpu[worker] = payload["cpu"]
+
+
+@events.worker_report.add_listener
+def on_worker_report(client_id, data, **_kw) -> None:
+    env = _process.get("env")
+    if REPORT_KEY in data and env is not None:
+        _merge(env, data[REPORT_KEY])
+
+
+def _on_final(environment, msg, **_kw) -> None:
+    _merge(environment, msg.data)
+    environment.loadgen_finals.add(msg.node_id)
+
+
+@events.test_stop.add_listener
+def on_test_stop(environment, **_kw) -> None:
+    runner = environment.runner
+    state = state_of(environment)
+    if isinstance(runner, WorkerRunner):
+        if state.ready.is_set():
+            runner.send_message(FINAL_MSG, _worker_payload(state, final=True))
+        state.start_ts_s = 0.0
+        state.ready.clear()
+        return
+    if isinstance(runner, MasterRunner):
+        _await_finals(environment, runner)
+    state.finish(environment)
+
+
+def _await_finals(environment, runner) -> None:
+    expected = environment.loadgen_expected
+    if expected - environment.loadgen_finals:
+        runner.send_message(STOP_MSG)  # workers that already stopped ignore it
+    deadline = time.monotonic() + (environment.stop_timeout or 0) + FINAL_GRACE_S
+    while expected - environment.loadgen_finals and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    state = state_of(environment)
+    by_client = {w.get("client_id"): name for name, w in state.workers.items()}
+    state.missing_workers = sorted(by_client.get(c, c) for c in expected - environment.loadgen_finals)
+
+
+@events.quitting.add_listener
+def on_quitting(environment, **_kw) -> None:
+    state = getattr(environment, "loadgen_state", None)
+    if state is not None and state.write_failed and environment.process_exit_code in (None, 0):
+        environment.process_exit_code = 2

@@ -1,0 +1,162 @@
+"""The base simulated client: paces requests (closed or open loop), times them, reports one event each."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from typing import Any, ClassVar
+
+import gevent
+from locust import User, task
+from locust.exception import LocustError, StopUser
+
+from loadgen.plugin import auth_headers, state_of
+from loadgen.prompts import Prompt
+from loadgen.transport import Connection, RequestSpec
+from runfolder.records import CUT_DETAIL, RequestRecord
+
+log = logging.getLogger(__name__)
+
+
+class RequestFailed(Exception):
+    """What Locust's failure table shows: '<outcome>: <detail>', from a small fixed vocabulary."""
+
+
+class OpenAIUser(User):
+    """Sends one kind of OpenAI-compatible request in a loop. Subclasses set the endpoint and the body."""
+
+    abstract = True
+    scenario: ClassVar[str] = "abstract"
+    path: ClassVar[str] = "/v1/chat/completions"
+    stream: ClassVar[bool] = True
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        self._run = state_of(environment)
+        self._user_id = next(self._run.user_ids)
+        self._rng = random.Random(f"{self._run.settings.seed}-{self._run.worker_id}-{self._user_id}")
+        self._conn: Connection | None = None
+
+    def payload(self, prompt: Prompt) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def on_start(self) -> None:
+        if not self.host:
+            raise LocustError("no target: pass --host URL (e.g. --host http://127.0.0.1:8080)")
+        if getattr(self.environment, "loadgen_not_ready", False):
+            raise StopUser()  # the server was not ready (logged once by the plugin): send nothing
+        s = self._run.settings
+        self._conn = Connection(self.host, timeout_s=s.request_timeout_s, headers=auth_headers(s))
+        # Item 6: output tokens by the run's tokenizer when the server sends no usage; strict length checks.
+        target = getattr(self.environment, "loadgen_target", None)
+        self._conn.token_counter = getattr(target, "counter", None)
+        self._conn.ignore_eos = s.ignore_eos
+
+    def on_stop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    def wait_time(self) -> float:
+        """Closed loop: think time. Open loop: none here; `send` claims a slot and waits until it is due."""
+        return 0.0 if self._run.settings.open_loop else self._run.settings.think_time_s
+
+    def _common(self, prompt: Prompt) -> dict[str, Any]:
+        s = self._run.settings
+        body: dict[str, Any] = {"max_tokens": prompt.max_tokens or s.max_tokens}
+        if self._run.model:
+            body["model"] = self._run.model
+        if self.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        if s.ignore_eos:
+            body["ignore_eos"] = True
+        if s.temperature is not None:
+            body["temperature"] = s.temperature
+        return body
+
+    def _spec(self) -> RequestSpec:
+        assert self._run.prompts is not None
+        prompt = self._run.prompts.draw(self._rng)
+        body = {**self._common(prompt), **self.payload(prompt)}
+        return RequestSpec(
+            self.scenario,
+            self.path,
+            json.dumps(body).encode(),
+            self.stream,
+            prompt.target_tokens,
+            body["max_tokens"],
+        )
+
+    @task
+    def send(self) -> None:
+        assert self._conn is not None
+        run = self._run
+        if not run.wait_ready():
+            return  # the test stopped before this worker got its configuration
+        if run.past_end():
+            run.stopped.wait()  # nothing is sent after the planned end: it would fall outside the window
+            return
+        due = None
+        if run.settings.open_loop:
+            if run.schedule is None:
+                run.stopped.wait()  # a worker without a share of the schedule (see docs/loadtest.md)
+                return
+            due = run.schedule.next_due()
+        # The body is built before the clock starts: closed loop starts it at the send, open loop at the slot.
+        spec = self._spec()
+        if due is not None and not run.sleep_until(due):
+            return  # the run ended before this slot fell due: not a request
+        sent_ts_s = time.time()
+        try:
+            rec = self._conn.exchange(
+                spec, scheduled_ts_s=due, worker_id=run.worker_id, user_id=self._user_id
+            )
+        except gevent.GreenletExit:
+            # Stopped by the end of the test, not by the server: an outcome of its own, still counted.
+            rec = cut_record(spec, due, sent_ts_s, run.worker_id, self._user_id)
+            run.add(rec)
+            self._report(rec)
+            raise
+        run.add(rec)
+        self._report(rec)
+
+    def _report(self, rec: RequestRecord) -> None:
+        # Exactly one Locust event per real request; TTFT and tokens live in the records only.
+        self.environment.events.request.fire(
+            request_type="POST",
+            name=self.scenario,
+            response_time=rec.e2e_s * 1000,
+            response_length=rec.response_bytes,
+            exception=None
+            if rec.outcome == "success"
+            else RequestFailed(f"{rec.outcome}: {rec.outcome_detail}"),
+            context={"outcome": rec.outcome, "ttft_s": rec.ttft_s, "output_tokens": rec.output_tokens},
+            response=None,
+            start_time=rec.sent_ts_s,
+            url=self.path,
+        )
+
+
+def cut_record(
+    spec: RequestSpec, due_ts_s: float | None, sent_ts_s: float, worker_id: str, user_id: int
+) -> RequestRecord:
+    """A request that was still in flight when Locust stopped its user."""
+    now = time.time()
+    scheduled = due_ts_s if due_ts_s is not None else sent_ts_s
+    return RequestRecord(
+        scenario=spec.scenario,
+        stream=spec.stream,
+        scheduled_ts_s=scheduled,
+        sent_ts_s=sent_ts_s,
+        end_ts_s=now,
+        schedule_lag_s=sent_ts_s - scheduled,
+        e2e_s=now - scheduled,
+        outcome="cut",
+        outcome_detail=CUT_DETAIL,
+        prompt_tokens_target=spec.prompt_tokens_target,
+        max_tokens=spec.max_tokens,
+        worker_id=worker_id,
+        user_id=user_id,
+    )

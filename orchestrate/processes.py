@@ -1,0 +1,299 @@
+"""THE one launcher: servers (ours or any other) and headless Locust runs, as real subprocesses.
+
+`with running_server(config, profile=..., model=...) as base_url:` starts `python -m server` on a free port
+and gives its base URL once /health answers 200; `serve(cmd)` does the same for any server command (fake
+servers, mlx_lm.server). Both return the ServerProcess, for a caller that signals the process itself.
+`run_locust` runs `locust -f loadtest --headless`. Bounded everywhere: a server that does not print its URL
+or answer /health in time is stopped (SIGTERM, then kill) and reported as ServerFailed with its last output.
+What the children print is collected; it goes to `log_file` when given, and to our stderr as well when
+MLXBENCH_ECHO_CHILD_OUTPUT is set, and to the file MLXBENCH_CHILD_LOG names when it is set (the test suite
+sets both: tests/server_logs.py searches them for ERROR records).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+import loadtest
+from configkit import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+REPO = REPO_ROOT  # the checkout: fake servers and Locust run from here
+LOADTEST_DIR = Path(loadtest.__file__).resolve().parent
+URL_RE = re.compile(r"http://127\.0\.0\.1:\d+")
+SERVING_ON = re.compile(r"serving on (http://\S+)")  # what `python -m server` prints once listening
+ECHO_ENV = "MLXBENCH_ECHO_CHILD_OUTPUT"
+CHILD_LOG_ENV = "MLXBENCH_CHILD_LOG"
+OUTPUT_TAIL_LINES = 200  # kept for the failure message; the rest goes to the log file, if any
+FAILURE_TAIL_CHARS = 3000
+STOP_TIMEOUT_S = 30.0  # after SIGTERM: our server's grace period for streams in flight fits in it
+
+
+def echo_child_output() -> bool:
+    return os.environ.get(ECHO_ENV, "") not in ("", "0")
+
+
+_child_log_lock = threading.Lock()
+
+
+def echo_line(line: str) -> None:
+    """Pass a child's line on to our stderr, and append it to MLXBENCH_CHILD_LOG's file when that is set:
+    pytest's capture misses what a long-lived server prints while pytest reports between tests; the file
+    misses nothing."""
+    sys.stderr.write(line)
+    if path := os.environ.get(CHILD_LOG_ENV):
+        with _child_log_lock, open(path, "a", encoding="utf-8", errors="replace") as sink:
+            sink.write(line)
+
+
+class ServerFailed(RuntimeError):
+    """The server exited, or did not become healthy in time; the message ends with its last output."""
+
+
+def _health_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status
+    except OSError:
+        return None
+
+
+class ServerProcess:
+    """A started server: its process, its base URL once known, and what it printed (the last lines)."""
+
+    def __init__(
+        self, cmd: Sequence[str], cwd: Path | None, env: dict[str, str] | None, log_file: Path | None
+    ):
+        self.cmd = list(cmd)
+        self.url: str | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+        self._printed = threading.Event()
+        self._pattern = URL_RE
+        self._log: IO[str] | None = open(log_file, "w", encoding="utf-8") if log_file else None  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.cmd,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+
+    def _pump(self) -> None:  # also keeps the pipe drained, so a chatty server never blocks on it
+        echo = echo_child_output()
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.tail.append(line)
+            if self._log is not None:
+                self._log.write(line)
+                self._log.flush()
+            if echo:
+                echo_line(line)
+            if self.url is None and (match := self._pattern.search(line)):
+                self.url = match.group(match.lastindex or 0)
+                self._printed.set()
+
+    def output(self) -> str:
+        return "".join(self.tail)
+
+    def _failed(self, what: str) -> ServerFailed:
+        code = self.process.poll()
+        state = f"exit code {code}" if code is not None else "still running"
+        return ServerFailed(f"{what} ({state}): {' '.join(self.cmd)}\n{self.output()[-FAILURE_TAIL_CHARS:]}")
+
+    def wait_ready(self, timeout_s: float, url: str | None = None, pattern: re.Pattern[str] = URL_RE) -> str:
+        """The base URL (`url`, or the first `pattern` match it prints) once /health answers 200."""
+        self._pattern = pattern
+        self._reader.start()
+        deadline = time.monotonic() + timeout_s
+
+        def check(what: str) -> None:
+            if self.process.poll() is not None:
+                self._reader.join(5)  # its last words
+                raise self._failed(what)
+            if time.monotonic() > deadline:
+                raise self._failed(what)
+
+        while url is None and not self._printed.wait(0.1):
+            check("the server printed no URL")
+        base = (url or self.url or "").rstrip("/")
+        while _health_status(base + "/health") != 200:
+            check("the server was not healthy")
+            time.sleep(0.2)
+        log.info("server up at %s", base)
+        self.url = base
+        return base
+
+    def __enter__(self) -> str:
+        return self.url or ""
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM, then kill after `timeout_s`; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._reader.is_alive():
+            self._reader.join(5)  # the pipe reaches EOF once the process is gone
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        if self._log is not None:
+            self._log.close()
+        return self.process.returncode
+
+
+def server_command(
+    config: Path | str,
+    *,
+    profile: Path | str | None = None,
+    model: str | None = None,
+    port: int = 0,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """`python -m server` with these settings; port 0 lets it pick a free one."""
+    command = [sys.executable, "-m", "server", "--config", str(config), "--port", str(port)]
+    if profile is not None:
+        command += ["--profile", str(profile)]
+    if model is not None:
+        command += ["--model", model]
+    return [*command, *extra_args]
+
+
+def serve(
+    cmd: Sequence[str],
+    *,
+    url: str | None = None,
+    pattern: re.Pattern[str] = URL_RE,
+    timeout_s: float = 120.0,
+    cwd: Path | None = REPO,
+    env: dict[str, str] | None = None,
+    log_file: Path | None = None,
+) -> ServerProcess:
+    """Start any server command and wait until /health answers 200 at `url`, or at the first `pattern` match
+    it prints. `with serve(cmd) as base_url:` stops it on exit; else the caller calls `.stop()`.
+    Raises ServerFailed."""
+    server = ServerProcess(cmd, cwd, env, log_file)
+    try:
+        server.wait_ready(timeout_s, url, pattern)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def running_server(
+    config: Path | str,
+    *,
+    profile: Path | str | None = None,
+    model: str | None = None,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 180.0,
+    log_file: Path | None = None,
+) -> ServerProcess:
+    """Our server (`python -m server`) on a free port, ready, as `serve`; run from the caller's working
+    directory, so that relative config paths stay the caller's."""
+    cmd = server_command(config, profile=profile, model=model, extra_args=extra_args)
+    return serve(cmd, pattern=SERVING_ON, timeout_s=ready_timeout_s, cwd=None, env=env, log_file=log_file)
+
+
+def locust_cmd(host: str, run_dir: Path, *args: str, only_summary: bool = True) -> list[str]:
+    """`locust -f loadtest --headless` against `host`, writing its run folder to `run_dir`; without
+    `only_summary`, Locust also prints its stats table every few seconds (progress lines)."""
+    summary = ["--only-summary"] if only_summary else []
+    return [
+        sys.executable, "-m", "locust", "-f", str(LOADTEST_DIR), "--headless", *summary,
+        "--host", host, "--run-dir", str(run_dir), *args,
+    ]  # fmt: skip
+
+
+class _Lines:
+    """One output stream of a child, read on a thread: kept, and passed on to a log file and a callback."""
+
+    def __init__(self, stream: IO[str], sink: IO[str] | None, lock: threading.Lock, on_line) -> None:
+        self.lines: list[str] = []
+        self._stream, self._sink, self._lock, self._on_line = stream, sink, lock, on_line
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        echo = echo_child_output()
+        for line in self._stream:
+            self.lines.append(line)
+            with self._lock:
+                if self._sink is not None:
+                    self._sink.write(line)
+                if echo:
+                    echo_line(line)
+            if self._on_line is not None:
+                self._on_line(line)
+
+
+def run_locust(
+    host: str,
+    run_dir: Path,
+    *args: str,
+    timeout_s: float = 600.0,
+    log_file: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
+    tick_s: float = 10.0,
+    only_summary: bool = True,
+) -> subprocess.CompletedProcess:
+    """One headless run, waited for; the run folder lands in run_dir. Its output is kept (.stdout, .stderr),
+    written to `log_file` as it comes, each line given to `on_line`; `on_tick` is called every `tick_s`
+    while it runs. Past `timeout_s` it is killed and subprocess.TimeoutExpired raised, as subprocess.run."""
+    cmd = locust_cmd(host, run_dir, *args, only_summary=only_summary)
+    log.info("running %s", " ".join(cmd))
+    lock = threading.Lock()
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(open(log_file, "w", encoding="utf-8")) if log_file else None
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        out = _Lines(proc.stdout, sink, lock, on_line)
+        err = _Lines(proc.stderr, sink, lock, on_line)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while proc.poll() is None:
+                try:
+                    proc.wait(min(tick_s, max(deadline - time.monotonic(), 0.01)))
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        raise subprocess.TimeoutExpired(cmd, timeout_s) from None
+                    if on_tick is not None:
+                        on_tick()
+        finally:
+            if proc.poll() is None:  # timed out or interrupted: let Locust stop its users, then insist
+                proc.terminate()
+                try:
+                    proc.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            for stream in (out, err):
+                stream.thread.join(5)
+            proc.stdout.close()
+            proc.stderr.close()
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out.lines), "".join(err.lines))

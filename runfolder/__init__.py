@@ -1,0 +1,35 @@
+"""The run-folder contract shared by the load generator and the reports: the request record and its columns,
+metadata, the folder's writer and its one reader, and the run figures (summary.json).
+
+Imports none of our other packages (tests/test_loadtest_core.py checks it stays free of Locust).
+"""
+
+from runfolder.figures import Slo
+from runfolder.folder import (
+    Run,
+    RunFolderError,
+    read_metadata,
+    read_records,
+    read_records_frame,
+    read_run,
+    read_summary,
+    write_run,
+)
+from runfolder.records import OUTCOMES, RequestRecord
+from runfolder.summary import SCHEMA_VERSION, summarize
+
+__all__ = [
+    "OUTCOMES",
+    "SCHEMA_VERSION",
+    "RequestRecord",
+    "Run",
+    "RunFolderError",
+    "Slo",
+    "read_metadata",
+    "read_records",
+    "read_records_frame",
+    "read_run",
+    "read_summary",
+    "summarize",
+    "write_run",
+]
