@@ -66,10 +66,33 @@ def console_table(summary: dict[str, Any]) -> str:
         for stat in ("mean", "p50", "p90", "p99"):
             label = f"{'Mean' if stat == 'mean' else stat.upper()} {short} (ms)"
             lines.append(_line(label, _ms(dist.get(stat))))
+    lines += workload_lines(summary.get("workloads") or {})
     for warning in summary.get("warnings", ()):
         lines.append(f"WARNING: {warning}")
     lines.append("=" * WIDTH)
     return "\n".join(lines)
+
+
+def workload_lines(w: dict[str, Any]) -> list[str]:
+    """Cached prompt tokens; TTFT p50 by turn and with/without a shared prefix, when the run had them."""
+    lines = []
+    cached = w.get("cached_tokens") or {}
+    lines.append(_line("Cached prompt tokens (server usage)", cached.get("cached_tokens")))
+    by_turn = w.get("ttft_s_by_turn") or {}
+    if by_turn:
+        lines.append(_title(f"TTFT by turn ({w.get('conversations')} conversations)", "-"))
+        for turn, dist in by_turn.items():
+            lines.append(_line(f"Turn {turn}: P50 TTFT (ms), n={dist.get('count')}", _ms(dist.get("p50"))))
+    by_prefix = w.get("ttft_s_by_shared_prefix") or {}
+    if by_prefix:
+        lines.append(_title("TTFT by shared prefix", "-"))
+        for key, dist in by_prefix.items():
+            lines.append(
+                _line(
+                    f"{key.capitalize()} prefix: P50 TTFT (ms), n={dist.get('count')}", _ms(dist.get("p50"))
+                )
+            )
+    return lines
 
 
 def _ms(value: float | None) -> float | None:

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.images import ImageOptionError, folder_images, parse_size
+from loadgen.workloads import options as workload_options
 
 DEFAULT_SCENARIO = "ChatStreamUser"
 GROUP_TITLE = "mlx-serving-bench load test"
 GROUP_DESCRIPTION = (
     "Scenarios (pick by class name at the end of the command line): ChatStreamUser (default, streaming "
     "chat), ChatUser (non-streaming chat), CompletionUser (streaming /v1/completions), VisionChatUser "
-    "(streaming chat with images). "
+    "(streaming chat with images), MultiTurnChatUser (streaming multi-turn conversations). "
     "Results go to a run folder (records.csv, summary.json, metadata.json); see docs/loadtest.md."
 )
 
@@ -80,9 +81,10 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (
         ("--arrival",),
         {
-            "choices": ["closed", "constant", "poisson"],
+            "choices": ["closed", "constant", "poisson", "trace"],
             "default": "closed",
-            "help": "closed: users wait for answers (+ think time); constant/poisson: open loop at --rate",
+            "help": "closed: users wait for answers (+ think time); constant/poisson: open loop at --rate; "
+            "trace: open loop on the --trace file's timestamps",
         },
     ),
     (
@@ -162,7 +164,7 @@ def _in_web_ui(action, *, secret: bool = False) -> None:
 
 def add_arguments(parser) -> None:
     group = parser.add_argument_group(GROUP_TITLE, GROUP_DESCRIPTION)
-    for flags, kwargs in _OPTIONS:
+    for flags, kwargs in [*_OPTIONS, *workload_options.OPTIONS]:
         _in_web_ui(group.add_argument(*flags, **kwargs))
     key = group.add_argument(
         "--api-key",
@@ -203,6 +205,18 @@ class LoadSettings:
     slo_tpot_ms: float | None = None
     slo_e2e_ms: float | None = None
     api_key: str | None = None
+    # ---- workloads (issue 15; loadgen.workloads.options) ----
+    turns: int = 4
+    turns_spread: int = 0
+    shared_prefixes: int = 0
+    shared_prefix_tokens: int = 256
+    shared_prefix_share: float = 1.0
+    trace: str | None = None
+    trace_time_scale: float = 1.0
+    trace_block_tokens: int = 512
+    dataset: str | None = None
+    dataset_mode: str = "first-turn"
+    dataset_limit: int = 1000
 
     @classmethod
     def from_options(cls, options: Any) -> LoadSettings:
@@ -214,7 +228,7 @@ class LoadSettings:
 
     def problems(self) -> list[str]:
         out = []
-        if self.open_loop and not (self.rate and self.rate > 0):
+        if self.arrival in ("constant", "poisson") and not (self.rate and self.rate > 0):
             out.append(f"--arrival {self.arrival} needs --rate > 0")
         if self.max_tokens < 1:
             out.append("--max-tokens must be at least 1")
@@ -236,7 +250,7 @@ class LoadSettings:
                 folder_images(self.image_dir)
         except ImageOptionError as exc:
             out.append(str(exc))
-        return out
+        return out + workload_options.problems(self)
 
     def public(self) -> dict[str, Any]:
         """For metadata.json: everything but the API key."""

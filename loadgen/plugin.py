@@ -27,6 +27,7 @@ from loadgen import options, prepare, webui
 from loadgen.prompts import PromptError
 from loadgen.runstate import RunState, load_prompts
 from loadgen.shards import ShardBook
+from loadgen.workloads import setup as workloads
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,11 @@ def on_parser(parser, **_kw) -> None:
 @events.init.add_listener
 def on_init(environment, **_kw) -> None:
     settings = options.LoadSettings.from_options(environment.parsed_options)
-    problems = settings.problems()
+    problems = settings.problems() + workloads.class_problems(environment.user_classes or (), settings)
     if not problems:
         try:
             load_prompts(settings)
+            workloads.check_files(settings)
         except PromptError as exc:
             problems.append(str(exc))
     if problems:
@@ -148,6 +150,7 @@ def _install(state: RunState, target: prepare.Target, model: str | None = None) 
     """After `state.begin`, with no yield in between: a worker's users draw prompts once it is ready.
     A worker keeps the model its master sent (`model`)."""
     state.model, state.server, state.prompts = model or target.model, target.server, target.prompts
+    state.prefixes = target.prefixes
 
 
 def _resolve_model(environment, state: RunState) -> None:

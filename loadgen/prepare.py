@@ -38,6 +38,7 @@ from loadgen.tokens import (
     probe_server_tokenizer,
     request_json,
 )
+from loadgen.workloads import setup as workloads
 from runfolder import metadata as meta
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Target:
     counter: TokenCounter | None = None
     prompts: Any = None
     length_method: str = "words"
+    prefixes: Any = None  # the shared-prefix pool (loadgen.workloads.shared_prefix), None when off
 
 
 def _probe(url: str, headers: dict[str, str], timeout_s: float) -> tuple[int, Any]:
@@ -221,9 +223,10 @@ def prepare(
         calibrated = calibrate(settings, base_url, model, headers)
     try:
         prompts = build_prompts(settings, counter, calibrated)
+        check_context(settings, counter, prompts)
+        prompts, prefixes = workloads.build(settings, counter, prompts)
     except (PromptError, TokenizerError) as exc:
         raise NotReady(str(exc)) from None
-    check_context(settings, counter, prompts)
     method = getattr(prompts, "length_method", "words")
     log.info("prompt lengths: %s; model %s", method, model or "(none)")
-    return Target(model, server, counter, prompts, method)
+    return Target(model, server, counter, prompts, method, prefixes)

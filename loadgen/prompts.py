@@ -49,6 +49,9 @@ class Prompt:
     text: str
     target_tokens: int | None = None
     max_tokens: int | None = None
+    # Multi-turn scenarios (loadgen.workloads.conversation): copied into the request's record.
+    conversation_id: str | None = None
+    turn_index: int | None = None
 
 
 class PromptError(ValueError):

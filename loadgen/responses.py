@@ -104,6 +104,7 @@ class StreamParser:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None
     error: ErrorInfo | None = None
     done: bool = False
     malformed: bool = False
@@ -145,6 +146,7 @@ class StreamParser:
         if isinstance(usage, dict):
             self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
             self.completion_tokens = usage.get("completion_tokens", self.completion_tokens)
+            self.cached_tokens = cached_tokens(usage, self.cached_tokens)
         content = False
         for choice in obj.get("choices") or ():
             if not isinstance(choice, dict):
@@ -193,6 +195,7 @@ class BodyResult:
     completion_tokens: int | None = None
     error: ErrorInfo | None = None
     text: str = ""
+    cached_tokens: int | None = None
 
 
 def parse_body(body: bytes) -> BodyResult:
@@ -220,7 +223,16 @@ def parse_body(body: bytes) -> BodyResult:
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         text=text,
+        cached_tokens=cached_tokens(usage),
     )
+
+
+def cached_tokens(usage: dict[str, Any], default: int | None = None) -> int | None:
+    """usage.prompt_tokens_details.cached_tokens (OpenAI's, mlx_lm.server's); `default` when absent,
+    so a server without a prefix cache reads as "not reported", never as 0."""
+    details = usage.get("prompt_tokens_details")
+    value = details.get("cached_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
 
 
 def judge_tokens(

@@ -17,6 +17,7 @@ from loadgen.arrivals import ArrivalSchedule, due_slots
 from loadgen.console import console_table
 from loadgen.options import LoadSettings
 from loadgen.prompts import FilePrompts, SyntheticPrompts
+from loadgen.workloads import setup as workloads
 from runfolder import metadata as meta
 from runfolder.figures import Slo
 from runfolder.folder import write_run
@@ -69,6 +70,7 @@ class RunState:
     incomplete: int = 0  # unused since cut requests are records (outcome "cut"); kept for old masters
     schedule: ArrivalSchedule | None = None
     prompts: SyntheticPrompts | FilePrompts | None = None
+    prefixes: Any = None  # the shared-prefix pool, None when off (loadgen.workloads.shared_prefix)
     user_ids: itertools.count = field(default_factory=itertools.count)
     written_dirs: list[Path] = field(default_factory=list)
     write_failed: bool = False
@@ -97,7 +99,10 @@ class RunState:
         self._cpu_start = (_process_cpu_s(), time.time())
         self.prompts = load_prompts(s)
         self.schedule = None
-        if s.open_loop and self.has_shard:
+        if s.arrival == "trace" and self.has_shard:
+            start = start_ts_s + self.clock_offset_s  # due times on this process's own clock
+            self.schedule = workloads.schedule(s, start, self.shard % self.shards, self.shards)  # type: ignore[assignment]
+        elif s.open_loop and self.has_shard:
             self.schedule = ArrivalSchedule(
                 s.arrival,  # type: ignore[arg-type]
                 s.rate or 0.0,
@@ -190,7 +195,7 @@ class RunState:
             window_start_s=window_start,
             window_end_s=stop,
             slo=slo,
-            requested_rate_per_s=s.rate if s.open_loop else None,
+            requested_rate_per_s=self._requested_rate(),
             due_slots=self._due_slots(window_start, stop),
             users=users,
             warmup_records=warmup,
@@ -225,8 +230,16 @@ class RunState:
         logging.getLogger("locust.stats_logger").info("%s\nrun folder: %s\n", console_table(summary), path)
         return path
 
+    def _requested_rate(self) -> float | None:
+        s = self.settings
+        if s.arrival == "trace":
+            return workloads.rate_per_s(s)
+        return s.rate if s.open_loop else None
+
     def _due_slots(self, window_start: float, stop: float) -> int | None:
         s = self.settings
+        if s.arrival == "trace":
+            return workloads.due_slots(s, self.start_ts_s, window_start, stop)
         if not s.open_loop or not s.rate:
             return None
         return due_slots(
@@ -248,11 +261,11 @@ class RunState:
         s = self.settings
         classes = sorted(environment.user_classes, key=lambda u: u.__name__)
         streams = {bool(getattr(u, "stream", False)) for u in classes}
-        return {
+        shape = {
             "scenario": "+".join(str(getattr(u, "scenario", u.__name__)) for u in classes),
             "model": self.model,
             "stream": streams.pop() if len(streams) == 1 else None,
-            "prompt_tokens_target": None if s.prompt_file else s.prompt_tokens,
+            "prompt_tokens_target": None if s.prompt_file or s.dataset or s.trace else s.prompt_tokens,
             "max_tokens": s.max_tokens,
             "ignore_eos": s.ignore_eos,
             "arrival": s.arrival,
@@ -260,6 +273,15 @@ class RunState:
             "users": users,
             "prompt_length_method": self.prompt_length_method(),
         }
+        # issue 15: what else shapes the load, present only when used (older runs compare unchanged)
+        extra = {
+            "turns": s.turns if any(getattr(u, "multi_turn", False) for u in classes) else None,
+            "shared_prefixes": s.shared_prefixes or None,
+            "shared_prefix_tokens": s.shared_prefix_tokens if s.shared_prefixes else None,
+            "trace": Path(s.trace).name if s.trace else None,
+            "dataset": Path(s.dataset).name if s.dataset else None,
+        }
+        return {**shape, **{k: v for k, v in extra.items() if v is not None}}
 
     def _target_dir(self) -> Path:
         s = self.settings

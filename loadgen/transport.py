@@ -35,6 +35,10 @@ class RequestSpec:
     stream: bool
     prompt_tokens_target: int | None = None
     max_tokens: int | None = None
+    # Workload tags copied into the record (issue 15): see runfolder.records.
+    conversation_id: str | None = None
+    turn_index: int | None = None
+    shared_prefix_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -48,6 +52,7 @@ class _Progress:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None
     error_code: str | None = None
     error_message: str | None = None
     nbytes: int = 0
@@ -75,6 +80,8 @@ class Connection:
         # Set by the user (loadgen.user): the run's TokenCounter (or None) and --ignore-eos.
         self.token_counter = None
         self.ignore_eos = False
+        # The generated text of the last exchange: a multi-turn user appends it to its history.
+        self.last_reply_text = ""
 
     def close(self) -> None:
         self._client.close()
@@ -108,6 +115,7 @@ class Connection:
             deadline.close()
         end_perf_s = progress.end_perf_s or time.perf_counter()
         _count_and_judge(progress, spec, self.token_counter, self.ignore_eos)  # after the clock stopped
+        self.last_reply_text = progress.text
         return _record(spec, progress, scheduled_ts_s, sent_ts_s, sent_perf_s, end_perf_s, worker_id, user_id)
 
     def _send_and_read(self, spec: RequestSpec, progress: _Progress) -> None:
@@ -148,6 +156,7 @@ def _read_stream(resp, progress: _Progress) -> None:
     progress.outcome, progress.detail = parser.outcome()
     progress.finish_reason = parser.finish_reason
     progress.prompt_tokens, progress.completion_tokens = parser.prompt_tokens, parser.completion_tokens
+    progress.cached_tokens = parser.cached_tokens
     progress.text, progress.chunks = parser.text, parser.content_chunks
     progress.has_content = parser.content_chunks > 0
     if parser.error is not None:
@@ -162,6 +171,7 @@ def _read_body(resp, progress: _Progress) -> None:
     progress.outcome, progress.detail = result.outcome, result.detail
     progress.finish_reason = result.finish_reason
     progress.prompt_tokens, progress.completion_tokens = result.prompt_tokens, result.completion_tokens
+    progress.cached_tokens = result.cached_tokens
     progress.text, progress.has_content = result.text, bool(result.text)
     if result.error is not None:
         progress.error_code, progress.error_message = result.error.code, result.error.message
@@ -275,6 +285,10 @@ def _record(
         user_id=user_id,
         ttfb_s=ttfb,
         output_chunks=p.chunks,
+        conversation_id=spec.conversation_id,
+        turn_index=spec.turn_index,
+        shared_prefix_id=spec.shared_prefix_id,
+        cached_tokens=p.cached_tokens,
     )
 
 

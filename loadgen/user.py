@@ -76,10 +76,30 @@ class OpenAIUser(User):
             body["temperature"] = s.temperature
         return body
 
-    def _spec(self) -> RequestSpec:
-        assert self._run.prompts is not None
-        prompt = self._run.prompts.draw(self._rng)
+    def next_prompt(self, slot: int | None) -> Prompt:
+        """This request's prompt; `slot`: the open-loop slot claimed (a trace replay's line)."""
+        prompts = self._run.prompts
+        assert prompts is not None
+        index = getattr(self._run.schedule, "entry_index", None)
+        if slot is not None and index is not None and hasattr(prompts, "at"):
+            line = index(slot)
+            if line is not None:
+                return prompts.at(line)
+        return prompts.draw(self._rng)
+
+    def on_reply(self, rec: RequestRecord, reply_text: str) -> None:
+        """After each exchange (multi-turn users keep the reply)."""
+
+    def _spec(self, slot: int | None = None) -> RequestSpec:
+        prompt = self.next_prompt(slot)
         body = {**self._common(prompt), **self.payload(prompt)}
+        prefix_id = None
+        if self._run.prefixes is not None:
+            # A conversation keeps its system prompt on every turn: the pick is seeded by its id.
+            rng = random.Random(f"{self._run.settings.seed}-{prompt.conversation_id}")
+            prefix_id = self._run.prefixes.pick(rng if prompt.conversation_id else self._rng)
+            if prefix_id is not None:
+                body = self._run.prefixes.apply(body, prefix_id)
         return RequestSpec(
             self.scenario,
             self.path,
@@ -87,6 +107,9 @@ class OpenAIUser(User):
             self.stream,
             prompt.target_tokens,
             body["max_tokens"],
+            conversation_id=prompt.conversation_id,
+            turn_index=prompt.turn_index,
+            shared_prefix_id=prefix_id,
         )
 
     @task
@@ -98,14 +121,15 @@ class OpenAIUser(User):
         if run.past_end():
             run.stopped.wait()  # nothing is sent after the planned end: it would fall outside the window
             return
-        due = None
+        due = slot = None
         if run.settings.open_loop:
             if run.schedule is None:
                 run.stopped.wait()  # a worker without a share of the schedule (see docs/loadtest.md)
                 return
             due = run.schedule.next_due()
+            slot = run.schedule.claimed - 1
         # The body is built before the clock starts: closed loop starts it at the send, open loop at the slot.
-        spec = self._spec()
+        spec = self._spec(slot)
         if due is not None and not run.sleep_until(due):
             return  # the run ended before this slot fell due: not a request
         sent_ts_s = time.time()
@@ -121,6 +145,7 @@ class OpenAIUser(User):
             raise
         run.add(rec)
         self._report(rec)
+        self.on_reply(rec, self._conn.last_reply_text)
 
     def _report(self, rec: RequestRecord) -> None:
         # Exactly one Locust event per real request; TTFT and tokens live in the records only.
@@ -159,4 +184,7 @@ def cut_record(
         max_tokens=spec.max_tokens,
         worker_id=worker_id,
         user_id=user_id,
+        conversation_id=spec.conversation_id,
+        turn_index=spec.turn_index,
+        shared_prefix_id=spec.shared_prefix_id,
     )

@@ -15,6 +15,7 @@ from reports import markdown as md
 from reports.aliases import alias_frame
 from reports.metrics import label_stats, runs_frame
 from reports.tables import Tables
+from reports.workload_tables import workload_sections
 from runfolder.figures import Slo
 from runfolder.frame import RunData
 
@@ -162,6 +163,7 @@ def build(
     sections = [
         *lead_sections,
         *tables.sections(),
+        *workload_sections(runs),
         (
             "Metric names",
             "The same figures under the names other tools use (vLLM bench serve first).",

@@ -35,6 +35,9 @@ _INT_FIELDS = frozenset(
         "http_status",
         "response_bytes",
         "user_id",
+        "turn_index",
+        "shared_prefix_id",
+        "cached_tokens",
     }
 )
 _FLOAT_FIELDS = frozenset(

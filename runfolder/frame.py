@@ -31,7 +31,16 @@ log = logging.getLogger(__name__)
 # The record fields the reports use; the per-chunk gaps (itl_s) are the bulk of the file and are read
 # apart, only when a figure needs them (chunk_gaps).
 REQUIRED_COLUMNS = ("scheduled_ts_s", "end_ts_s", "e2e_s", "outcome")
-OPTIONAL_COLUMNS = ("outcome_detail", "ttft_s", "tpot_s", "output_tokens", "schedule_lag_s")
+# issue 15's workload columns (turn, shared prefix, cached tokens) feed reports/workload_tables.py.
+WORKLOAD_COLUMNS = ("turn_index", "shared_prefix_id", "cached_tokens", "prompt_tokens")
+OPTIONAL_COLUMNS = (
+    "outcome_detail",
+    "ttft_s",
+    "tpot_s",
+    "output_tokens",
+    "schedule_lag_s",
+    *WORKLOAD_COLUMNS,
+)
 _FLOAT_COLUMNS = (
     "scheduled_ts_s",
     "end_ts_s",
@@ -40,6 +49,7 @@ _FLOAT_COLUMNS = (
     "tpot_s",
     "output_tokens",
     "schedule_lag_s",
+    *WORKLOAD_COLUMNS,  # integers with gaps: floats, NaN for none
 )
 
 LoadKind = Literal["users", "rate"]

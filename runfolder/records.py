@@ -51,6 +51,15 @@ class RequestRecord:
     # Content chunks of a stream (a server may pack several tokens into one); output_tokens_counted is the
     # reply's text re-tokenized by the run's tokenizer.
     output_chunks: int | None = None
+    # ---- workload additions (issue 15) ----
+    # Multi-turn scenarios: which conversation (unique within the run) and which turn of it (1 = first).
+    conversation_id: str | None = None
+    turn_index: int | None = None
+    # Index of the shared system prompt the request began with (--shared-prefixes), None without one.
+    shared_prefix_id: int | None = None
+    # Prompt tokens the server served from its cache (usage.prompt_tokens_details.cached_tokens);
+    # None when the server did not report it (not the same as 0).
+    cached_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FIELD_NAMES}

@@ -12,6 +12,7 @@ import numpy as np
 from runfolder.figures import Slo, distribution, good_mask, per_s, rate, token_arrivals
 from runfolder.figures import tokens_in_window as window_tokens
 from runfolder.records import OUTCOMES, RequestRecord
+from runfolder.workload_figures import workload_figures
 
 SCHEMA_VERSION = 1
 # The generator is "behind" when requests leave this much later than scheduled (p95), or when fewer
@@ -162,6 +163,8 @@ def summarize(
         "itl_s": distribution(np.array([gap for r in ok for gap in r.itl_s], dtype=float)),
         "schedule_lag_s": distribution(_column(records, "schedule_lag_s")),
         "peak_in_flight": peak_in_flight(records),
+        # issue 15: cached prompt tokens, TTFT by turn and by shared prefix (see docs/loadtest.md)
+        "workloads": workload_figures(records),
         "warnings": [],
         "warning_codes": [],
     }

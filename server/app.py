@@ -41,6 +41,9 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         concurrency_limit=settings.mlx.concurrency_limit or settings.python_runtime.concurrency_limit,
         force_sync=settings.mlx.device_sync_every_step,  # never force_metal_sync: v1.1.1 never used it
         persistent=settings.engine.persistent,
+        prefix_cache_entries=settings.prefix_cache.max_entries if settings.prefix_cache.enabled else 0,
+        prefix_cache_bytes=settings.prefix_cache.max_bytes,
+        prefix_cache_min_tokens=settings.prefix_cache.min_tokens,
     )
 
 

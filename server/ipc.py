@@ -57,6 +57,7 @@ class Finished(NamedTuple):
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (not prefilled)
 
 
 class Failed(NamedTuple):
@@ -67,12 +68,23 @@ class Failed(NamedTuple):
     param: str | None = None
 
 
+class PrefixCacheStats(NamedTuple):
+    """The worker's prefix cache: counters since it started, and its current size."""
+
+    hits: int = 0  # lookups that reused at least prefix_cache.min_tokens tokens
+    misses: int = 0
+    tokens_saved: int = 0  # prompt tokens not prefilled thanks to hits
+    entries: int = 0
+    bytes: int = 0
+
+
 class BatchStats(NamedTuple):
     sequences: int  # in the generator: decoding, prefilling or waiting for a batch slot
     decoding: int  # decoded in the latest decode step (the batch size of that step)
     held: int  # admitted but held back by `mlx.concurrency_limit` (serialized generation)
     decode_steps: int
     waiting: int = 0  # without a first token yet (prefilling, or queued for a slot under the decode cap)
+    prefix_cache: PrefixCacheStats | None = None  # None: no prefix cache in this worker
 
 
 class WorkerError(NamedTuple):
@@ -105,3 +117,7 @@ class RuntimeOptions:
     # False reproduces mlx-engine as the guide describes it (a process per request): the model is loaded
     # when a request starts with nothing running and dropped once nothing runs, so each request pays a load.
     persistent: bool = True
+    # Prefix cache (docs/operations.md, "Prefix cache"): 0 entries turns it off.
+    prefix_cache_entries: int = 0
+    prefix_cache_bytes: int = 256 << 20
+    prefix_cache_min_tokens: int = 16

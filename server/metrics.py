@@ -26,7 +26,35 @@ class WorkerHandleCollector:
 
     def collect(self):
         yield from self.batch_state()
+        yield from self.prefix_cache_state()
         yield from self.limiter_state()
+
+    def prefix_cache_state(self):
+        """The worker's prefix cache (server/worker/prefix_cache.py); no samples for a model without one."""
+
+        def counter(name: str, doc: str) -> CounterMetricFamily:
+            return CounterMetricFamily(f"{PREFIX}_prefix_cache_{name}", doc, labels=["model"])
+
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{PREFIX}_prefix_cache_{name}", doc, labels=["model"])
+
+        hits = counter(
+            "hits", "Prompts that reused a cached prefix (at least prefix_cache.min_tokens tokens)"
+        )
+        misses = counter("misses", "Prompts that found no cached prefix to reuse")
+        saved = counter("saved_tokens", "Prompt tokens not prefilled because their KV came from the cache")
+        entries = gauge("entries", "Sequences held by the prefix cache")
+        size = gauge("bytes", "KV bytes held by the prefix cache")
+        for name, handle in self.handles.items():
+            cache = handle.stats.prefix_cache
+            if cache is None:
+                continue
+            hits.add_metric([name], cache.hits)
+            misses.add_metric([name], cache.misses)
+            saved.add_metric([name], cache.tokens_saved)
+            entries.add_metric([name], cache.entries)
+            size.add_metric([name], cache.bytes)
+        yield from (hits, misses, saved, entries, size)
 
     def batch_state(self):
         def gauge(name: str, doc: str) -> GaugeMetricFamily:

@@ -193,11 +193,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        # OpenAI's field (and mlx_lm.server's): prompt tokens served from the prefix cache.
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
 
 
@@ -227,22 +229,29 @@ class ChatShapes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return {**self._envelope(self.chunk_object), "choices": [choice]}
 
-    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    def usage_chunk(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+    ) -> dict[str, Any]:
         return {
             **self._envelope(self.chunk_object),
             "choices": [],
-            "usage": usage(prompt_tokens, completion_tokens),
+            "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
         }
 
     def final(
-        self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+        self,
+        text: str,
+        finish_reason: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
     ) -> dict[str, Any]:
         message = {"role": "assistant", "content": text}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
         return {
             **self._envelope("chat.completion"),
             "choices": [choice],
-            "usage": usage(prompt_tokens, completion_tokens),
+            "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
         }
 
 
@@ -265,8 +274,13 @@ class CompletionShapes(ChatShapes):
         return {**self._envelope(self.chunk_object), "choices": [choice]}
 
     def final(
-        self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+        self,
+        text: str,
+        finish_reason: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
     ) -> dict[str, Any]:
         body = self.chunk(text, finish_reason)
-        body["usage"] = usage(prompt_tokens, completion_tokens)
+        body["usage"] = usage(prompt_tokens, completion_tokens, cached_tokens)
         return body

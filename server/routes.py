@@ -278,7 +278,11 @@ async def _json_reply(request, events, shapes, include_usage, model, started_s):
             metrics.output_tokens.labels(model).inc(event.completion_tokens)
             metrics.e2e.labels(model).observe(time.perf_counter() - started_s)
             body = shapes.final(
-                "".join(parts), event.finish_reason, event.prompt_tokens, event.completion_tokens
+                "".join(parts),
+                event.finish_reason,
+                event.prompt_tokens,
+                event.completion_tokens,
+                event.cached_tokens,
             )
             return web.json_response(body), "success"
     raise APIError(500, "The engine ended the request without a result.", code="engine_error")
@@ -321,7 +325,8 @@ async def _stream_reply(request, events, shapes, include_usage, model, started_s
         elif isinstance(event, ipc.Finished):
             await send(_frame(shapes.chunk(None, event.finish_reason)))
             if include_usage:
-                await send(_frame(shapes.usage_chunk(event.prompt_tokens, event.completion_tokens)))
+                usage = shapes.usage_chunk(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
+                await send(_frame(usage))
             await send(b"data: [DONE]\n\n")
             await response.write_eof()
             metrics.output_tokens.labels(model).inc(event.completion_tokens)

@@ -90,6 +90,16 @@ class EngineSettings(Strict):
         return self
 
 
+class PrefixCacheSettings(Strict):
+    """Reuse of the KV of earlier prompts and replies (docs/operations.md, "Prefix cache"); text only."""
+
+    enabled: bool = True
+    max_entries: int = Field(64, ge=1, le=100_000)  # cached sequences, least recently used out first
+    max_bytes: int = Field(256 << 20, ge=1 << 20)  # KV bytes held by the cache (not counting running ones)
+    # A shorter common prefix is not reused (a miss): a chat template's first few tokens save nothing.
+    min_tokens: int = Field(16, ge=1)
+
+
 class StreamingSettings(Strict):
     # IPC token buffering: the first token goes out at once, then up to `batch_tokens` tokens per message,
     # or whatever is buffered after `flush_ms`, whichever comes first.
@@ -193,6 +203,7 @@ class Settings(Strict):
     # Several models, each in its own worker process, routed by the request's `model`.
     models: list[ModelSettings] = []
     engine: EngineSettings = EngineSettings()
+    prefix_cache: PrefixCacheSettings = PrefixCacheSettings()
     streaming: StreamingSettings = StreamingSettings()
     limits: LimitSettings = LimitSettings()
     images: ImageSettings = ImageSettings()

@@ -20,6 +20,7 @@ from typing import Any
 
 from server import ipc
 from server.ipc import RuntimeOptions
+from server.worker.prefix_cache import PrefixCache, reusable
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Sequence:
     detokenizer: Any
     stops: StopStringMatcher
     ignore_eos: bool = False
+    cached_tokens: int = 0  # prompt tokens reused from the prefix cache
     completion_tokens: int = 0
     buffered_text: str = ""
     buffered_tokens: int = 0
@@ -100,6 +102,8 @@ class BatchRuntime:
         self.decode_steps = 0
         self.decode_cap = options.max_batch_size
         self.last_batch_size = 0  # sequences decoded by the latest step that decoded any
+        self.prefix_cache = self.make_prefix_cache()
+        self.cached_tokens_by_uid: dict[int, int] = {}  # set by insert, taken by start
         self.attach(model, tokenizer)
         self.decode_cap = self.resolve_decode_cap()
 
@@ -153,7 +157,25 @@ class BatchRuntime:
         # Reference counting frees the weights here (no gc pass needed); the cache holds freed buffers.
         mx.clear_cache()
 
+    def make_prefix_cache(self) -> PrefixCache | None:
+        options = self.options
+        if options.prefix_cache_entries <= 0:
+            return None
+        # Only mlx-lm's generator takes caches at insert; vision runtimes run without.
+        if type(self).make_generator is not BatchRuntime.make_generator:
+            return None
+        if options.max_kv_size is not None:
+            log.warning(
+                "prefix_cache is off: engine.max_kv_size makes rotating KV caches, which cannot be cut"
+            )
+            return None
+        return PrefixCache(
+            options.prefix_cache_entries, options.prefix_cache_bytes, options.prefix_cache_min_tokens
+        )
+
     def detach(self) -> None:
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()  # engine.persistent: false frees everything the model made
         self.generator.close()
         self.model = self.tokenizer = self.generator = None
 
@@ -196,6 +218,7 @@ class BatchRuntime:
             detokenizer=self.tokenizer.detokenizer,
             stops=StopStringMatcher(sub.stop),
             ignore_eos=sub.ignore_eos,
+            cached_tokens=self.cached_tokens_by_uid.pop(uid, 0),
         )
         self.uid_by_request[sub.request_id] = uid
         return ipc.Started(sub.request_id, len(tokens))
@@ -204,9 +227,17 @@ class BatchRuntime:
         """Queue the prompt in the generator; returns its uid."""
         stops = self.no_stops if sub.ignore_eos else self.eos_stops
         sampler = shared_sampler(sub.temperature, sub.top_p)
+        reuse = self.prefix_cache.lookup(tokens) if self.prefix_cache is not None else None
+        cached = reuse.cached_tokens if reuse else 0
         (uid,) = self.generator.insert(
-            [tokens], max_tokens=[sub.max_tokens], samplers=[sampler], stop_sequences=[stops]
+            [tokens[cached:]],
+            max_tokens=[sub.max_tokens],
+            caches=[reuse.kv if reuse else None],
+            all_tokens=[tokens[:cached]],
+            samplers=[sampler],
+            stop_sequences=[stops],
         )
+        self.cached_tokens_by_uid[uid] = cached
         return uid
 
     def tokenize(self, sub: ipc.Submit) -> list[int]:
@@ -256,7 +287,9 @@ class BatchRuntime:
 
     # -- decoding -------------------------------------------------------------------------------------
     def step(self) -> list:
-        _, responses = self.generator.next()
+        prompt_responses, responses = self.generator.next()
+        if self.prefix_cache is not None:
+            self.keep_prefixes(prompt_responses, responses)
         if self.options.force_sync:
             import mlx.core as mx
 
@@ -275,6 +308,21 @@ class BatchRuntime:
             events.append(self.stats())
         return events
 
+    def keep_prefixes(self, prompt_responses, responses) -> None:
+        """Store the KV of each prompt just prefilled (so that requests arriving while it decodes can
+        share it) and of each finished sequence (prompt and reply: the next turn's history)."""
+        import mlx.core as mx
+
+        prefilled = [r.uid for r in prompt_responses if r.end_of_prompt]
+        kept = [(tokens, kv) for kv, tokens in self.generator.extract_cache(prefilled).values()]
+        kept += [(r.all_tokens, r.prompt_cache) for r in responses if r.prompt_cache is not None]
+        for tokens, kv in kept:
+            if reusable(kv):
+                # Copied now, in the background (no sync point in the step): a lazy slice would keep the
+                # whole batch's KV buffers alive for as long as the entry lives.
+                mx.async_eval([(layer.keys, layer.values) for layer in kv])
+                self.prefix_cache.store(tokens, kv)
+
     def stats(self) -> ipc.BatchStats:
         # The record keeps its meaning whatever the queue: requests queued for a batch slot (announced)
         # count as sequences waiting, as when mlx-lm's generator held them; `held` is concurrency_limit's.
@@ -287,6 +335,7 @@ class BatchRuntime:
             len(self.held) - queued,
             self.decode_steps,
             prefilling + queued,
+            self.prefix_cache.stats() if self.prefix_cache is not None else None,
         )
 
     def advance(self, seq: Sequence, token: int, finish_reason: str | None, now: float, events: list) -> None:
@@ -310,7 +359,11 @@ class BatchRuntime:
             if not self.take_text(seq, seq.detokenizer.last_segment):
                 seq.buffered_text += seq.stops.flush()
         self.flush(seq, now, events)
-        events.append(ipc.Finished(seq.request_id, finish_reason, seq.prompt_tokens, seq.completion_tokens))
+        events.append(
+            ipc.Finished(
+                seq.request_id, finish_reason, seq.prompt_tokens, seq.completion_tokens, seq.cached_tokens
+            )
+        )
         self.sequences.pop(seq.uid, None)
         self.uid_by_request.pop(seq.request_id, None)
 

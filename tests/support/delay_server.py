@@ -135,7 +135,8 @@ class DelayServer:
     async def _stream(self, conn: DelayProtocol, chat: bool, request: dict, arrived) -> None:
         loop = asyncio.get_running_loop()
         arrival_ts, arrival_loop = arrived
-        n = max(int(request.get("max_tokens") or 16), 1)
+        # GuideLLM sends OpenAI's newer max_completion_tokens; our generator sends max_tokens
+        n = max(int(request.get("max_completion_tokens") or request.get("max_tokens") or 16), 1)
         stream = bool(request.get("stream"))
         timing = {"arrival_ts_s": arrival_ts}
         if stream:

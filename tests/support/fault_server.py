@@ -57,6 +57,7 @@ HTTP_FAULTS = {
 STREAM_FAULTS = (
     "ok",
     "ok_no_usage",
+    "ok_cached",  # usage.prompt_tokens_details.cached_tokens = FAKE_CACHED_TOKENS (a prefix cache's report)
     "instant",
     "stream_error",
     "stream_rejected",
@@ -108,8 +109,18 @@ def _frame(obj) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _usage(prompt: int, completion: int) -> dict:
-    return {"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion}}
+FAKE_CACHED_TOKENS = 3
+
+
+def _usage_doc(prompt: int, completion: int, fault: str = "ok") -> dict:
+    usage: dict = {"prompt_tokens": prompt, "completion_tokens": completion}
+    if fault == "ok_cached":
+        usage["prompt_tokens_details"] = {"cached_tokens": FAKE_CACHED_TOKENS}
+    return usage
+
+
+def _usage(prompt: int, completion: int, fault: str = "ok") -> dict:
+    return {"choices": [], "usage": _usage_doc(prompt, completion, fault)}
 
 
 def _error(code: str | None, message: str = "fake failure") -> dict:
@@ -189,7 +200,7 @@ async def _stream(
     else:
         await resp.write(_frame(_chunk(chat, None, finish)))
         if fault != "ok_no_usage":
-            await resp.write(_frame(_usage(4, _claimed(sent, claimed))))
+            await resp.write(_frame(_usage(4, _claimed(sent, claimed), fault)))
         await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()
     return resp
@@ -258,7 +269,7 @@ async def _reply(request: web.Request, chat: bool, body: dict, fault: str, arriv
     text = "" if fault == "empty" else "t " * n
     choice = {"index": 0, "finish_reason": None if fault == "body_no_finish" else finish}
     choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
-    usage = {"prompt_tokens": 4, "completion_tokens": _claimed(len(text.split()), claimed)}
+    usage = _usage_doc(4, _claimed(len(text.split()), claimed), fault)
     return web.json_response({"choices": [choice], "usage": usage})
 
 

@@ -1,0 +1,14 @@
+"""Streaming multi-turn chat (`--turns`, `--turns-spread`, `--think-time-s` between turns): each user holds
+a conversation, sends its history plus a new user turn, and appends the reply it got."""
+
+from loadgen.user import OpenAIUser
+from loadgen.workloads.conversation import MultiTurnMixin
+
+
+class MultiTurnChatUser(MultiTurnMixin, OpenAIUser):
+    scenario = "chat_multiturn"
+    path = "/v1/chat/completions"
+    stream = True
+
+    def payload(self, prompt):
+        return {"messages": prompt.messages}
