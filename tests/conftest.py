@@ -87,6 +87,16 @@ def app_client(aiohttp_client):
     return start
 
 
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """The embedded tiny text model loaded with mlx-lm, (model, tokenizer), for in-process runtime tests."""
+    from mlx_lm import load
+
+    from server.models.embedded import build_embedded_model
+
+    return load(str(build_embedded_model()))
+
+
 @pytest.fixture(scope="module")
 def fake_url():
     """The FAKE fault server (tests/support/fault_server.py), one per test module (its counters are too)."""

@@ -22,6 +22,7 @@ from tests.support.helpers import (
     free_port,
     get_json,
     locust_totals,
+    mlx_lm_server,
     post,
     run_locust,
     wait_for,
@@ -273,17 +274,7 @@ def test_reference_server_v111_limiter_refusals(tmp_path, mode, decode_tokens_pe
 # mlx_lm.server logs a traceback for GET /v1/models when no Hugging Face cache folder exists (its bug).
 @pytest.mark.expected_errors(r"CacheNotFound")
 def test_peer_mlx_lm_server_run(tmp_path):
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlx_lm.server",
-        "--model",
-        str(build_embedded_model()),
-        "--host",
-        "127.0.0.1",
-    ]
-    with serve([*cmd, "--port", str(port)], url=f"http://127.0.0.1:{port}") as url:
+    with mlx_lm_server(str(build_embedded_model())) as url:
         run_dir = tmp_path / "peer"
         proc = run_locust(
             url, run_dir, "-u", "2", "-r", "2", "-t", "4s", "--stop-timeout", "30",

@@ -222,22 +222,10 @@ def test_trace_replay_over_two_processes_sends_every_line_once(tmp_path):
 def test_mlx_lm_server_reports_cached_tokens_for_histories_and_shared_prefixes(tmp_path):
     """The peer with a prompt cache: its usage.prompt_tokens_details.cached_tokens lands in the records."""
     from server.models.embedded import build_embedded_model
-    from tests.support.helpers import free_port
+    from tests.support.helpers import mlx_lm_server
 
     model = str(build_embedded_model())
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlx_lm.server",
-        "--model",
-        model,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with serve(cmd, url=f"http://127.0.0.1:{port}") as url:
+    with mlx_lm_server(model) as url:
         run_dir = tmp_path / "peer"
         proc = run_locust(
             url, run_dir, "-u", "1", "-r", "1", "-t", "4s", "--stop-timeout", "30", "--max-tokens", "8",

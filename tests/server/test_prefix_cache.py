@@ -18,12 +18,11 @@ import pytest
 from configkit import REPO_ROOT
 from orchestrate.processes import running_server
 from server import ipc
-from server.ipc import RuntimeOptions
-from server.models.embedded import build_embedded_model
 from server.settings import ConfigError, build_settings
 from server.worker.prefix_cache import PrefixCache, common_prefix_length
 from server.worker.text_runtime import BatchRuntime
 from tests.conftest import write_config
+from tests.support.runtime import make_runtime
 
 REPO = REPO_ROOT
 SYSTEM = "You answer in long sentences about rivers, cities, music and the people who live by the water."
@@ -91,18 +90,6 @@ def test_bounded_by_bytes_and_an_entry_larger_than_the_bound_is_not_kept():
 
 
 # -- the runtime -------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def loaded():
-    from mlx_lm import load
-
-    return load(str(build_embedded_model()))
-
-
-def make_runtime(loaded, **options) -> tuple[BatchRuntime, list]:
-    events: list = []
-    return BatchRuntime(*loaded, RuntimeOptions(**options), send=events.extend), events
-
-
 def submit(request_id: str, messages: list[dict], max_tokens: int = 12) -> ipc.Submit:
     return ipc.Submit(
         request_id=request_id,
@@ -138,10 +125,10 @@ def run(runtime: BatchRuntime, events: list, subs: list[ipc.Submit]) -> dict[str
     return {rid: (texts[rid], finished[rid]) for rid in texts}
 
 
-def conversations(loaded, users: int, turns: int, **options) -> tuple[list[list[str]], list[list[int]]]:
+def conversations(tiny_llama, users: int, turns: int, **options) -> tuple[list[list[str]], list[list[int]]]:
     """`users` conversations of `turns` turns, the users' turns batched together, each turn sending the
     history (system prompt, earlier turns and the replies received) plus a new question."""
-    runtime, events = make_runtime(loaded, **options)
+    runtime, events = make_runtime(tiny_llama, **options)
     histories = [[{"role": "system", "content": SYSTEM}] for _ in range(users)]
     replies: list[list[str]] = [[] for _ in range(users)]
     cached: list[list[int]] = [[] for _ in range(users)]
@@ -158,26 +145,28 @@ def conversations(loaded, users: int, turns: int, **options) -> tuple[list[list[
     return replies, cached
 
 
-def test_greedy_outputs_are_identical_with_the_cache_on_and_off_one_conversation(loaded):
-    off, cached_off = conversations(loaded, users=1, turns=4)
+def test_greedy_outputs_are_identical_with_the_cache_on_and_off_one_conversation(tiny_llama):
+    off, cached_off = conversations(tiny_llama, users=1, turns=4)
     on, cached_on = conversations(
-        loaded, users=1, turns=4, prefix_cache_entries=16, prefix_cache_min_tokens=8
+        tiny_llama, users=1, turns=4, prefix_cache_entries=16, prefix_cache_min_tokens=8
     )
     assert on == off
     assert cached_off == [[0, 0, 0, 0]]
     assert cached_on[0][0] == 0 and all(n > 0 for n in cached_on[0][1:]), cached_on
 
 
-def test_greedy_outputs_are_identical_with_the_cache_on_and_off_in_a_continuous_batch(loaded):
-    off, _ = conversations(loaded, users=3, turns=3)
-    on, cached = conversations(loaded, users=3, turns=3, prefix_cache_entries=16, prefix_cache_min_tokens=8)
+def test_greedy_outputs_are_identical_with_the_cache_on_and_off_in_a_continuous_batch(tiny_llama):
+    off, _ = conversations(tiny_llama, users=3, turns=3)
+    on, cached = conversations(
+        tiny_llama, users=3, turns=3, prefix_cache_entries=16, prefix_cache_min_tokens=8
+    )
     assert on == off
     # Turn 0: users arrive together and share the system prompt, but nothing is cached yet.
     assert all(turns[0] == 0 for turns in cached) and all(n > 0 for turns in cached for n in turns[1:])
 
 
-def test_each_turn_reuses_at_least_the_previous_prompt(loaded):
-    runtime, events = make_runtime(loaded, prefix_cache_entries=8, prefix_cache_min_tokens=8)
+def test_each_turn_reuses_at_least_the_previous_prompt(tiny_llama):
+    runtime, events = make_runtime(tiny_llama, prefix_cache_entries=8, prefix_cache_min_tokens=8)
     history = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "First question."}]
     text, first = run(runtime, events, [submit("a", list(history))])["a"]
     history += [{"role": "assistant", "content": text}, {"role": "user", "content": "Second question."}]
@@ -188,8 +177,8 @@ def test_each_turn_reuses_at_least_the_previous_prompt(loaded):
     assert 1 <= stats.entries <= 8 and stats.bytes > 0
 
 
-def test_a_shared_system_prompt_is_reused_by_requests_that_arrive_while_the_first_decodes(loaded):
-    runtime, events = make_runtime(loaded, prefix_cache_entries=8, prefix_cache_min_tokens=8)
+def test_a_shared_system_prompt_is_reused_by_requests_that_arrive_while_the_first_decodes(tiny_llama):
+    runtime, events = make_runtime(tiny_llama, prefix_cache_entries=8, prefix_cache_min_tokens=8)
     first = submit("first", [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "One."}], 40)
     runtime.send_events(runtime.submit(first))
     for _ in range(3):  # prefilled and decoding: its prompt's KV is stored already
@@ -199,17 +188,17 @@ def test_a_shared_system_prompt_is_reused_by_requests_that_arrive_while_the_firs
     assert results["later"][1].cached_tokens >= len(runtime.tokenizer.encode(SYSTEM)) // 2
 
 
-def test_the_cache_stays_within_its_entries(loaded):
-    runtime, events = make_runtime(loaded, prefix_cache_entries=2, prefix_cache_min_tokens=4)
+def test_the_cache_stays_within_its_entries(tiny_llama):
+    runtime, events = make_runtime(tiny_llama, prefix_cache_entries=2, prefix_cache_min_tokens=4)
     for i in range(4):
         run(runtime, events, [submit(f"r{i}", [{"role": "user", "content": f"Topic {i} " * 8}])])
     assert runtime.stats().prefix_cache.entries == 2
 
 
-def test_off_switch_and_rotating_kv_leave_no_cache(loaded, caplog):
-    runtime, _ = make_runtime(loaded)  # prefix_cache_entries: 0
+def test_off_switch_and_rotating_kv_leave_no_cache(tiny_llama, caplog):
+    runtime, _ = make_runtime(tiny_llama)  # prefix_cache_entries: 0
     assert runtime.prefix_cache is None and runtime.stats().prefix_cache is None
-    runtime, _ = make_runtime(loaded, prefix_cache_entries=4, max_kv_size=64)
+    runtime, _ = make_runtime(tiny_llama, prefix_cache_entries=4, max_kv_size=64)
     assert runtime.prefix_cache is None and "max_kv_size" in caplog.text
 
 

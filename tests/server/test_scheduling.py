@@ -16,8 +16,6 @@ import pytest
 from configkit import REPO_ROOT
 from orchestrate.processes import running_server
 from server import ipc
-from server.ipc import RuntimeOptions
-from server.models.embedded import build_embedded_model
 from server.settings import ConfigError, build_settings
 from server.worker.text_runtime import (
     BatchRuntime,
@@ -26,18 +24,7 @@ from server.worker.text_runtime import (
     choose_decode_cap,
 )
 from tests.conftest import chat_body, eventually, write_config
-
-
-@pytest.fixture(scope="module")
-def loaded():
-    from mlx_lm import load
-
-    return load(str(build_embedded_model()))
-
-
-def make_runtime(loaded, **options) -> tuple[BatchRuntime, list]:
-    events: list = []
-    return BatchRuntime(*loaded, RuntimeOptions(**options), send=events.extend), events
+from tests.support.runtime import make_runtime
 
 
 def submit(request_id: str, max_tokens: int = 6) -> ipc.Submit:
@@ -87,8 +74,8 @@ def finished(events: list) -> dict[str, int]:
     return {e.request_id: e.completion_tokens for e in events if isinstance(e, ipc.Finished)}
 
 
-def test_cap_respected_and_queued_requests_served_in_arrival_order(loaded):
-    runtime, events = make_runtime(loaded, decode_batch_cap=2)
+def test_cap_respected_and_queued_requests_served_in_arrival_order(tiny_llama):
+    runtime, events = make_runtime(tiny_llama, decode_batch_cap=2)
     ids = [f"r{i}" for i in range(7)]
     for request_id in ids:
         runtime.send_events(runtime.handle(submit(request_id)))
@@ -103,8 +90,8 @@ def test_cap_respected_and_queued_requests_served_in_arrival_order(loaded):
     assert max(e.waiting for e in stats) >= 5 and max(e.held for e in stats) == 0  # queued, not v1.1.1-held
 
 
-def test_a_cancelled_waiting_request_never_starts(loaded):
-    runtime, events = make_runtime(loaded, decode_batch_cap=1)
+def test_a_cancelled_waiting_request_never_starts(tiny_llama):
+    runtime, events = make_runtime(tiny_llama, decode_batch_cap=1)
     for request_id in "abc":
         runtime.send_events(runtime.handle(submit(request_id)))
     runtime.handle(ipc.Cancel("b"))
@@ -113,8 +100,8 @@ def test_a_cancelled_waiting_request_never_starts(loaded):
     assert set(finished(events)) == {"a", "c"}
 
 
-def test_concurrency_limit_still_serializes_under_a_larger_cap(loaded):
-    runtime, events = make_runtime(loaded, decode_batch_cap=8, concurrency_limit=1)
+def test_concurrency_limit_still_serializes_under_a_larger_cap(tiny_llama):
+    runtime, events = make_runtime(tiny_llama, decode_batch_cap=8, concurrency_limit=1)
     assert runtime.decode_cap == 1
     for request_id in "abcd":
         runtime.send_events(runtime.handle(submit(request_id)))
@@ -123,14 +110,14 @@ def test_concurrency_limit_still_serializes_under_a_larger_cap(loaded):
     assert started(events) == admitted(runtime) == list("abcd") and len(finished(events)) == 4
 
 
-def test_cap_defaults_to_max_batch_size(loaded):
-    runtime, _ = make_runtime(loaded, max_batch_size=5)
+def test_cap_defaults_to_max_batch_size(tiny_llama):
+    runtime, _ = make_runtime(tiny_llama, max_batch_size=5)
     assert runtime.decode_cap == 5
 
 
-def test_arrivals_wait_for_company_while_others_decode(loaded):
+def test_arrivals_wait_for_company_while_others_decode(tiny_llama):
     # 1000 ms is the longest wait allowed; each check below runs microseconds after the arrival.
-    runtime, events = make_runtime(loaded, prefill_wait_ms=1000, prefill_batch_size=2)
+    runtime, events = make_runtime(tiny_llama, prefill_wait_ms=1000, prefill_batch_size=2)
     runtime.send_events(runtime.handle(submit("first", max_tokens=40)))
     assert admitted(runtime) == ["first"]  # nothing was decoding: no wait
     runtime.send_events(runtime.step())
@@ -151,14 +138,14 @@ def test_the_cap_is_the_largest_size_within_tolerance_of_the_best():
     assert calibration_sizes(1) == [1]
 
 
-def test_auto_measures_every_size_and_picks_one_of_them(loaded, caplog):
-    runtime, _ = make_runtime(loaded, max_batch_size=4)
+def test_auto_measures_every_size_and_picks_one_of_them(tiny_llama, caplog):
+    runtime, _ = make_runtime(tiny_llama, max_batch_size=4)
     calibration = calibrate_decode_cap(runtime)
     assert list(calibration.tok_s_by_size) == [1, 2, 4]
     assert all(tok_s > 0 for tok_s in calibration.tok_s_by_size.values())
     assert calibration.cap == choose_decode_cap(calibration.tok_s_by_size)
     with caplog.at_level("INFO", logger="server.worker.text_runtime"):
-        auto, _ = make_runtime(loaded, max_batch_size=2, decode_batch_cap="auto")
+        auto, _ = make_runtime(tiny_llama, max_batch_size=2, decode_batch_cap="auto")
     assert auto.decode_cap in (1, 2)
     assert "engine.decode_batch_cap: auto" in caplog.text
 

@@ -43,6 +43,23 @@ def delay_server(ttft_ms: float, itl_ms: float) -> AbstractContextManager[str]:
     return serve(cmd)
 
 
+def mlx_lm_server(model: str) -> AbstractContextManager[str]:
+    """The peer server, mlx_lm.server, serving `model` on a free port (it prints no URL, so it is named)."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlx_lm.server",
+        "--model",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    return serve(cmd, url=f"http://127.0.0.1:{port}")
+
+
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.load(resp)
