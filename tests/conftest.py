@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -50,6 +52,12 @@ async def eventually(condition, timeout_s: float = 30.0) -> bool:
             return True
         await asyncio.sleep(0.05)
     return condition()
+
+
+def server_cli(config: Path, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
+    """`python -m server --config CONFIG ARGS` run to its end (a config it refuses exits 2 at once)."""
+    cmd = [sys.executable, "-m", "server", "--config", str(config), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT)
 
 
 def chat_body(max_tokens: int, stream: bool = False, content: str = "Keep talking.") -> dict:

@@ -7,8 +7,6 @@ Runtime tests drive `BatchRuntime` in-process on the real embedded tiny model, s
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import urllib.request
 from dataclasses import dataclass
 
@@ -21,7 +19,7 @@ from server import ipc
 from server.settings import ConfigError, build_settings
 from server.worker.prefix_cache import PrefixCache, common_prefix_length
 from server.worker.text_runtime import BatchRuntime
-from tests.conftest import write_config
+from tests.conftest import server_cli, write_config
 from tests.support.runtime import make_runtime
 
 REPO = REPO_ROOT
@@ -220,13 +218,7 @@ def test_bad_prefix_cache_values_name_the_key(section, key):
 
 def test_cli_exits_2_naming_a_bad_prefix_cache_key(tmp_path):
     config = write_config(tmp_path, prefix_cache={"max_entries": -1})
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    result = server_cli(config)
     assert result.returncode == 2 and "prefix_cache.max_entries" in result.stderr
 
 

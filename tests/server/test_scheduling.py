@@ -7,13 +7,10 @@ steps and sequences, never seconds; one test goes through the real server."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
 import aiohttp
 import pytest
 
-from configkit import REPO_ROOT
 from orchestrate.processes import running_server
 from server import ipc
 from server.settings import ConfigError, build_settings
@@ -23,7 +20,7 @@ from server.worker.text_runtime import (
     calibration_sizes,
     choose_decode_cap,
 )
-from tests.conftest import chat_body, eventually, write_config
+from tests.conftest import chat_body, eventually, server_cli, write_config
 from tests.support.runtime import make_runtime
 
 
@@ -174,13 +171,7 @@ def test_good_scheduling_values_are_kept():
 
 def test_cli_exits_2_naming_a_bad_scheduling_key(tmp_path):
     config = write_config(tmp_path, engine={"decode_batch_cap": "lots"})
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO_ROOT,
-    )
+    result = server_cli(config)
     assert result.returncode == 2 and "engine.decode_batch_cap" in result.stderr
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from configkit import REPO_ROOT
 from server.settings import ConfigError, build_settings, load_settings
-from tests.conftest import RUNTIME_CONFIG, write_config
+from tests.conftest import RUNTIME_CONFIG, server_cli, write_config
 
 LEGACY = {
     "model_concurrency_limiter": {
@@ -106,13 +106,7 @@ def test_a_port_in_use_is_exit_2_without_a_traceback():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "server", "--config", str(RUNTIME_CONFIG), "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=REPO_ROOT,
-        )
+        result = server_cli(RUNTIME_CONFIG, "--port", str(port), timeout_s=300)
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr and "Exception in thread" not in result.stderr
