@@ -20,7 +20,7 @@ from server.settings import ConfigError, build_settings
 from server.worker.prefix_cache import PrefixCache, common_prefix_length
 from server.worker.text_runtime import BatchRuntime
 from tests.conftest import server_cli, write_config
-from tests.support.runtime import make_runtime
+from tests.support.runtime import greedy_submit, make_runtime
 
 REPO = REPO_ROOT
 SYSTEM = "You answer in long sentences about rivers, cities, music and the people who live by the water."
@@ -89,17 +89,7 @@ def test_bounded_by_bytes_and_an_entry_larger_than_the_bound_is_not_kept():
 
 # -- the runtime -------------------------------------------------------------------------------------------
 def submit(request_id: str, messages: list[dict], max_tokens: int = 12) -> ipc.Submit:
-    return ipc.Submit(
-        request_id=request_id,
-        messages=messages,
-        prompt=None,
-        max_tokens=max_tokens,
-        temperature=0.0,
-        top_p=1.0,
-        stop=[],
-        ignore_eos=True,
-        max_prompt_tokens=4096,
-    )
+    return greedy_submit(request_id, messages, max_tokens)
 
 
 def run(runtime: BatchRuntime, events: list, subs: list[ipc.Submit]) -> dict[str, tuple[str, ipc.Finished]]:

@@ -21,20 +21,12 @@ from server.worker.text_runtime import (
     choose_decode_cap,
 )
 from tests.conftest import chat_body, eventually, server_cli, write_config
-from tests.support.runtime import make_runtime
+from tests.support.runtime import greedy_submit, make_runtime
 
 
 def submit(request_id: str, max_tokens: int = 6) -> ipc.Submit:
-    return ipc.Submit(
-        request_id=request_id,
-        messages=[{"role": "user", "content": f"Request {request_id}, please."}],
-        prompt=None,
-        max_tokens=max_tokens,
-        temperature=0.0,
-        top_p=1.0,
-        stop=[],
-        ignore_eos=True,
-        max_prompt_tokens=4096,
+    return greedy_submit(
+        request_id, [{"role": "user", "content": f"Request {request_id}, please."}], max_tokens
     )
 
 
