@@ -18,7 +18,7 @@ from server.errors import APIError, error_middleware
 from server.ipc import RuntimeOptions
 from server.metrics import ServerMetrics
 from server.models.resolve import resolve_model_path
-from server.routes import add_routes
+from server.routes import add_routes, tokenizer_for
 from server.settings import ModelSettings, Settings
 from server.worker_handle import RestartPolicy, WorkerHandle, WorkerUnavailable
 
@@ -113,6 +113,12 @@ async def _on_ready(app: web.Application, handle: WorkerHandle) -> None:
         metrics.model_ready.labels(handle.name).set(0)
         return
     metrics.model_ready.labels(handle.name).set(1)
+    # Load /tokenize's tokenizer now: on first use it took ~9 s on a busy machine (transformers' import),
+    # long enough for a load generator's probe to give up and fall back to approximate prompt lengths.
+    try:
+        await tokenizer_for(handle)
+    except Exception as exc:  # /tokenize will answer the error itself; serving goes on
+        log.warning("model %s: tokenizer for /tokenize not loaded: %s", handle.name, exc)
 
 
 async def _drain(app: web.Application) -> None:

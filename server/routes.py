@@ -391,7 +391,8 @@ class TokenizeRequest(_Request):
         return self
 
 
-# Tokenizers by model folder, loaded on first use in the HTTP process (the worker holds its own copy).
+# Tokenizers by model folder, loaded in the HTTP process once the model is ready (server/app.py) or on first
+# use (the worker holds its own copy).
 _tokenizers: dict[str, object] = {}
 _tokenizer_lock = asyncio.Lock()
 
@@ -402,7 +403,7 @@ def _load_tokenizer(model_path: str):
     return AutoTokenizer.from_pretrained(model_path, local_files_only=True)
 
 
-async def _tokenizer_for(handle: WorkerHandle):
+async def tokenizer_for(handle: WorkerHandle):
     async with _tokenizer_lock:
         if handle.model_path not in _tokenizers:
             _tokenizers[handle.model_path] = await asyncio.to_thread(_load_tokenizer, handle.model_path)
@@ -428,7 +429,7 @@ async def tokenize(request: web.Request) -> web.Response:
         )
     req = parse_request(TokenizeRequest, body)
     handle = _tokenize_model(request, req)
-    tokenizer = await _tokenizer_for(handle)
+    tokenizer = await tokenizer_for(handle)
     if req.messages is not None:
         messages = []
         for i, message in enumerate(req.messages):
