@@ -153,6 +153,10 @@ def _read_stream(resp, progress: _Progress) -> None:
         if not line:
             break  # end of body
         progress.nbytes += len(line)
+        if progress.headers_perf_s is None or arrived_s < progress.headers_perf_s:
+            # The headers' read is stamped when it returned (geventhttpclient reads them with plain recv);
+            # they came before any body line, so a body line's kernel stamp bounds the first byte.
+            progress.headers_perf_s = arrived_s
         if parser.feed(line, arrived_s):
             break
     progress.end_perf_s = arrived_s
