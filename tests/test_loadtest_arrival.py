@@ -58,7 +58,8 @@ def test_without_kernel_stamps_the_read_time_is_used(tcp_pair):
 def _spec(max_tokens: int) -> RequestSpec:
     body = {"model": "fake-delays", "messages": [{"role": "user", "content": "hi"}], "stream": True,
             "max_tokens": max_tokens, "stream_options": {"include_usage": True}}  # fmt: skip
-    return RequestSpec("chat_stream", "/v1/chat/completions", json.dumps(body).encode(), True, None, max_tokens)
+    path = "/v1/chat/completions"
+    return RequestSpec("chat_stream", path, json.dumps(body).encode(), True, None, max_tokens)
 
 
 @linux_only
