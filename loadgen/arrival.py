@@ -19,8 +19,6 @@ import struct
 import sys
 import time
 
-from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
-
 # Linux's values (asm-generic/socket.h; the same on x86-64 and arm64): Python's socket module does not
 # export them. SCM_TIMESTAMPNS equals SO_TIMESTAMPNS; the payload is a struct timespec of two longs.
 _SO_TIMESTAMPNS = 35
@@ -60,6 +58,14 @@ def recv_stamped(sock, size: int, stamped: bool) -> tuple[bytes, float, bool]:
     return data, now_perf, False
 
 
+def _errors():
+    """geventhttpclient's exceptions, imported when needed: runstate reads ENABLED and must stay free of
+    gevent (tests/loadgen/test_core.py)."""
+    from geventhttpclient import response
+
+    return response
+
+
 class StampedLines:
     """Lines of a geventhttpclient response body, each with the arrival time of the read that completed it.
 
@@ -89,14 +95,14 @@ class StampedLines:
                 return b"", self.last_s
             sock = resp._sock
             if sock is None:
-                raise HTTPConnectionClosed("connection closed.")
+                raise _errors().HTTPConnectionClosed("connection closed.")
             try:
                 data, self.last_s, kernel = recv_stamped(sock, resp.block_size, self._stamped)
                 self.kernel_stamps += kernel
                 resp.feed(data)
                 if not data and not resp.message_complete:
                     # what llhttp reports for a body cut short: a truncated stream, not a reset
-                    raise HTTPParseError("connection closed before the end of the body")
+                    raise _errors().HTTPParseError("connection closed before the end of the body")
             except BaseException:
                 resp.release()
                 raise

@@ -11,7 +11,7 @@ import pytest
 
 from loadgen import arrival
 from loadgen.transport import Connection, RequestSpec
-from tests.loadtest_fixtures.helpers import delay_server, fault_server, get_json
+from tests.support.helpers import delay_server, fault_server, get_json
 
 HOG_S = 0.05  # how long the reader is kept from reading after the bytes arrived
 
