@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 
+from loadgen import arrival
 from loadgen.arrivals import ArrivalSchedule, due_slots
 from loadgen.console import console_table
 from loadgen.options import LoadSettings
@@ -319,6 +320,8 @@ class RunState:
             "options": self.settings.public(),
             "workers": self.workers,  # distributed: per worker its shard, clock offset and round trip
             "loadgen_cpu": self.cpu,
+            # how stream chunks were timed (loadgen.arrival): the kernel's receive stamp, or the read's return
+            "arrival_stamps": "kernel" if arrival.ENABLED else "read",
             "started_ts_s": self.start_ts_s,
             "stopped_ts_s": self.stop_ts_s,
             "git": meta.git_info(str(Path(__file__).resolve().parent)),

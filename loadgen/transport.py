@@ -18,6 +18,7 @@ from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 from geventhttpclient.url import URL
 
 from loadgen import classify
+from loadgen.arrival import StampedLines
 from loadgen.responses import StreamParser, error_info_from_bytes, judge_tokens, parse_body
 from loadgen.tokens import TokenizerError
 from runfolder.records import Outcome, RequestRecord
@@ -143,16 +144,22 @@ class Connection:
 
 
 def _read_stream(resp, progress: _Progress) -> None:
+    """Each line is stamped with when its bytes reached the socket (loadgen.arrival), not when this
+    greenlet got to parse it: TTFT, ITL and E2E carry no wait for other users or for a core."""
     parser = progress.parser = StreamParser()
-    perf = time.perf_counter
+    lines = StampedLines(resp, progress.headers_perf_s or time.perf_counter())
     while True:
-        line = resp.readline(b"\n")
+        line, arrived_s = lines.readline()
         if not line:
             break  # end of body
         progress.nbytes += len(line)
-        if parser.feed(line, perf()):
+        if progress.headers_perf_s is None or arrived_s < progress.headers_perf_s:
+            # The headers' read is stamped when it returned (geventhttpclient reads them with plain recv);
+            # they came before any body line, so a body line's kernel stamp bounds the first byte.
+            progress.headers_perf_s = arrived_s
+        if parser.feed(line, arrived_s):
             break
-    progress.end_perf_s = perf()
+    progress.end_perf_s = arrived_s
     progress.outcome, progress.detail = parser.outcome()
     progress.finish_reason = parser.finish_reason
     progress.prompt_tokens, progress.completion_tokens = parser.prompt_tokens, parser.completion_tokens

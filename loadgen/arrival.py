@@ -1,0 +1,108 @@
+"""When did a stream's bytes reach the socket? The kernel's receive timestamp, not when a greenlet ran.
+
+A stamp taken after `recv` returns carries every delay between the bytes arriving and this user's
+greenlet running: other users' chunks parsed first (gevent runs one greenlet at a time) and, on a busy
+machine, the whole process waiting for a core. Linux records when each packet arrived (SO_TIMESTAMPNS)
+and hands it over with `recvmsg`; that is the moment the bytes were there to be read, whatever ran
+meanwhile. Where the option is missing (not Linux, or the kernel gives no stamp) the stamp falls back to
+the moment the read returned, as before.
+
+The kernel stamp is wall-clock time; the harness times requests with perf_counter, so each stamp is
+converted by how long the bytes waited: `perf_counter() - (time.time() - kernel_ts)`, both clocks read at
+the same moment, right after the read.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+import time
+
+# Linux's values (asm-generic/socket.h; the same on x86-64 and arm64): Python's socket module does not
+# export them. SCM_TIMESTAMPNS equals SO_TIMESTAMPNS; the payload is a struct timespec of two longs.
+_SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@ll")
+_ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+# A stamp older than this is not believed (a wall clock stepped by NTP mid-read): the read time is used.
+_MAX_WAIT_S = 5.0
+ENABLED = sys.platform.startswith("linux") and _ANCILLARY_BYTES > 0
+
+
+def enable(sock) -> bool:
+    """Ask the kernel to stamp arrivals on this socket; False where it cannot (the caller falls back)."""
+    if not ENABLED or sock is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def recv_stamped(sock, size: int, stamped: bool) -> tuple[bytes, float, bool]:
+    """Read up to `size` bytes: (data, arrival in perf_counter seconds, whether the kernel stamped it)."""
+    if not stamped:
+        data = sock.recv(size)
+        return data, time.perf_counter(), False
+    data, ancillary, _flags, _addr = sock.recvmsg(size, _ANCILLARY_BYTES)
+    now_perf, now_wall = time.perf_counter(), time.time()
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(payload)
+            waited_s = now_wall - (sec + nsec * 1e-9)
+            if sec > 0 and 0.0 <= waited_s <= _MAX_WAIT_S:
+                return data, now_perf - waited_s, True
+            # a clock step can make the wait slightly negative: the bytes arrived just now
+            return data, now_perf, False
+    return data, now_perf, False
+
+
+def _errors():
+    """geventhttpclient's exceptions, imported when needed: runstate reads ENABLED and must stay free of
+    gevent (tests/loadgen/test_core.py)."""
+    from geventhttpclient import response
+
+    return response
+
+
+class StampedLines:
+    """Lines of a geventhttpclient response body, each with the arrival time of the read that completed it.
+
+    Replaces `resp.readline(b"\\n")` (which reads with plain `recv`, dropping the kernel's stamp); it uses the
+    response's own parser (`feed`) and body buffer, so chunked framing, message end and the socket's
+    return to the pool behave as in geventhttpclient. Bytes already buffered with the headers carry the
+    time the headers were read (`buffered_s`).
+    """
+
+    def __init__(self, resp, buffered_s: float) -> None:
+        self._resp = resp
+        self.last_s = buffered_s
+        self.kernel_stamps = 0  # reads the kernel stamped (0 where unsupported: the fallback was used)
+        self._stamped = enable(getattr(resp, "_sock", None))
+
+    def readline(self) -> tuple[bytes, float]:
+        """(line including b"\\n", arrival); (b"", time) at the end of the body."""
+        resp = self._resp
+        buf = resp._body_buffer
+        while True:
+            end = buf.find(b"\n")
+            if end >= 0:
+                line = bytes(buf[: end + 1])
+                del buf[: end + 1]
+                return line, self.last_s
+            if resp.message_complete:
+                return b"", self.last_s
+            sock = resp._sock
+            if sock is None:
+                raise _errors().HTTPConnectionClosed("connection closed.")
+            try:
+                data, self.last_s, kernel = recv_stamped(sock, resp.block_size, self._stamped)
+                self.kernel_stamps += kernel
+                resp.feed(data)
+                if not data and not resp.message_complete:
+                    # what llhttp reports for a body cut short: a truncated stream, not a reset
+                    raise _errors().HTTPParseError("connection closed before the end of the body")
+            except BaseException:
+                resp.release()
+                raise

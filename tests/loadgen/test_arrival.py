@@ -1,0 +1,107 @@
+"""Stream lines are stamped when their bytes reached the socket, not when the reading greenlet ran."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import gevent
+import pytest
+
+from loadgen import arrival
+from loadgen.transport import Connection, RequestSpec
+from tests.support.helpers import delay_server, fault_server, get_json
+
+HOG_S = 0.05  # how long the reader is kept from reading after the bytes arrived
+
+linux_only = pytest.mark.skipif(not arrival.ENABLED, reason="kernel receive stamps are Linux-only here")
+
+
+def _hog(seconds: float) -> None:
+    """Keep the CPU (as other users' parsing would) without sleeping: a read meanwhile cannot happen."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.fixture
+def tcp_pair():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        with client, peer:
+            yield client, peer
+
+
+@linux_only
+def test_a_late_read_is_stamped_at_the_arrival(tcp_pair):
+    client, peer = tcp_pair
+    assert arrival.enable(client)
+    sent_s = time.perf_counter()
+    peer.sendall(b"data: x\n\n")
+    _hog(HOG_S)
+    data, arrived_s, kernel = arrival.recv_stamped(client, 1024, True)
+    read_s = time.perf_counter()
+    assert data == b"data: x\n\n" and kernel
+    assert sent_s <= arrived_s < read_s - HOG_S / 2  # the wait for the CPU is not in the stamp
+
+
+def test_without_kernel_stamps_the_read_time_is_used(tcp_pair):
+    client, peer = tcp_pair
+    peer.sendall(b"x")
+    before = time.perf_counter()
+    data, arrived_s, kernel = arrival.recv_stamped(client, 1024, False)
+    assert data == b"x" and not kernel and before <= arrived_s <= time.perf_counter()
+
+
+def _spec(max_tokens: int) -> RequestSpec:
+    body = {"model": "fake-delays", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "max_tokens": max_tokens, "stream_options": {"include_usage": True}}  # fmt: skip
+    path = "/v1/chat/completions"
+    return RequestSpec("chat_stream", path, json.dumps(body).encode(), True, None, max_tokens)
+
+
+@linux_only
+def test_ttft_excludes_time_the_greenlet_waited_for_the_cpu():
+    """A greenlet hogs the hub from just before the first token is due until well after: the record's
+    TTFT stays at the fake's, while a stamp taken at the read would carry the hog."""
+    ttft_ms = 200
+    with delay_server(ttft_ms, 5) as url:
+        conn = Connection(url, timeout_s=30)
+        try:
+            conn.exchange(_spec(2), scheduled_ts_s=None)  # connect and warm up outside the measurement
+            sent_s = time.perf_counter()
+            hog = gevent.spawn_later(ttft_ms / 2000, _hog, ttft_ms / 1000 + HOG_S)
+            rec = conn.exchange(_spec(2), scheduled_ts_s=None)
+            hog.join()
+        finally:
+            conn.close()
+        served = get_json(url + "/fake/stats")["timings"][-1]
+    assert rec.outcome == "success", rec.outcome_detail
+    hog_end_s = sent_s + ttft_ms / 2000 + ttft_ms / 1000 + HOG_S
+    assert rec.ttft_s < hog_end_s - sent_s - HOG_S / 2  # read after the hog, stamped before it ended
+    assert rec.ttft_s >= served["ttft_s"]  # never before the fake wrote the token
+    assert 0 < rec.ttfb_s <= rec.ttft_s <= rec.e2e_s
+
+
+def test_streams_that_break_keep_their_outcomes():
+    """The stamped reader must end streams as geventhttpclient's readline did (cut, stall, malformed)."""
+    with fault_server() as url:
+        conn = Connection(url, timeout_s=5)
+        try:
+            outcomes = {}
+            for fault in ("ok", "cut", "malformed", "stream_error"):
+                body = {"model": fault, "messages": [{"role": "user", "content": "hi"}], "stream": True,
+                        "max_tokens": 8}  # fmt: skip
+                spec = RequestSpec("chat_stream", "/v1/chat/completions", json.dumps(body).encode(), True)
+                rec = conn.exchange(spec, scheduled_ts_s=None)
+                outcomes[fault] = (rec.outcome, rec.outcome_detail)
+        finally:
+            conn.close()
+    assert outcomes == {
+        "ok": ("success", "ok"),
+        "cut": ("error", "truncated_stream"),
+        "malformed": ("error", "malformed_chunk"),
+        "stream_error": ("error", "stream_error"),
+    }
