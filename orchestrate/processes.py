@@ -227,14 +227,18 @@ def free_port() -> int:
 
 
 def mlx_lm_server(
-    model_dir: Path | str, *, timeout_s: float = 120.0, log_file: Path | None = None
+    model_dir: Path | str,
+    *,
+    timeout_s: float = 120.0,
+    env: dict[str, str] | None = None,
+    log_file: Path | None = None,
 ) -> ServerProcess:
     """The peer, `mlx_lm.server`, on `model_dir`, ready (its /health answers 200), as `serve`.
     It takes no port 0 and prints no URL: a free port, then the URL it will answer on."""
     port = free_port()
     command = [sys.executable, "-m", "mlx_lm.server", "--model", str(model_dir), "--host", "127.0.0.1"]
     url = f"http://127.0.0.1:{port}"
-    return serve([*command, "--port", str(port)], url=url, timeout_s=timeout_s, log_file=log_file)
+    return serve([*command, "--port", str(port)], url=url, timeout_s=timeout_s, env=env, log_file=log_file)
 
 
 def locust_cmd(host: str, run_dir: Path, *args: str, only_summary: bool = True) -> list[str]:
