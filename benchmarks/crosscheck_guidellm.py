@@ -5,7 +5,7 @@
 
 One server per target, started once: GuideLLM's own `guidellm mock-server` (TTFT 100 ms, ITL 10 ms,
 64 output tokens) and, with `--target delay-fixture`, our FAKE delay server
-(tests/loadtest_fixtures/delay_server.py, same delays). On it, for each concurrency, GuideLLM
+(tests/support/delay_server.py, same delays). On it, for each concurrency, GuideLLM
 (`--profile kind=concurrent`) and Locust (`locust -f loadtest`, ChatStreamUser, closed loop, as many
 users) run for the same seconds, interleaved A B A B so a slow spell of the shared machine hits both.
 Prints each tool's figures (median over the repeats), then ours - GuideLLM's. Asserts nothing.
@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DELAY_FAKE = REPO / "tests" / "loadtest_fixtures" / "delay_server.py"
+DELAY_FAKE = REPO / "tests" / "support" / "delay_server.py"
 TOKENIZER = REPO / ".cache" / "models" / "tiny-llama"
 TTFT_MS, ITL_MS, OUTPUT_TOKENS, PROMPT_TOKENS = 100, 10, 64, 64
 MODEL = "tiny"

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from reports.evidence import run_figures  # noqa: E402
-from reports.load import load_runs  # noqa: E402
+from reports.runs import load_runs  # noqa: E402
 
 CAMPAIGN = REPO / "config" / "perf-gate-campaign.yaml"
 FIGURES = ("output_tokens_per_s", "ttft_p95_s")

@@ -6,7 +6,7 @@
    fixture's "instant" model: the whole reply pre-built, one write), with 1 Locust process and with
    `--processes 2`; small replies for requests/s, long ones for tokens/s. Client CPU seconds are shown: on
    this 2-core machine the fake server and the generator share the cores.
-2. Bias: against the FAKE delay server (`tests/loadtest_fixtures/delay_server.py`, TTFT 100 ms, ITL
+2. Bias: against the FAKE delay server (`tests/support/delay_server.py`, TTFT 100 ms, ITL
    10 ms, 64 one-token chunks), closed loop at 1, 8 and 32 users and open loop at 5, 10 and 20 req/s: the
    client's TTFT and E2E (from the send) minus what the fake observed for the same requests, the lag from
    the schedule, and the client's CPU per request.
@@ -30,8 +30,8 @@ from configkit import REPO_ROOT
 from orchestrate.processes import run_locust, serve
 from runfolder import read_run, read_summary
 
-FAKE = REPO_ROOT / "tests" / "loadtest_fixtures" / "fault_server.py"
-DELAY_FAKE = REPO_ROOT / "tests" / "loadtest_fixtures" / "delay_server.py"
+FAKE = REPO_ROOT / "tests" / "support" / "fault_server.py"
+DELAY_FAKE = REPO_ROOT / "tests" / "support" / "delay_server.py"
 TTFT_MS, ITL_MS, BIAS_TOKENS = 100, 10, 64
 
 

@@ -284,12 +284,7 @@ class FilePrompts:
 
     def _parse(self, line_no: int, line: str) -> Prompt:
         where = f"{self.path}:{line_no}"
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise PromptError(f"{where}: not JSON ({exc})") from None
-        if not isinstance(obj, dict):
-            raise PromptError(f"{where}: expected an object")
+        obj = json_object(where, line)
         max_tokens = obj.get("max_tokens")
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
             raise PromptError(f'{where}: "max_tokens" must be an integer')
@@ -308,3 +303,14 @@ class FilePrompts:
 
     def draw(self, rng: random.Random) -> Prompt:
         return rng.choice(self.prompts)
+
+
+def json_object(where: str, line: str) -> dict:
+    """One JSON-lines line as an object; PromptError naming `where` (file:line) otherwise."""
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise PromptError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise PromptError(f"{where}: expected an object")
+    return obj

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 TOKENIZE_PATH = "/tokenize"
 TOKENIZE_TIMEOUT_S = 10.0
+# The first /tokenize may load the tokenizer in the server's HTTP process (transformers' import alone took
+# ~9 s on a busy 2-core machine): the probe waits this long before falling back to approximate lengths.
+TOKENIZE_PROBE_TIMEOUT_S = 90.0
 
 
 class TokenizerError(ValueError):
@@ -115,11 +118,12 @@ class ServerTokenizer:
         self.model = model
         self.headers = headers or {}
         self.max_model_len: int | None = None
+        self.timeout_s = TOKENIZE_TIMEOUT_S
 
     def _count(self, body: dict[str, Any]) -> int:
         if self.model:
             body = {"model": self.model, **body}
-        status, doc = post_json(self.url, body, self.headers, TOKENIZE_TIMEOUT_S)
+        status, doc = post_json(self.url, body, self.headers, self.timeout_s)
         if status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("count"), int):
             raise TokenizerError(f"POST {self.url} answered {status or 'nothing'}: {str(doc)[:200]}")
         if isinstance(doc.get("max_model_len"), int):
@@ -141,9 +145,14 @@ def probe_server_tokenizer(
 ) -> ServerTokenizer | None:
     """The server's tokenizer when it offers a vLLM-compatible /tokenize, else None."""
     counter = ServerTokenizer(base_url, model, headers)
+    counter.timeout_s = TOKENIZE_PROBE_TIMEOUT_S
     try:
         counter.count_text("hello")
     except TokenizerError as exc:
-        log.debug("no usable %s: %s", counter.url, exc)
+        # a server without /tokenize answers 404 at once; no answer at all is worth saying
+        level = logging.WARNING if "answered nothing" in str(exc) else logging.DEBUG
+        log.log(level, "no usable %s: %s", counter.url, exc)
         return None
+    finally:
+        counter.timeout_s = TOKENIZE_TIMEOUT_S
     return counter

@@ -1,19 +1,20 @@
-"""THE one launcher: servers (ours or any other) and headless Locust runs, as real subprocesses.
+"""THE one launcher: servers (ours or any other) and Locust runs, as real subprocesses.
 
 `with running_server(config, profile=..., model=...) as base_url:` starts `python -m server` on a free port
 and gives its base URL once /health answers 200; `serve(cmd)` does the same for any server command (fake
 servers, mlx_lm.server). Both return the ServerProcess, for a caller that signals the process itself.
-`run_locust` runs `locust -f loadtest --headless`. Bounded everywhere: a server that does not print its URL
-or answer /health in time is stopped (SIGTERM, then kill) and reported as ServerFailed with its last output.
+`run_locust` runs `locust -f loadtest --headless` and waits; `start_locust` starts any Locust command
+(headless run, distributed master and workers, web UI) and returns a LocustProcess without waiting.
+Bounded everywhere: a server that does not print its URL or answer /health in time is stopped (SIGTERM,
+then kill) and reported as ServerFailed with its last output.
 What the children print is collected; it goes to `log_file` when given, and to our stderr as well when
 MLXBENCH_ECHO_CHILD_OUTPUT is set, and to the file MLXBENCH_CHILD_LOG names when it is set (the test suite
-sets both: tests/server_logs.py searches them for ERROR records).
+sets both: tests/support/server_logs.py searches them for ERROR records).
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import re
@@ -241,14 +242,23 @@ def mlx_lm_server(
     return serve([*command, "--port", str(port)], url=url, timeout_s=timeout_s, env=env, log_file=log_file)
 
 
-def locust_cmd(host: str, run_dir: Path, *args: str, only_summary: bool = True) -> list[str]:
+def locust_cmd(
+    host: str, run_dir: Path, *args: str, only_summary: bool = True, headless: bool = True
+) -> list[str]:
     """`locust -f loadtest --headless` against `host`, writing its run folder to `run_dir`; without
-    `only_summary`, Locust also prints its stats table every few seconds (progress lines)."""
-    summary = ["--only-summary"] if only_summary else []
+    `only_summary`, Locust also prints its stats table every few seconds (progress lines); without
+    `headless`, Locust serves its web UI (give --web-host/--web-port, and --autostart to start at once)."""
+    mode = ["--headless", *(["--only-summary"] if only_summary else [])] if headless else []
     return [
-        sys.executable, "-m", "locust", "-f", str(LOADTEST_DIR), "--headless", *summary,
+        sys.executable, "-m", "locust", "-f", str(LOADTEST_DIR), *mode,
         "--host", host, "--run-dir", str(run_dir), *args,
     ]  # fmt: skip
+
+
+def locust_worker_cmd(master_port: int, master_host: str = "127.0.0.1") -> list[str]:
+    """A distributed run's worker process: `locust -f loadtest --worker`, joining the master's port."""
+    return [sys.executable, "-m", "locust", "-f", str(LOADTEST_DIR), "--worker", "--master-host", master_host,
+            "--master-port", str(master_port)]  # fmt: skip
 
 
 class _Lines:
@@ -273,6 +283,78 @@ class _Lines:
                 self._on_line(line)
 
 
+class LocustProcess:
+    """A started Locust process (headless run, master, worker or web UI), not waited for. What it prints is
+    kept, written to `log_file`, echoed as every child's output is, and each line given to `on_line`.
+    `with start_locust(cmd) as locust:` stops it on exit if it is still running."""
+
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        log_file: Path | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cmd = list(cmd)
+        log.info("running %s", " ".join(self.cmd))
+        lock = threading.Lock()
+        self._sink: IO[str] | None = open(log_file, "w", encoding="utf-8") if log_file else None  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        self._out = _Lines(self.process.stdout, self._sink, lock, on_line)
+        self._err = _Lines(self.process.stderr, self._sink, lock, on_line)
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def kill(self) -> None:
+        """No goodbye (a worker whose final records never reach the master)."""
+        self.process.kill()
+
+    def wait(self, timeout_s: float) -> subprocess.CompletedProcess:
+        """Its end, with all it printed; past `timeout_s` raises subprocess.TimeoutExpired (still running)."""
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise subprocess.TimeoutExpired(self.cmd, timeout_s) from None
+        return self._finish()
+
+    def stop(self) -> subprocess.CompletedProcess:
+        """SIGTERM (Locust stops its users and writes what it has), then kill after STOP_TIMEOUT_S."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self._finish()
+
+    def _finish(self) -> subprocess.CompletedProcess:
+        for stream in (self._out, self._err):
+            stream.thread.join(5)  # the pipes reach EOF once the process is gone
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+        if self._sink is not None:
+            self._sink.close()
+        out, err = "".join(self._out.lines), "".join(self._err.lines)
+        return subprocess.CompletedProcess(self.cmd, self.process.returncode, out, err)
+
+    def __enter__(self) -> LocustProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_locust(
+    cmd: Sequence[str], *, log_file: Path | None = None, on_line: Callable[[str], None] | None = None
+) -> LocustProcess:
+    """Start a Locust command (locust_cmd, locust_worker_cmd) without waiting for it."""
+    return LocustProcess(cmd, log_file, on_line)
+
+
 def run_locust(
     host: str,
     run_dir: Path,
@@ -286,37 +368,15 @@ def run_locust(
 ) -> subprocess.CompletedProcess:
     """One headless run, waited for; the run folder lands in run_dir. Its output is kept (.stdout, .stderr),
     written to `log_file` as it comes, each line given to `on_line`; `on_tick` is called every `tick_s`
-    while it runs. Past `timeout_s` it is killed and subprocess.TimeoutExpired raised, as subprocess.run."""
+    while it runs. Past `timeout_s` it is stopped and subprocess.TimeoutExpired raised, as subprocess.run."""
     cmd = locust_cmd(host, run_dir, *args, only_summary=only_summary)
-    log.info("running %s", " ".join(cmd))
-    lock = threading.Lock()
-    with contextlib.ExitStack() as stack:
-        sink = stack.enter_context(open(log_file, "w", encoding="utf-8")) if log_file else None
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
-        )
-        out = _Lines(proc.stdout, sink, lock, on_line)
-        err = _Lines(proc.stderr, sink, lock, on_line)
-        deadline = time.monotonic() + timeout_s
-        try:
-            while proc.poll() is None:
-                try:
-                    proc.wait(min(tick_s, max(deadline - time.monotonic(), 0.01)))
-                except subprocess.TimeoutExpired:
-                    if time.monotonic() >= deadline:
-                        raise subprocess.TimeoutExpired(cmd, timeout_s) from None
-                    if on_tick is not None:
-                        on_tick()
-        finally:
-            if proc.poll() is None:  # timed out or interrupted: let Locust stop its users, then insist
-                proc.terminate()
-                try:
-                    proc.wait(STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            for stream in (out, err):
-                stream.thread.join(5)
-            proc.stdout.close()
-            proc.stderr.close()
-    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out.lines), "".join(err.lines))
+    deadline = time.monotonic() + timeout_s
+    with start_locust(cmd, log_file=log_file, on_line=on_line) as locust:  # stopped if interrupted
+        while True:
+            try:
+                return locust.wait(min(tick_s, max(deadline - time.monotonic(), 0.01)))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise subprocess.TimeoutExpired(cmd, timeout_s) from None
+                if on_tick is not None:
+                    on_tick()

@@ -37,8 +37,8 @@ from orchestrate.processes import run_locust as run_locust_process
 from reports import markdown as md
 from reports import report, sweep_report
 from reports.errors import BadInput, ReportError, RunFailed
-from reports.load import load_runs
 from reports.metrics import label_stats, run_metrics, runs_frame
+from reports.runs import load_runs
 from runfolder.folder import SUMMARY_FILE
 
 log = logging.getLogger(__name__)

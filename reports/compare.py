@@ -18,8 +18,8 @@ from pathlib import Path
 from reports import gate, report
 from reports import markdown as md
 from reports.errors import BadInput, RegressionFound, ReportError
-from reports.load import load_runs
 from reports.metrics import label_stats, runs_frame
+from reports.runs import load_runs
 from reports.tables import summary_cells
 from runfolder.figures import Slo
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from reports.load import RunData
+from runfolder.frame import RunData
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from reports import evidence as ev
 from reports import markdown as md
 from reports import stats
 from reports.errors import BadInput, ReportError
-from reports.load import RunData
 from reports.metrics import METRICS
+from runfolder.frame import RunData
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.load import RunData
 from runfolder import figures
 from runfolder.figures import PERCENTILES, Slo
-from runfolder.folder import RECORDS_FILE
+from runfolder.frame import RunData, chunk_gaps
 from runfolder.records import OUTCOMES
 
 log = logging.getLogger(__name__)
@@ -144,29 +143,13 @@ def label_stats(runs: pd.DataFrame) -> pd.DataFrame:
     return stats.loc[label_order(runs)]
 
 
-def _itl_column(run: RunData) -> pd.Series:
-    """records.csv's per-chunk gaps (JSON lists), row for row with run.records; read only when needed."""
-    key = (str(run.path), (run.path / RECORDS_FILE).stat().st_mtime_ns)
-    if key not in _ITL_CACHE:
-        frame = pd.read_csv(run.path / RECORDS_FILE, usecols=lambda c: c == "itl_s", dtype="string")
-        _ITL_CACHE.clear()  # one run at a time is enough: the figures read each run once
-        _ITL_CACHE[key] = frame["itl_s"] if "itl_s" in frame else pd.Series(pd.NA, index=run.records.index)
-    return _ITL_CACHE[key]
-
-
-_ITL_CACHE: dict[tuple[str, int], pd.Series] = {}
-
-
 def token_arrivals(run: RunData) -> tuple[np.ndarray, np.ndarray]:
     """(epoch time, tokens) of every chunk of output of successful requests (runfolder.figures)."""
     rec = run.records
     ok = (rec["outcome"] == "success").to_numpy()
     if not ok.any():
         return np.empty(0), np.empty(0)
-    texts = _itl_column(run)[ok].fillna("").str.strip("[]").to_numpy(dtype=object)
-    counts = np.array([t.count(",") + 1 if t else 0 for t in texts], dtype=int)
-    joined = ",".join(t for t in texts if t)
-    gaps = np.array(joined.split(","), dtype=float) if joined else np.empty(0)
+    counts, gaps = chunk_gaps(run, ok)
     return figures.token_arrivals(
         _floats(rec["output_tokens"])[ok],
         _floats(rec["scheduled_ts_s"])[ok],

@@ -16,8 +16,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from reports.load import RunData
 from reports.metrics import RATE_NAMES, bin_width, cdf_points, label_timeline
+from runfolder.frame import RunData
 from runfolder.records import OUTCOMES
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ import pandas as pd
 from reports import html, plots
 from reports import markdown as md
 from reports.aliases import alias_frame
-from reports.load import RunData
 from reports.metrics import label_stats, runs_frame
 from reports.tables import Tables
 from reports.workload_tables import workload_sections
 from runfolder.figures import Slo
+from runfolder.frame import RunData
 
 log = logging.getLogger(__name__)
 

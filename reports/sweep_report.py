@@ -18,10 +18,11 @@ import pandas as pd
 from reports import curves, html, report
 from reports import markdown as md
 from reports.knee import CurvePoint, Knee, find_knee
-from reports.load import RunData, load_runs
 from reports.metrics import run_metrics
+from reports.runs import load_runs
 from runfolder.figures import Slo
 from runfolder.folder import SUMMARY_FILE
+from runfolder.frame import RunData
 
 if TYPE_CHECKING:  # the campaign and the probe come from orchestrate, which runs them; read here only
     from orchestrate import campaign as camp

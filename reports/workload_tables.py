@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from reports.load import RunData
+from runfolder.frame import RunData
 
 Section = tuple[str, str, pd.DataFrame]  # as reports.report.Section: (title, note, formatted cells)
 

@@ -1,7 +1,8 @@
 """The run-folder contract shared by the load generator and the reports: the request record and its columns,
-metadata, the folder's writer and its one reader, and the run figures (summary.json).
+metadata, the folder's writer and its one reader (records as RequestRecords here; as columns in
+runfolder.frame, which imports pandas and so is not imported here), and the run figures (summary.json).
 
-Imports none of our other packages (tests/test_loadtest_core.py checks it stays free of Locust).
+Imports none of our other packages (tests/loadgen/test_core.py checks it stays free of Locust).
 """
 
 from runfolder.figures import Slo
@@ -10,7 +11,6 @@ from runfolder.folder import (
     RunFolderError,
     read_metadata,
     read_records,
-    read_records_frame,
     read_run,
     read_summary,
     write_run,
@@ -27,7 +27,6 @@ __all__ = [
     "Slo",
     "read_metadata",
     "read_records",
-    "read_records_frame",
     "read_run",
     "read_summary",
     "summarize",

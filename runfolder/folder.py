@@ -168,16 +168,3 @@ def read_run(path: Path | str, *, with_records: bool = True) -> Run:
         raise RunFolderError(f"{records_path}: missing")
     records = read_records(records_path) if with_records else []
     return Run(path, records, summary, metadata)
-
-
-def read_records_frame(path: Path | str):
-    """The records of a run folder as a pandas DataFrame (fast path for large runs; imports pandas)."""
-    import pandas as pd  # deferred: only reports need pandas
-
-    records_path = Path(path) / RECORDS_FILE
-    if not records_path.is_file():
-        raise RunFolderError(f"{records_path}: missing")
-    try:
-        return pd.read_csv(records_path, dtype={"error_code": "string", "finish_reason": "string"})
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise RunFolderError(f"{records_path}: malformed ({exc})") from None

@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from server.app import create_app
-from server.appkeys import ENGINES
+from server.appkeys import WORKER_HANDLES
 from server.models.embedded import ModelNotFoundError
 from server.settings import ConfigError, Settings, load_settings
 from server.worker_handle import WorkerUnavailable
@@ -58,8 +58,8 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     exit_code = 0
     try:
-        engines = list(app[ENGINES].values())
-        ready = asyncio.gather(*(e.wait_ready() for e in engines))
+        handles = list(app[WORKER_HANDLES].values())
+        ready = asyncio.gather(*(e.wait_ready() for e in handles))
         stopped = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:

@@ -1,4 +1,4 @@
-"""The app factory: `create_app(settings)` wires settings, engines, metrics, middlewares and routes."""
+"""The app factory: `create_app(settings)` wires settings, worker handles, metrics, middlewares and routes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from server.admission import admission_for
-from server.appkeys import ENGINES, METRICS, SETTINGS
+from server.appkeys import METRICS, SETTINGS, WORKER_HANDLES
 from server.errors import APIError, error_middleware
 from server.ipc import RuntimeOptions
 from server.metrics import ServerMetrics
@@ -78,14 +78,14 @@ def model_kind(model: ModelSettings, path: Path) -> str:
 async def _engines(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     loop = asyncio.get_running_loop()
-    engines: list[tuple[WorkerHandle, ModelSettings]] = []
+    handles: list[tuple[WorkerHandle, ModelSettings]] = []
     for model in settings.served_models:
         # Building an embedded model takes seconds the first time: off the event loop.
         path = await loop.run_in_executor(None, resolve_model_path, model.path)
         kind = model_kind(model, path)
         restart = RestartPolicy(settings.engine.max_restarts, settings.engine.restart_delay_s)
         admission = functools.partial(admission_for, settings, model, model.served_name)
-        engine = WorkerHandle(
+        handle = WorkerHandle(
             model.served_name,
             str(path),
             runtime_options(settings),
@@ -94,36 +94,36 @@ async def _engines(app: web.Application) -> AsyncIterator[None]:
             restart,
             admission,
         )
-        engines.append((engine, model))
-        app[ENGINES][engine.name] = engine
-    for engine, _ in engines:
-        await engine.start()
-    watchers = [asyncio.create_task(_on_ready(app, engine)) for engine, _ in engines]
+        handles.append((handle, model))
+        app[WORKER_HANDLES][handle.name] = handle
+    for handle, _ in handles:
+        await handle.start()
+    watchers = [asyncio.create_task(_on_ready(app, handle)) for handle, _ in handles]
     yield
     for watcher in watchers:
         watcher.cancel()
-    await asyncio.gather(*(engine.stop() for engine, _ in engines))
+    await asyncio.gather(*(handle.stop() for handle, _ in handles))
 
 
-async def _on_ready(app: web.Application, engine: WorkerHandle) -> None:
+async def _on_ready(app: web.Application, handle: WorkerHandle) -> None:
     metrics = app[METRICS]
     try:
-        await engine.wait_ready()
+        await handle.wait_ready()
     except WorkerUnavailable:
-        metrics.model_ready.labels(engine.name).set(0)
+        metrics.model_ready.labels(handle.name).set(0)
         return
-    metrics.model_ready.labels(engine.name).set(1)
+    metrics.model_ready.labels(handle.name).set(1)
 
 
 async def _drain(app: web.Application) -> None:
     """On shutdown: refuse new work, give in-flight requests the grace period, then end the rest with an
     error event so that no client waits on a stream that will never finish."""
-    engines = list(app[ENGINES].values())
-    for engine in engines:
-        engine.draining = True
+    handles = list(app[WORKER_HANDLES].values())
+    for handle in handles:
+        handle.draining = True
     grace_s = app[SETTINGS].server.shutdown_grace_s
     deadline = asyncio.get_running_loop().time() + grace_s
-    while any(e.active_requests for e in engines) and asyncio.get_running_loop().time() < deadline:
+    while any(e.active_requests for e in handles) and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
     aborted = sum(
         e.abort_all(
@@ -131,7 +131,7 @@ async def _drain(app: web.Application) -> None:
             "server_shutting_down",
             f"The server shut down before this request finished ({grace_s:g} s grace).",
         )
-        for e in engines
+        for e in handles
     )
     if aborted:
         log.warning("shutdown: ended %d requests still running after %.0f s", aborted, grace_s)
@@ -144,8 +144,8 @@ def create_app(settings: Settings) -> web.Application:
         middlewares.append(auth_middleware(settings.server.api_key))
     app = web.Application(client_max_size=settings.limits.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
-    app[ENGINES] = {}
-    app[METRICS] = ServerMetrics(app[ENGINES])
+    app[WORKER_HANDLES] = {}
+    app[METRICS] = ServerMetrics(app[WORKER_HANDLES])
     app.cleanup_ctx.append(_engines)
     app.on_shutdown.append(_drain)
     add_routes(app)

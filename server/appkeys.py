@@ -7,5 +7,5 @@ from server.settings import Settings
 from server.worker_handle import WorkerHandle
 
 SETTINGS = web.AppKey("settings", Settings)
-ENGINES = web.AppKey("engines", dict[str, WorkerHandle])
+WORKER_HANDLES = web.AppKey("worker_handles", dict[str, WorkerHandle])
 METRICS = web.AppKey("metrics", ServerMetrics)

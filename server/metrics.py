@@ -17,12 +17,12 @@ PREFIX = "mlxserving"
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
-class EngineCollector:
-    """Engine batch state, worker restarts and v1.1.1 limiter state per model, read from the engines at
+class WorkerHandleCollector:
+    """Engine batch state, worker restarts and v1.1.1 limiter state per model, read from the worker handles at
     scrape time (the worker reports its batch after every step; nothing is done per step here)."""
 
-    def __init__(self, engines: dict):
-        self.engines = engines
+    def __init__(self, handles: dict):
+        self.handles = handles
 
     def collect(self):
         yield from self.batch_state()
@@ -45,8 +45,8 @@ class EngineCollector:
         saved = counter("saved_tokens", "Prompt tokens not prefilled because their KV came from the cache")
         entries = gauge("entries", "Sequences held by the prefix cache")
         size = gauge("bytes", "KV bytes held by the prefix cache")
-        for name, engine in self.engines.items():
-            cache = engine.stats.prefix_cache
+        for name, handle in self.handles.items():
+            cache = handle.stats.prefix_cache
             if cache is None:
                 continue
             hits.add_metric([name], cache.hits)
@@ -71,8 +71,8 @@ class EngineCollector:
         steps = CounterMetricFamily(
             f"{PREFIX}_decode_steps", "Engine decode steps since the worker started", labels=["model"]
         )
-        for name, engine in self.engines.items():
-            stats = engine.stats
+        for name, handle in self.handles.items():
+            stats = handle.stats
             running.add_metric([name], stats.sequences - stats.waiting)
             waiting.add_metric([name], stats.waiting + stats.held)
             held.add_metric([name], stats.held)
@@ -96,8 +96,8 @@ class EngineCollector:
             "Requests that waited past the queue timeout (503)",
             labels=labels,
         )
-        for name, engine in self.engines.items():
-            limiter = engine.limiter
+        for name, handle in self.handles.items():
+            limiter = handle.limiter
             if limiter is None:
                 continue
             key = [name, limiter.tier]
@@ -108,16 +108,16 @@ class EngineCollector:
         restarts = CounterMetricFamily(
             f"{PREFIX}_worker_restarts", "Model worker restarts after a crash", labels=["model"]
         )
-        for name, engine in self.engines.items():
-            restarts.add_metric([name], engine.restarts_total)
+        for name, handle in self.handles.items():
+            restarts.add_metric([name], handle.restarts_total)
         yield from (active, queued, rejected, timeouts, restarts)
 
 
 class ServerMetrics:
-    def __init__(self, engines: dict) -> None:
+    def __init__(self, handles: dict) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        r.register(EngineCollector(engines))
+        r.register(WorkerHandleCollector(handles))
         self.requests = Counter(
             f"{PREFIX}_requests", "Requests by endpoint and outcome", ["endpoint", "outcome"], registry=r
         )

@@ -1,4 +1,4 @@
-"""HTTP handlers: parse the request, submit it to an engine, format its events as JSON or SSE."""
+"""HTTP handlers: parse the request, submit it to the model's worker handle, format its events (JSON, SSE)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from server import ipc
 from server.admission import LimitExceeded, QueueFull
-from server.appkeys import ENGINES, METRICS, SETTINGS
+from server.appkeys import METRICS, SETTINGS, WORKER_HANDLES
 from server.errors import APIError
 from server.protocol import (
     ChatCompletionRequest,
@@ -53,25 +53,25 @@ async def read_json(request: web.Request):
     return value
 
 
-def engine_for(request: web.Request, model: str) -> WorkerHandle:
-    engines = request.app[ENGINES]
-    engine = engines.get(model)
-    if engine is None:
-        known = ", ".join(sorted(engines))
+def handle_for(request: web.Request, model: str) -> WorkerHandle:
+    handles = request.app[WORKER_HANDLES]
+    handle = handles.get(model)
+    if handle is None:
+        known = ", ".join(sorted(handles))
         raise APIError(
             404,
             f"The model '{model}' does not exist. Available: {known}.",
             code="model_not_found",
             param="model",
         )
-    return engine
+    return handle
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = parse_request(ChatCompletionRequest, await read_json(request))
     settings = request.app[SETTINGS]
-    engine = engine_for(request, req.model)
-    messages, images = await worker_messages(req.messages, engine, settings.images)
+    handle = handle_for(request, req.model)
+    messages, images = await worker_messages(req.messages, handle, settings.images)
     fields = {
         "messages": messages,
         "prompt": None,
@@ -79,12 +79,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         **_sampling_fields(req, req.max_completion_tokens or req.max_tokens, settings.limits),
     }
     return await respond(
-        request, engine, fields, ChatShapes(req.model), req.stream, req.include_usage, "chat"
+        request, handle, fields, ChatShapes(req.model), req.stream, req.include_usage, "chat"
     )
 
 
 async def worker_messages(
-    messages: list[Message], engine: WorkerHandle, limits: ImageSettings
+    messages: list[Message], handle: WorkerHandle, limits: ImageSettings
 ) -> tuple[list, list]:
     """Messages as the worker wants them: plain strings for text models, content parts for vision models
     (each image part replaced by {"type": "image"}, its bytes listed in order)."""
@@ -102,10 +102,10 @@ async def worker_messages(
                 content.append({"type": "text", "text": part.text})
                 continue
             param = f"messages.{i}.content.{j}"
-            if engine.kind != "vision":
+            if handle.kind != "vision":
                 raise APIError(
                     400,
-                    f"The model '{engine.name}' does not accept images.",
+                    f"The model '{handle.name}' does not accept images.",
                     code="invalid_image",
                     param=param,
                 )
@@ -118,7 +118,7 @@ async def worker_messages(
                 )
             images.append(await load_image(part.image_url.url, limits, param))
             content.append({"type": "image"})
-        if engine.kind != "vision":
+        if handle.kind != "vision":
             content = "".join(part["text"] for part in content)
         converted.append({"role": message.role, "content": content})
     return converted, images
@@ -127,14 +127,14 @@ async def worker_messages(
 async def completions(request: web.Request) -> web.StreamResponse:
     req = parse_request(CompletionRequest, await read_json(request))
     limits = request.app[SETTINGS].limits
-    engine = engine_for(request, req.model)
+    handle = handle_for(request, req.model)
     fields = {
         "messages": None,
         "prompt": completion_prompt(req),
         **_sampling_fields(req, req.max_tokens, limits),
     }
     return await respond(
-        request, engine, fields, CompletionShapes(req.model), req.stream, req.include_usage, "completions"
+        request, handle, fields, CompletionShapes(req.model), req.stream, req.include_usage, "completions"
     )
 
 
@@ -154,24 +154,24 @@ def _api_error(event: ipc.Failed) -> APIError:
 
 
 async def respond(
-    request, engine: WorkerHandle, fields: dict, shapes, stream: bool, include_usage: bool, endpoint: str
+    request, handle: WorkerHandle, fields: dict, shapes, stream: bool, include_usage: bool, endpoint: str
 ):
     metrics = request.app[METRICS]
     limits = request.app[SETTINGS].limits
     started_s = time.perf_counter()
     outcome = "server_error"
-    _check_capacity(engine, limits)
-    metrics.in_flight.labels(engine.name).inc()
+    _check_capacity(handle, limits)
+    metrics.in_flight.labels(handle.name).inc()
     try:
-        async with _admission(engine, f"Request {shapes.id}"), engine.open(fields) as engine_events:
+        async with _admission(handle, f"Request {shapes.id}"), handle.open(fields) as worker_events:
             deadline = asyncio.get_running_loop().time() + limits.request_timeout_s
-            events = _until(engine_events, deadline, limits.request_timeout_s)
+            events = _until(worker_events, deadline, limits.request_timeout_s)
             first = await anext(events)
             if isinstance(first, ipc.Failed):
                 raise _api_error(first)
-            metrics.prompt_tokens.labels(engine.name).inc(first.prompt_tokens)
+            metrics.prompt_tokens.labels(handle.name).inc(first.prompt_tokens)
             writer = _stream_reply if stream else _json_reply
-            response, outcome = await writer(request, events, shapes, include_usage, engine.name, started_s)
+            response, outcome = await writer(request, events, shapes, include_usage, handle.name, started_s)
             return response
     except LimitExceeded as exc:
         outcome = "rejected" if isinstance(exc, QueueFull) else "timeout"
@@ -180,7 +180,7 @@ async def respond(
         raise _limit_error(exc) from None
     except WorkerUnavailable as exc:
         outcome = "unavailable"
-        code = "server_shutting_down" if engine.draining else "model_not_ready"
+        code = "server_shutting_down" if handle.draining else "model_not_ready"
         raise APIError(503, str(exc), code=code, headers={"Retry-After": "1"}) from None
     except SlowReader:
         outcome = "slow_reader"
@@ -199,7 +199,7 @@ async def respond(
         outcome = "cancelled"
         raise
     finally:
-        metrics.in_flight.labels(engine.name).dec()
+        metrics.in_flight.labels(handle.name).dec()
         metrics.requests.labels(endpoint, outcome).inc()
 
 
@@ -207,13 +207,13 @@ class SlowReader(Exception):
     """The client did not take a chunk within limits.write_timeout_s."""
 
 
-def _check_capacity(engine: WorkerHandle, limits) -> None:
+def _check_capacity(handle: WorkerHandle, limits) -> None:
     """Bounded admission: past max_batch_size running plus max_waiting_requests waiting, refuse."""
-    capacity = engine.options.max_batch_size + limits.max_waiting_requests
-    if engine.active_requests >= capacity:
+    capacity = handle.options.max_batch_size + limits.max_waiting_requests
+    if handle.active_requests >= capacity:
         raise APIError(
             429,
-            f"The server is at capacity for {engine.name} ({engine.active_requests} requests in flight). "
+            f"The server is at capacity for {handle.name} ({handle.active_requests} requests in flight). "
             "Retry shortly.",
             code="server_overloaded",
             headers={"Retry-After": "1"},
@@ -235,9 +235,9 @@ async def _until(events, deadline: float, timeout_s: float):
         yield event
 
 
-def _admission(engine: WorkerHandle, label: str):
+def _admission(handle: WorkerHandle, label: str):
     """A slot from the v1.1.1 limiter when there is one; v1.2.0 admits everything straight to the engine."""
-    return engine.limiter.slot(label) if engine.limiter else contextlib.nullcontext()
+    return handle.limiter.slot(label) if handle.limiter else contextlib.nullcontext()
 
 
 def _limit_error(exc: LimitExceeded) -> APIError:
@@ -346,7 +346,7 @@ def _status_outcome(status: int) -> str:
 async def list_models(request: web.Request) -> web.Response:
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "mlx-serving-bench"}
-        for name in request.app[ENGINES]
+        for name in request.app[WORKER_HANDLES]
     ]
     return web.json_response({"object": "list", "data": data})
 
@@ -354,18 +354,18 @@ async def list_models(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     models = {}
-    for name, engine in request.app[ENGINES].items():
+    for name, handle in request.app[WORKER_HANDLES].items():
         models[name] = {
-            "state": engine.state,
-            "kind": engine.kind,
-            "restarts_total": engine.restarts_total,
-            "last_recovery_s": engine.last_recovery_s,
-            "error": engine.failure,
-            "parameters": engine.info.parameter_count if engine.info else None,
-            "active_requests": engine.active_requests,
-            "engine_sequences": engine.stats.sequences,
-            "batch_size": engine.stats.decoding,
-            "limiter": engine.limiter.snapshot() if engine.limiter else None,
+            "state": handle.state,
+            "kind": handle.kind,
+            "restarts_total": handle.restarts_total,
+            "last_recovery_s": handle.last_recovery_s,
+            "error": handle.failure,
+            "parameters": handle.info.parameter_count if handle.info else None,
+            "active_requests": handle.active_requests,
+            "engine_sequences": handle.stats.sequences,
+            "batch_size": handle.stats.decoding,
+            "limiter": handle.limiter.snapshot() if handle.limiter else None,
         }
     ready = all(m["state"] == "ready" for m in models.values())
     body = {"status": "ok" if ready else "unavailable", "profile": settings.compat, "models": models}
@@ -402,20 +402,20 @@ def _load_tokenizer(model_path: str):
     return AutoTokenizer.from_pretrained(model_path, local_files_only=True)
 
 
-async def _tokenizer_for(engine: WorkerHandle):
+async def _tokenizer_for(handle: WorkerHandle):
     async with _tokenizer_lock:
-        if engine.model_path not in _tokenizers:
-            _tokenizers[engine.model_path] = await asyncio.to_thread(_load_tokenizer, engine.model_path)
-    return _tokenizers[engine.model_path]
+        if handle.model_path not in _tokenizers:
+            _tokenizers[handle.model_path] = await asyncio.to_thread(_load_tokenizer, handle.model_path)
+    return _tokenizers[handle.model_path]
 
 
 def _tokenize_model(request: web.Request, req: TokenizeRequest) -> WorkerHandle:
     if req.model is not None:
-        return engine_for(request, req.model)
-    engines = request.app[ENGINES]
-    if len(engines) != 1:
+        return handle_for(request, req.model)
+    handles = request.app[WORKER_HANDLES]
+    if len(handles) != 1:
         raise APIError(400, "Missing required parameter: 'model'.", code="invalid_value", param="model")
-    return next(iter(engines.values()))
+    return next(iter(handles.values()))
 
 
 async def tokenize(request: web.Request) -> web.Response:
@@ -427,8 +427,8 @@ async def tokenize(request: web.Request) -> web.Response:
             400, "Give exactly one of 'prompt' (string) or 'messages' (list).", code="invalid_value"
         )
     req = parse_request(TokenizeRequest, body)
-    engine = _tokenize_model(request, req)
-    tokenizer = await _tokenizer_for(engine)
+    handle = _tokenize_model(request, req)
+    tokenizer = await _tokenizer_for(handle)
     if req.messages is not None:
         messages = []
         for i, message in enumerate(req.messages):
@@ -452,7 +452,7 @@ async def tokenize(request: web.Request) -> web.Response:
     else:
         add_special = True if req.add_special_tokens is None else req.add_special_tokens
         tokens = tokenizer.encode(req.prompt, add_special_tokens=add_special)
-    context = engine.info.context_length if engine.info else None
+    context = handle.info.context_length if handle.info else None
     if context is None:
         limit = getattr(tokenizer, "model_max_length", None)
         context = limit if isinstance(limit, int) and limit < 10**8 else None

@@ -1,6 +1,8 @@
-"""Shared fixtures: the real server as a subprocess on a free port, with the real tiny model.
+"""The one fixture set: the real server as a subprocess on a free port with the real tiny model, the FAKE
+fault server, and the shared request helpers. Fake servers and other helpers live in tests/support/.
 
-Every test also fails when anything it ran logged an unexpected ERROR or traceback (tests/server_logs.py).
+Every test also fails when anything it ran logged an unexpected ERROR or traceback
+(tests/support/server_logs.py).
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +26,7 @@ os.environ["MLXBENCH_ECHO_CHILD_OUTPUT"] = "1"
 from configkit import REPO_ROOT, merge
 from orchestrate.processes import running_server
 
-pytest_plugins = ["tests.server_logs", "pytester"]
+pytest_plugins = ["tests.support.server_logs", "pytester"]
 
 RUNTIME_CONFIG = REPO_ROOT / "config" / "runtime.yaml"
 
@@ -50,6 +54,12 @@ async def eventually(condition, timeout_s: float = 30.0) -> bool:
     return condition()
 
 
+def server_cli(config: Path, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
+    """`python -m server --config CONFIG ARGS` run to its end (a config it refuses exits 2 at once)."""
+    cmd = [sys.executable, "-m", "server", "--config", str(config), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT)
+
+
 def chat_body(max_tokens: int, stream: bool = False, content: str = "Keep talking.") -> dict:
     """A fixed-length chat request to the embedded text model."""
     return {
@@ -65,6 +75,42 @@ def chat_body(max_tokens: int, stream: bool = False, content: str = "Keep talkin
 def server_url(tmp_path_factory) -> str:
     """One v1.2.0 server for the whole session (model loading is the slow part)."""
     with running_server(RUNTIME_CONFIG) as url:
+        yield url
+
+
+@pytest.fixture
+def app_client(aiohttp_client):
+    """`await app_client(sections)`: the real app in-process (pytest-aiohttp, port 0) with these settings
+    sections, once every model's worker is ready."""
+    from server.app import create_app
+    from server.appkeys import WORKER_HANDLES
+    from server.settings import build_settings
+
+    async def start(sections: dict):
+        client = await aiohttp_client(create_app(build_settings(sections)))
+        for handle in client.app[WORKER_HANDLES].values():
+            await handle.wait_ready(60)
+        return client
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """The embedded tiny text model loaded with mlx-lm, (model, tokenizer), for in-process runtime tests."""
+    from mlx_lm import load
+
+    from server.models.embedded import build_embedded_model
+
+    return load(str(build_embedded_model()))
+
+
+@pytest.fixture(scope="module")
+def fake_url():
+    """The FAKE fault server (tests/support/fault_server.py), one per test module (its counters are too)."""
+    from tests.support.helpers import fault_server
+
+    with fault_server() as url:
         yield url
 
 

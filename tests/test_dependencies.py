@@ -1,7 +1,7 @@
 """The dependency rules of the layout (docs/architecture.md), read from the source with `ast`: what each of
 our packages may import, and no import cycles. Runtime imports only: an import under `if TYPE_CHECKING:` is
 for annotations and loads nothing (reports/sweep_report.py names orchestrate's campaign types that way).
-(The load generator's freedom from Locust and gevent is checked by running it: test_loadtest_core.py.)
+(The load generator's freedom from Locust and gevent is checked by running it: tests/loadgen/test_core.py.)
 """
 
 from __future__ import annotations

@@ -12,13 +12,12 @@ missing from hash_ids are filled with words unique to the line. With an exact co
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadgen.prompts import Prompt, PromptError
+from loadgen.prompts import Prompt, PromptError, json_object
 from loadgen.workloads.words import OneTokenWords
 
 DEFAULT_BLOCK_TOKENS = 512
@@ -40,12 +39,7 @@ def _int(where: str, obj: dict, key: str, minimum: int) -> int:
 
 
 def _entry(where: str, line: str) -> TraceEntry:
-    try:
-        obj = json.loads(line)
-    except ValueError as exc:
-        raise PromptError(f"{where}: not JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise PromptError(f"{where}: expected an object")
+    obj = json_object(where, line)
     ts = obj.get("timestamp")
     if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts) or ts < 0:
         raise PromptError(f'{where}: "timestamp" must be a number of milliseconds >= 0')

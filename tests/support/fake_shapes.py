@@ -1,0 +1,40 @@
+"""What the FAKE servers share: OpenAI-shaped stream chunks, and a FAKE `POST /tokenize` (vLLM's shape), so
+that the load generator makes its prompts through it instead of sending calibration requests that the fakes
+would count as served. Not a real tokenizer: one token per whitespace-separated word; a chat prompt adds 3
+tokens per message and 2 for the generation prompt, like a chat template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX_MODEL_LEN = 4096
+PER_MESSAGE_TOKENS, GENERATION_PROMPT_TOKENS = 3, 2
+
+
+def fake_tokenize(body: Any) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON body)."""
+    if not isinstance(body, dict) or (body.get("prompt") is None) == (body.get("messages") is None):
+        message = "Give exactly one of 'prompt' (string) or 'messages' (list)."
+        error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+        return 400, {"error": error}
+    if body.get("prompt") is not None:
+        count = len(str(body["prompt"]).split())
+    else:
+        messages = [m for m in body["messages"] if isinstance(m, dict)]
+        count = sum(PER_MESSAGE_TOKENS + len(str(m.get("content") or "").split()) for m in messages)
+        count += GENERATION_PROMPT_TOKENS if body.get("add_generation_prompt", True) else 0
+    return 200, {"count": count, "max_model_len": MAX_MODEL_LEN, "tokens": list(range(count))}
+
+
+def stream_chunk(chat: bool, text: str | None, finish: str | None = None) -> dict:
+    """One SSE chunk in OpenAI's shape: chat.completion.chunk (a delta) or text_completion (text)."""
+    if chat:
+        delta = {} if text is None else {"content": text}
+        return {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    return {
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": text or "", "finish_reason": finish}],
+    }
