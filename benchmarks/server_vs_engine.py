@@ -22,7 +22,6 @@ import contextlib
 import itertools
 import json
 import random
-import socket
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 import aiohttp
 
 from configkit import REPO_ROOT
-from orchestrate.processes import running_server, serve
+from orchestrate.processes import mlx_lm_server, running_server
 from server.models.embedded import build_embedded_model
 
 PROMPT = "Tell me a story about a city by a river, with many people and music at night."
@@ -230,18 +229,9 @@ async def http_load(url: str, model: str, load: Load, tokens: int, eos_id: int) 
         return list(await asyncio.gather(*(arrival(t) for t in load.arrivals_s)))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def peer_server(model_dir: Path) -> Iterator[str]:
-    # mlx_lm.server takes no port 0 and prints no URL: a free port, then the URL it will answer on.
-    port = free_port()
-    command = [sys.executable, "-m", "mlx_lm.server", "--model", str(model_dir), "--host", "127.0.0.1"]
-    with serve([*command, "--port", str(port)], url=f"http://127.0.0.1:{port}", timeout_s=120) as url:
+    with mlx_lm_server(model_dir, timeout_s=120) as url:
         yield url
 
 

@@ -174,9 +174,13 @@ class SweepSpec(Strict):
     lowest: Rule
     highest: Rule
     comparison: Rule
-    window_requests: int = Field(30, ge=1)  # the measured window holds about this many arrivals...
-    min_window_s: float = Field(8.0, gt=0)  # ...within these bounds (the time budget)
-    max_window_s: float = Field(20.0, gt=0)
+    # Each point's measured window holds at least this many arrivals (window = min_requests_per_point /
+    # rate, the rate being a multiple of the probed capacity): a window of 5-15 requests let Poisson noise
+    # show more served than offered. Bounded by the time budget: at least min_window_s (a few service
+    # times at high rates) and at most max_window_s; a point the upper bound keeps short is reported.
+    min_requests_per_point: int = Field(30, ge=1)
+    min_window_s: float = Field(8.0, gt=0)
+    max_window_s: float = Field(60.0, gt=0)
     warmup_s: Rule
     request_timeout_s: Rule  # the client's deadline for one reply
     stop_timeout_s: Rule  # how long in-flight requests may finish after the window
@@ -192,7 +196,7 @@ class QuickSpec(Strict):
     points: int = Field(5, ge=2)
     max_window_s: float = Field(8.0, gt=0)
     min_window_s: float = Field(4.0, gt=0)
-    window_requests: int = Field(12, ge=1)
+    min_requests_per_point: int = Field(12, ge=1)
     first_step_s: float = Field(4.0, gt=0)
     step_s_at_most: float = Field(4.0, gt=0)
 
@@ -256,7 +260,7 @@ class Campaign(Strict):
                 "points": q.points,
                 "max_window_s": q.max_window_s,
                 "min_window_s": q.min_window_s,
-                "window_requests": q.window_requests,
+                "min_requests_per_point": q.min_requests_per_point,
             }
         )
         return self.model_copy(update={"probe": probe, "sweep": sweep, "name": f"{self.name} (quick)"})

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -217,6 +218,28 @@ def running_server(
     directory, so that relative config paths stay the caller's."""
     cmd = server_command(config, profile=profile, model=model, extra_args=extra_args)
     return serve(cmd, pattern=SERVING_ON, timeout_s=ready_timeout_s, cwd=None, env=env, log_file=log_file)
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now, for a server that cannot be given port 0."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mlx_lm_server(
+    model_dir: Path | str,
+    *,
+    timeout_s: float = 120.0,
+    env: dict[str, str] | None = None,
+    log_file: Path | None = None,
+) -> ServerProcess:
+    """The peer, `mlx_lm.server`, on `model_dir`, ready (its /health answers 200), as `serve`.
+    It takes no port 0 and prints no URL: a free port, then the URL it will answer on."""
+    port = free_port()
+    command = [sys.executable, "-m", "mlx_lm.server", "--model", str(model_dir), "--host", "127.0.0.1"]
+    url = f"http://127.0.0.1:{port}"
+    return serve([*command, "--port", str(port)], url=url, timeout_s=timeout_s, env=env, log_file=log_file)
 
 
 def locust_cmd(

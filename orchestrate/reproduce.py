@@ -247,6 +247,12 @@ class Target:
     url: str | None = None
     model: str | None = None
 
+    def describe(self, base_url: str) -> dict[str, str | None]:
+        """What the report says this target was (sweep-plan.json `targets`)."""
+        if self.url is None:
+            return {"profile": self.spec.profile if self.spec else None}
+        return {"url": base_url, "model": self.model or listed_model(base_url)}
+
 
 DRAIN_EXTRA_S = 30.0
 RUN_OVERHEAD_GUESS_S = 4.0  # Locust start and stop, before any run measured it
@@ -257,12 +263,12 @@ def target_server(
     campaign: camp.Campaign, target: Target, out: Path, phase: str, derived: dict | None = None
 ) -> Iterator[str]:
     """The target's base URL: an external one as given, else our server started with the profile."""
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)  # the Locust logs go there, for an external server too
     if target.url is not None:
         yield target.url.rstrip("/")
         return
     overlay = camp.write_overlay(target.spec, out / "server" / phase, derived)
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     server_log = logs / f"{phase}-{target.name}.server.log"
     try:
         with running_server(campaign.config_path, profile=overlay, log_file=server_log) as url:
@@ -326,19 +332,26 @@ def step_result(run_dir: Path, concurrency: int) -> probing.StepResult:
 WARM_UP_TIMEOUT_S = 300.0
 
 
+def listed_model(url: str) -> str | None:
+    """The first model id GET /v1/models lists, else None: then requests omit `model`, as the load
+    generator's do (mlx_lm.server answers 200 with an empty body when no Hugging Face cache folder exists,
+    and serves its one --model to requests without an id)."""
+    try:
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as response:
+            return str(json.loads(response.read())["data"][0]["id"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        log.info("%s/v1/models lists no model (%s): requests omit 'model'", url, exc)
+        return None
+
+
 def warm_up(url: str, model: str | None, max_tokens: int) -> float | None:
     """Two requests of the campaign's reply length before anything is measured (a fresh server's first
     replies compile kernels); returns the second one's duration, a first guess at the single-stream E2E
     that sizes the probe's first step. Bounded by WARM_UP_TIMEOUT_S; a failure is left to the probe."""
     try:
-        if model is None:
-            with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as response:
-                model = json.loads(response.read())["data"][0]["id"]
-        body = {
-            "model": model,
-            "messages": [{"role": "user", "content": "warm up"}],
-            "max_tokens": max_tokens,
-        }
+        body = {"messages": [{"role": "user", "content": "warm up"}], "max_tokens": max_tokens}
+        if model := model or listed_model(url):
+            body["model"] = model
         request = urllib.request.Request(
             f"{url}/v1/chat/completions",
             data=json.dumps(body).encode(),
@@ -455,7 +468,7 @@ def run_sweep(
         progress(
             f"sweep {i + 1}/{len(runs)}: {run.profile} at {run.rate_per_s:.2f} req/s "
             f"({run.rate_per_s / q['min_capacity_rps']:.2f}x the lowest capacity), {load.users} users, "
-            f"{load.warmup_s:g} + {load.duration_s:g} s"
+            f"{load.warmup_s:g} + {load.duration_s:g} s (~{run.rate_per_s * load.duration_s:.0f} arrivals)"
         )
         log_path = out / "logs" / f"sweep-{run.profile}-{run.folder}.locust.log"
         run_locust(load, urls[run.profile], run_dir, label, log_path, progress)
@@ -524,13 +537,27 @@ def reproduce_sweep(
             q = sweeping.with_slo(campaign, probe.quantities())
             rates = sweeping.plan_rates(campaign.sweep, q)
             plan = sweep_report.SweepPlan(
-                [t.name for t in targets], rates, sweeping.comparison_point(rates, campaign.sweep, q), q
+                [t.name for t in targets],
+                rates,
+                sweeping.comparison_point(rates, campaign.sweep, q),
+                q,
+                targets={t.name: t.describe(urls[t.name]) for t in targets},
+                min_requests_per_point=campaign.sweep.min_requests_per_point,
+                short_points={
+                    str(i): round(n, 1) for i, n in sweeping.short_windows(campaign.sweep, rates).items()
+                },
             )
             plan.write(out)
             progress(
                 f"derived: SLO TTFT {1000 * q['slo_ttft_s']:.0f} ms, E2E {q['slo_e2e_s']:.2f} s; rates "
                 f"{', '.join(f'{r:.2f}' for r in rates)} req/s; comparison at {rates[plan.comparison]:.2f}"
             )
+            if plan.short_points:
+                progress(
+                    f"windows: {len(plan.short_points)} of {len(rates)} rates get fewer than "
+                    f"{plan.min_requests_per_point} expected arrivals (max_window_s "
+                    f"{campaign.sweep.max_window_s:g} s); the report says which"
+                )
             for target in targets:
                 if target.spec is not None and target.spec.derive and campaign.derived_limits:
                     servers[target.name].close()  # stop it, then start it with the derived values

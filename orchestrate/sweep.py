@@ -35,8 +35,16 @@ def comparison_point(rates: list[float], spec: camp.SweepSpec, quantities: dict[
 
 
 def window_s(spec: camp.SweepSpec, rate_per_s: float) -> float:
-    """About `window_requests` arrivals, within the budget's bounds."""
-    return min(max(spec.window_requests / rate_per_s, spec.min_window_s), spec.max_window_s)
+    """Long enough for `min_requests_per_point` expected arrivals at this rate (itself derived from the
+    probed capacity), within the budget's bounds [min_window_s, max_window_s]."""
+    return min(max(spec.min_requests_per_point / rate_per_s, spec.min_window_s), spec.max_window_s)
+
+
+def short_windows(spec: camp.SweepSpec, rates: list[float]) -> dict[int, float]:
+    """The points (index -> expected arrivals, rate x window) whose window max_window_s keeps below
+    min_requests_per_point: their figures rest on fewer requests than the campaign asks for."""
+    expected = {i: rate * round(window_s(spec, rate), 1) for i, rate in enumerate(rates)}
+    return {i: n for i, n in expected.items() if n < spec.min_requests_per_point - 0.5}
 
 
 def users_for(spec: camp.SweepSpec, rate_per_s: float, request_timeout_s: float) -> int:

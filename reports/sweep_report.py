@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,18 @@ class SweepPlan:
     rates: list[float]
     comparison: int  # index into rates
     quantities: dict[str, float]  # probed, with the SLOs
+    # What each profile name stood for: {"url", "model"} for an external server (--url), {"profile"} for
+    # ours. Empty in plans written before it was recorded.
+    targets: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    # The arrivals each point's window was to hold at least (campaign sweep.min_requests_per_point), and
+    # the points (index, as a string) whose window max_window_s kept shorter: their expected arrivals.
+    min_requests_per_point: int | None = None
+    short_points: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def external(self) -> dict[str, dict[str, str | None]]:
+        """The targets that are servers started outside this run (--url)."""
+        return {name: t for name, t in self.targets.items() if t.get("url")}
 
     def write(self, folder: Path) -> None:
         (folder / PLAN_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
@@ -244,16 +256,21 @@ def headline_sentence(curve: pd.DataFrame, plan: SweepPlan, knee: dict[str, Knee
     q = plan.quantities
     rate = plan.rates[plan.comparison]
     at = curve[curve["point"] == plan.comparison].set_index("profile")
-    lead = (
-        f"At {rate:.2f} req/s offered (Poisson; {rate / q['min_capacity_rps']:.2f}x the lowest probed "
-        f"capacity, {q['min_capacity_rps']:.2f} req/s, and {rate / q['max_capacity_rps']:.2f}x the highest, "
-        f"{q['max_capacity_rps']:.2f} req/s): "
-    )
+    if len(plan.profiles) == 1:
+        capacity = f"{rate / q['min_capacity_rps']:.2f}x the probed capacity, {q['min_capacity_rps']:.2f}"
+        capacity += " req/s"
+    else:
+        capacity = (
+            f"{rate / q['min_capacity_rps']:.2f}x the lowest probed capacity, {q['min_capacity_rps']:.2f} "
+            f"req/s, and {rate / q['max_capacity_rps']:.2f}x the highest, {q['max_capacity_rps']:.2f} req/s"
+        )
+    lead = f"At {rate:.2f} req/s offered (Poisson; {capacity}): "
+    # A profile that served nothing there has no E2E p99: it is still named, with its outcome shares.
     each = [
         f"{name} {_share_text(at.loc[name])}, goodput {at.loc[name, 'goodput_requests_per_s']:.2f} req/s, "
-        f"E2E p99 {at.loc[name, 'e2e_p99_s']:.1f} s"
+        f"E2E p99 {_cell(at.loc[name, 'e2e_p99_s'], 's')}"
         for name in plan.profiles
-        if name in at.index and pd.notna(at.loc[name, "e2e_p99_s"])
+        if name in at.index
     ]
     knees_text = "; ".join(f"{name} {k.describe()}" for name, k in knee.items())
     text = lead + "; ".join(each) + f". Knees: {knees_text}."
@@ -332,15 +349,43 @@ def curve_frame(curve: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def target_lines(campaign: camp.Campaign, plan: SweepPlan) -> list[str]:
+    """Which servers were measured: the campaign's profiles, or the external server(s) given by --url
+    (then only the campaign's request shape and rules were used, not its profiles)."""
+    if not plan.external:
+        return [f"Campaign '{campaign.name}': {campaign.description}."]
+    lines = [
+        f"Target {name}: the OpenAI-compatible server at {t['url']}, started outside this run; model "
+        f"{t.get('model') or 'not named (GET /v1/models listed none): the server chose its default'}."
+        for name, t in plan.external.items()
+    ]
+    return [
+        *lines,
+        f"Campaign '{campaign.name}' gave the request shape, the probe, the SLO and the sweep rules; its "
+        "profiles were not started.",
+    ]
+
+
+def _title(campaign: camp.Campaign, plan: SweepPlan) -> str:
+    names = [
+        f"{name} ({plan.external[name]['url']})" if name in plan.external else name for name in plan.profiles
+    ]
+    return f"{' vs '.join(names)} across offered load: campaign {campaign.name}"
+
+
 def rule_lines(campaign: camp.Campaign, plan: SweepPlan) -> list[str]:
     q = plan.quantities
     sweep, slo = campaign.sweep, campaign.slo
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if len(plan.profiles) == 1:
+        capacity = f"{q['min_capacity_rps']:.2f} req/s"
+    else:
+        capacity = f"{q['min_capacity_rps']:.2f} to {q['max_capacity_rps']:.2f} req/s across the profiles"
     lines = [
-        f"Campaign '{campaign.name}': {campaign.description}. This process could use {cores} CPU core(s).",
+        *target_lines(campaign, plan),
+        f"This process could use {cores} CPU core(s).",
         f"Probed on this machine: single stream TTFT {1000 * q['single_ttft_s']:.0f} ms, E2E "
-        f"{q['single_e2e_s']:.2f} s; saturated throughput {q['min_capacity_rps']:.2f} to "
-        f"{q['max_capacity_rps']:.2f} req/s across the profiles.",
+        f"{q['single_e2e_s']:.2f} s; saturated throughput {capacity}.",
         f"SLO (goodput): TTFT <= {slo.ttft_s.describe()} = {1000 * q['slo_ttft_s']:.0f} ms and E2E <= "
         f"{slo.e2e_s.describe()} = {q['slo_e2e_s']:.2f} s.",
         f"Sweep: {len(plan.rates)} Poisson rates from {sweep.lowest.describe()} to "
@@ -364,7 +409,7 @@ def write(
     """Everything from the run folders; returns the report, the headline's sentence and table, warnings."""
     curve, data = curve_table(out, plan)
     knee = knees(curve, campaign.sweep)
-    guides = {p.name: p.guide for p in campaign.profiles}
+    guides = {p.name: p.guide for p in campaign.profiles if p.name not in plan.external}
     table = headline_table(curve, plan, guides)
     sentence = headline_sentence(curve, plan, knee)
     folder = out / "report"
@@ -396,23 +441,45 @@ def write(
         warnings.insert(
             0, f"{len(missing)} sweep runs measured no request and are left out: {', '.join(missing)}"
         )
+    if plan.short_points:
+        short = ", ".join(
+            f"{plan.rates[int(i)]:.2f} req/s (~{n:.0f})" for i, n in sorted(plan.short_points.items())
+        )
+        warnings.insert(
+            0,
+            f"{len(plan.short_points)} sweep point(s) held fewer than the {plan.min_requests_per_point} "
+            f"expected arrivals asked for (sweep.min_requests_per_point; the window stopped at "
+            f"sweep.max_window_s): {short}; their figures are noisier",
+        )
     behind = curve[curve["generator_behind"]]
     if len(behind):
         warnings.insert(0, f"the load generator fell behind in {len(behind)} of {len(curve)} sweep runs")
+    guide = ""
+    if any(guides.get(name) is not None for name in plan.profiles):
+        guide = (
+            f" 'guide' columns are the migration guide's claimed figures ({campaign.guide_source}), for its "
+            "own 30B model on the author's Mac and labelled expected: compare the shape, not the absolute "
+            "numbers."
+        )
     note = (
-        f"{sentence} 'guide' columns are the migration guide's claimed figures ({campaign.guide_source}), "
-        "for its own 30B model on the author's Mac and labelled expected: compare the shape, not the "
-        "absolute numbers. Outcome shares are of the recorded requests; requests cut by the end of a run are "
-        "shown beside them (older run folders do not record them); goodput counts successes within the SLO."
+        f"{sentence}{guide} Outcome shares are of the recorded requests; requests cut by the end of a run "
+        "are shown beside them (older run folders do not record them); goodput counts successes within "
+        "the SLO."
     )
     sections = [
-        ("Headline: the guide's table at the comparison point, with goodput and latency", note, table),
+        (
+            "Headline: the guide's table at the comparison point, with goodput and latency"
+            if guide
+            else "Headline: the comparison point, with goodput and latency",
+            note,
+            table,
+        ),
         ("Knees (computed from the curves)", "", knee_frame(knee, plan, probe)),
         ("Capacity probe (closed loop, concurrency doubling)", "", probe_frame(probe)),
         ("Every sweep point", "", curve_frame(curve)),
     ]
     intro = [*rule_lines(campaign, plan), f"Detail of the comparison point's runs: {detail.html_path}"]
-    title = f"{' vs '.join(plan.profiles)} across offered load: campaign {campaign.name}"
+    title = _title(campaign, plan)
     built = report.Report(folder, detail.tables, plots=figures, warnings=warnings)
     built.markdown_path.write_text(
         report.to_markdown(title, intro, sections, figures, warnings, 1), encoding="utf-8"

@@ -9,7 +9,15 @@ import pytest
 
 from orchestrate import campaign as camp
 from orchestrate.probe import ProbeResult, ProfileProbe, StepResult, probe_profile
-from orchestrate.sweep import comparison_point, plan_rates, point_load, users_for, with_slo
+from orchestrate.sweep import (
+    comparison_point,
+    plan_rates,
+    point_load,
+    short_windows,
+    users_for,
+    window_s,
+    with_slo,
+)
 from reports.knee import CurvePoint, find_knee
 from reports.sweep_report import run_order
 
@@ -154,6 +162,22 @@ def test_every_profile_gets_the_same_schedule_at_a_rate_and_enough_users():
     assert users_for(DEFAULT.sweep, 1000.0, 1000.0) == DEFAULT.sweep.max_users
 
 
+def test_each_point_window_holds_the_wanted_arrivals_within_its_bounds():
+    spec = DEFAULT.sweep.model_copy(
+        update={"min_requests_per_point": 30, "min_window_s": 8, "max_window_s": 40}
+    )
+    # 30 arrivals take 30 s at 1 req/s; 3 s at 10 req/s, raised to the 8-s floor; 60 s at 0.5, cut to 40.
+    assert [window_s(spec, r) for r in (1.0, 10.0, 0.5)] == [30.0, 8.0, 40.0]
+    q = with_slo(DEFAULT, probe_of(serial=1.0, batching=3.0).quantities())
+    rates = plan_rates(spec, q)
+    for run in run_order(rates, ["a"]):
+        load = point_load(dict(DEFAULT.load), spec, run, q)
+        if run.point not in short_windows(spec, rates):
+            assert load.rate * load.duration_s >= spec.min_requests_per_point - 0.5
+    # Only the points the 40-s cap keeps short are listed, with their expected arrivals.
+    assert short_windows(spec, [0.5, 1.0, 10.0]) == {0: 20.0}
+
+
 def test_derived_limits_follow_the_probe():
     spec = DEFAULT.profiles[0]
     derived = camp.derived_overrides(spec, {"single_e2e_ms": 500.0})
@@ -193,7 +217,14 @@ def test_report_only_writes_curves_knees_and_headline(tmp_path, capsys):
     probe.write(out)
     q = with_slo(DEFAULT, probe.quantities())  # SLO E2E = 4 x 0.8 s = 3.2 s
     rates = [0.5, 1.0, 2.0, 4.0]
-    plan = SweepPlan(["v1.1.1", "v1.2.0", "guide-promise"], rates, 2, q)
+    plan = SweepPlan(
+        ["v1.1.1", "v1.2.0", "guide-promise"],
+        rates,
+        2,
+        q,
+        min_requests_per_point=30,
+        short_points={"0": 20.0},
+    )
     plan.write(out)
     for run in plan.runs():
         if run.profile == "guide-promise":  # follows up to 2 req/s, then slow beyond the SLO
@@ -227,3 +258,7 @@ def test_report_only_writes_curves_knees_and_headline(tmp_path, capsys):
     assert "Knees (computed from the curves)" in html and html.count("data:image/png;base64,") == 2
     assert (out / "report" / "comparison-point" / "report.html").is_file()
     assert "| Success |" in printed
+    assert "1 sweep point(s) held fewer than the 30 expected arrivals asked for" in printed
+    assert "0.50 req/s (~20)" in printed
+    report_md = (out / "report" / "report.md").read_text()
+    assert "Campaign 'default': v1.1.1 vs v1.2.0" in report_md and "Target " not in report_md
