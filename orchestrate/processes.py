@@ -50,6 +50,7 @@ def echo_child_output() -> bool:
 
 
 _child_log_lock = threading.Lock()
+_child_logs: dict[str, IO[str]] = {}  # path -> open file, kept for the session: no open per line
 
 
 def echo_line(line: str) -> None:
@@ -58,8 +59,11 @@ def echo_line(line: str) -> None:
     misses nothing."""
     sys.stderr.write(line)
     if path := os.environ.get(CHILD_LOG_ENV):
-        with _child_log_lock, open(path, "a", encoding="utf-8", errors="replace") as sink:
+        with _child_log_lock:
+            if (sink := _child_logs.get(path)) is None:
+                sink = _child_logs[path] = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
             sink.write(line)
+            sink.flush()  # the log check reads the file after each test phase
 
 
 class ServerFailed(RuntimeError):
