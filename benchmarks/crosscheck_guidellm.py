@@ -2,13 +2,16 @@
 
     python benchmarks/crosscheck_guidellm.py [--guidellm PATH] [--duration-s 10] [--repeats 2]
         [--concurrency 8 1] [--target guidellm-mock delay-fixture] [--tokenizer .cache/models/tiny-llama]
+        [--order simultaneous|interleaved]
 
 One server per target, started once: GuideLLM's own `guidellm mock-server` (TTFT 100 ms, ITL 10 ms,
 64 output tokens) and, with `--target delay-fixture`, our FAKE delay server
 (tests/support/delay_server.py, same delays). On it, for each concurrency, GuideLLM
 (`--profile kind=concurrent`) and Locust (`locust -f loadtest`, ChatStreamUser, closed loop, as many
-users) run for the same seconds, interleaved A B A B so a slow spell of the shared machine hits both.
-Prints each tool's figures (median over the repeats), then ours - GuideLLM's. Asserts nothing.
+users) run for the same seconds. By default the two run at the same time (`--order simultaneous`), so a
+slow spell of this shared machine hits both alike (the mock's delays are timers: two clients at once do not
+slow it); `--order interleaved` runs them one after the other, A B A B. Prints each tool's figures (median
+over the repeats), then ours - GuideLLM's. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -86,15 +89,20 @@ def target_cmd(target: str, guidellm: str) -> list[str]:
     return [sys.executable, str(DELAY_FAKE), "--ttft-ms", str(TTFT_MS), "--itl-ms", str(ITL_MS)]
 
 
-def run(cmd: list[str], log: Path) -> None:
-    with log.open("w") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, check=False)
-    if proc.returncode not in (0, 1):  # locust exits 1 when a request failed: still a measurement
-        sys.exit(f"{cmd[0]} failed ({proc.returncode}); see {log}:\n{log.read_text()[-2000:]}")
+def run_all(commands: list[tuple[list[str], Path]]) -> None:
+    """Start every command, then wait for all of them (one at a time: a list of one)."""
+    procs = []
+    for cmd, log in commands:
+        with log.open("w") as out:
+            procs.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO), cmd, log))
+    for proc, cmd, log in procs:
+        returncode = proc.wait()
+        if returncode not in (0, 1):  # locust exits 1 when a request failed: still a measurement
+            sys.exit(f"{cmd[0]} failed ({returncode}); see {log}:\n{log.read_text()[-2000:]}")
 
 
-def run_guidellm(guidellm: str, url: str, model: str, users: int, seconds: int, out: Path, tok: Path) -> dict:
-    run(
+def guidellm_cmd(guidellm: str, url: str, model: str, users: int, seconds: int, out: Path, tok: Path) -> list:
+    return (
         [
             guidellm, "run",
             "--backend", f"kind=openai_http,target={url},model={model},request_format=/v1/chat/completions",
@@ -104,9 +112,11 @@ def run_guidellm(guidellm: str, url: str, model: str, users: int, seconds: int, 
             "--tokenizer", f"kind=huggingface_auto,model={tok}",
             "--output", f"kind=json,path={out}",
             "--disable-console-interactive",
-        ],
-        out.with_suffix(".log"),
+        ]
     )  # fmt: skip
+
+
+def guidellm_figures(out: Path) -> dict:
     metrics = json.loads(out.read_text())["benchmarks"][0]["metrics"]
 
     def pct(name: str, p: str) -> float:
@@ -124,17 +134,19 @@ def run_guidellm(guidellm: str, url: str, model: str, users: int, seconds: int, 
     }
 
 
-def run_ours(url: str, users: int, seconds: int, run_dir: Path, tok: Path) -> dict:
-    run(
+def ours_cmd(url: str, users: int, seconds: int, run_dir: Path, tok: Path) -> list:
+    return (
         [
             str(Path(sys.executable).with_name("locust")), "-f", "loadtest", "--headless",
             "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--stop-timeout", "10",
             "--host", url, "--label", f"crosscheck-{users}", "--run-dir", str(run_dir),
             "--max-tokens", str(OUTPUT_TOKENS), "--prompt-tokens", str(PROMPT_TOKENS),
             "--tokenizer", str(tok), "ChatStreamUser",
-        ],
-        run_dir.with_suffix(".log"),
+        ]
     )  # fmt: skip
+
+
+def our_figures(run_dir: Path) -> dict:
     s = json.loads((run_dir / "summary.json").read_text())
     return {
         "requests": s["successes"],
@@ -156,12 +168,13 @@ def fmt(value: float) -> str:
     return f"{value:.1f}"
 
 
-def print_table(target: str, users: int, ours: list[dict], theirs: list[dict]) -> None:
+def print_table(target: str, users: int, order: str, ours: list[dict], theirs: list[dict]) -> None:
     a, b = median_row(ours), median_row(theirs)
     expected_e2e = TTFT_MS + (OUTPUT_TOKENS - 1) * ITL_MS
     print(
-        f"\n{target}, {users} concurrent, median of {len(ours)} repeat(s); configured: TTFT {TTFT_MS} ms, "
-        f"{OUTPUT_TOKENS} tokens at {ITL_MS} ms (E2E at least {expected_e2e} ms)"
+        f"\n{target}, {users} concurrent ({order}), median of {len(ours)} repeat(s); "
+        f"configured: TTFT {TTFT_MS} ms, {OUTPUT_TOKENS} tokens at {ITL_MS} ms "
+        f"(E2E at least {expected_e2e} ms)"
     )
     rows = [("ours", a), ("guidellm", b), ("ours - guidellm", {k: a[k] - b[k] for k in FIELDS})]
     widths = [max(len(k), 9) for k in FIELDS]
@@ -185,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         "--target", nargs="+", choices=("guidellm-mock", "delay-fixture"), default=["guidellm-mock"]
     )
     parser.add_argument("--tokenizer", type=Path, default=TOKENIZER, help="tokenizer folder for both tools")
+    parser.add_argument(
+        "--order",
+        choices=("simultaneous", "interleaved"),
+        default="simultaneous",
+        help="both tools at once (default), or one after the other",
+    )
     parser.add_argument("--ready-timeout-s", type=float, default=180.0)
     parser.add_argument("--keep", type=Path, help="keep the run folders and logs here")
     args = parser.parse_args(argv)
@@ -213,10 +232,25 @@ def main(argv: list[str] | None = None) -> int:
                     ours, theirs = [], []
                     for rep in range(args.repeats):
                         name = f"{target}-{users}-{rep}"
-                        out = work / f"g-{name}.json"
-                        theirs.append(run_guidellm(guidellm, url, model, users, args.duration_s, out, tok))
-                        ours.append(run_ours(url, users, args.duration_s, work / f"ours-{name}", tok))
-                    print_table(target, users, ours, theirs)
+                        out, run_dir = work / f"g-{name}.json", work / f"ours-{name}"
+                        commands = [
+                            (
+                                guidellm_cmd(guidellm, url, model, users, args.duration_s, out, tok),
+                                out.with_suffix(".log"),
+                            ),
+                            (
+                                ours_cmd(url, users, args.duration_s, run_dir, tok),
+                                run_dir.with_suffix(".log"),
+                            ),
+                        ]
+                        if args.order == "simultaneous":
+                            run_all(commands)
+                        else:
+                            for command in commands:
+                                run_all([command])
+                        theirs.append(guidellm_figures(out))
+                        ours.append(our_figures(run_dir))
+                    print_table(target, users, args.order, ours, theirs)
     return 0
 
 
