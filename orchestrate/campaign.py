@@ -140,23 +140,25 @@ class ProfileSpec(Strict):
 
 
 class ProbeSpec(Strict):
-    """The capacity probe: per profile, a closed loop at concurrency 1, 2, 4, ... until the served
-    throughput stops rising (a doubling that adds less than `rise_below` of the best so far)."""
+    """The capacity probe: per profile, a closed loop at concurrency 1, then x`growth` per step, until the
+    served token rate stops rising (a step that adds less than `rise_below` of the best so far)."""
 
     first_step_s: float = Field(8.0, gt=0)  # the one-stream step (nothing is known yet to size it)
     first_warmup_s: float = Field(2.0, ge=0)  # before it: the first requests compile kernels
     min_first_step_requests: int = Field(5, ge=1)  # fewer completions: the first step runs again, 2x longer
-    step_s: Rule  # the window of each further step (no warm-up: a closed loop's ramp is part of it)...
-    rounds_per_step: int = Field(2, ge=1)  # ...and at least this many replies per user at the step's
-    # expected latency (2x the previous step's E2E p50), whatever step_s's at_most says
+    step_s: Rule  # the window of each further step (tokens count as they arrive: no whole replies needed)
+    growth: int = Field(2, ge=2, le=16)  # concurrency multiplier from one step to the next
     max_concurrency: int = Field(64, ge=1)
     rise_below: float = Field(0.10, ge=0)
-    # Doublings in a row without that rise before the probe stops: batching often gains nothing at 2
+    # Steps in a row without that rise before the probe stops: batching often gains nothing at 2
     # streams (prefill and decode compete) and only pays from 4 or 8.
     patience: int = Field(2, ge=1)
     # A step whose E2E p50 passes this multiple of the one-stream E2E also ends the probe: replies wait in
-    # a queue, so a further doubling adds queueing, not throughput (and its window would grow with it).
+    # a queue, so a further doubling adds queueing, not throughput.
     max_e2e_multiple: float = Field(8.0, gt=1)
+    # A step in which the server refused requests (429/503) ends it too: that is the profile's admission
+    # limit (v1.2.0's 10 streams), and more users would only retry into a storm of refusals.
+    stop_on_refusals: bool = True
 
 
 class SloSpec(Strict):
@@ -193,12 +195,18 @@ class SweepSpec(Strict):
 class QuickSpec(Strict):
     """What --quick changes (the same rules, fewer and shorter runs)."""
 
-    points: int = Field(5, ge=2)
-    max_window_s: float = Field(8.0, gt=0)
+    points: int = Field(3, ge=2)
+    max_window_s: float = Field(6.0, gt=0)
     min_window_s: float = Field(4.0, gt=0)
     min_requests_per_point: int = Field(12, ge=1)
+    warmup_s_at_most: float = Field(1.5, ge=0)
     first_step_s: float = Field(4.0, gt=0)
+    # The server's two warm-up requests have compiled the kernels already; the full form adds 2 s more.
+    first_warmup_s: float = Field(0.0, ge=0)
+    min_first_step_requests: int = Field(3, ge=1)
     step_s_at_most: float = Field(4.0, gt=0)
+    growth: int = Field(4, ge=2)  # 1, 4, 16: the serialized profiles stop after two steps
+    patience: int = Field(1, ge=1)
 
 
 class Campaign(Strict):
@@ -252,15 +260,21 @@ class Campaign(Strict):
         probe = self.probe.model_copy(
             update={
                 "first_step_s": q.first_step_s,
+                "first_warmup_s": q.first_warmup_s,
+                "min_first_step_requests": q.min_first_step_requests,
                 "step_s": self.probe.step_s.model_copy(update={"at_most": q.step_s_at_most}),
+                "growth": q.growth,
+                "patience": q.patience,
             }
         )
+        warmup_cap_s = min(self.sweep.warmup_s.at_most or q.warmup_s_at_most, q.warmup_s_at_most)
         sweep = self.sweep.model_copy(
             update={
                 "points": q.points,
                 "max_window_s": q.max_window_s,
                 "min_window_s": q.min_window_s,
                 "min_requests_per_point": q.min_requests_per_point,
+                "warmup_s": self.sweep.warmup_s.model_copy(update={"at_most": warmup_cap_s}),
             }
         )
         return self.model_copy(update={"probe": probe, "sweep": sweep, "name": f"{self.name} (quick)"})

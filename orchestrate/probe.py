@@ -1,8 +1,12 @@
 """The capacity probe: what this machine does for this model and request shape, before any comparison.
 
-Per profile, a closed loop at concurrency 1, 2, 4, ... (Locust runs, as the sweep's): the one-stream step
-gives the single-stream latency; the doubling stops when the served throughput stops rising. The
-figures become the quantities that the campaign's rules turn into loads, windows, limits and SLOs.
+Per profile, a closed loop at concurrency 1, then x`growth` (2: 1, 2, 4, ...; --quick: 4), as Locust runs
+like the sweep's: the one-stream step gives the single-stream latency; the steps stop when the served
+throughput stops rising, when replies queue, or when the server refuses requests (an admission limit).
+Throughput is counted by token arrival inside each step's window (runfolder.summary), so a short window
+still measures it: completed requests per window are whole numbers, and a 4 s window at 1.5 req/s cannot
+tell 1.25 from 1.5. The capacity in req/s is that token rate over the tokens of one reply.
+The figures become the quantities that the campaign's rules turn into loads, windows, limits and SLOs.
 Written to `probe.json` in the reproduction folder.
 """
 
@@ -16,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from orchestrate import campaign as camp
 
@@ -32,12 +38,14 @@ class StepResult:
     concurrency: int
     requests: int
     successes: int
-    requests_per_s: float  # successful requests per second
-    output_tokens_per_s: float
+    requests_per_s: float  # successful requests per second (whole replies: coarse in a short window)
+    output_tokens_per_s: float  # by token arrival inside the window, from its first token on
     ttft_p50_s: float | None
     e2e_p50_s: float | None
     window_s: float
     run_dir: str
+    rejections: int = 0  # refused by the server (429/503): its admission limit was reached
+    output_tokens_per_reply: float | None = None  # mean over the successes
 
 
 @dataclass(slots=True)
@@ -51,11 +59,17 @@ class ProfileProbe:
 
     @property
     def best(self) -> StepResult | None:
-        return max(self.steps, key=lambda s: s.requests_per_s, default=None)
+        return max(self.steps, key=lambda s: s.output_tokens_per_s, default=None)
 
     @property
     def capacity_rps(self) -> float:
-        return self.best.requests_per_s if self.best else 0.0
+        """The best step's token rate in replies per second (its own reply length)."""
+        best = self.best
+        if best is None:
+            return 0.0
+        if best.output_tokens_per_reply:
+            return best.output_tokens_per_s / best.output_tokens_per_reply
+        return best.requests_per_s  # no token counts (a server without usage or tokenizer)
 
     @property
     def capacity_tokens_per_s(self) -> float:
@@ -116,6 +130,23 @@ def read_probe(folder: Path) -> ProbeResult:
     return ProbeResult.from_json(json.loads((folder / PROBE_FILE).read_text(encoding="utf-8")))
 
 
+def steady_tokens_per_s(times_s: np.ndarray, tokens: np.ndarray, start_s: float, end_s: float) -> float:
+    """Output tokens per second inside [start_s, end_s), counted from the step's first token on.
+
+    In a closed loop every user sends at the start, and a batching server prefills them all before the
+    first token: at 16 streams on a 2-core CPU that ramp took 1.4 s of a 4 s window, which counted from
+    the start would read 140 tok/s for a server decoding at over 200. A serialized server's first token
+    comes a lone TTFT after the start, so its ramp is short either way."""
+    inside = (times_s >= start_s) & (times_s < end_s)
+    if not inside.any():
+        return 0.0
+    first_s = max(start_s, float(times_s[inside].min()))
+    # The first arrival opens the interval, so its own tokens are not part of the rate over it.
+    counted = float(tokens[inside].sum() - tokens[inside][times_s[inside].argmin()])
+    span_s = end_s - first_s
+    return counted / span_s if span_s > 0 else 0.0
+
+
 # Runs one closed-loop step: (profile name, concurrency, warm-up s, window s) -> its figures.
 StepRunner = Callable[[str, int, float, float], StepResult]
 
@@ -127,8 +158,9 @@ def probe_profile(
     progress: Callable[[str], None],
     e2e_hint_s: float | None = None,
 ) -> ProfileProbe:
-    """Concurrency 1, then doubling until `patience` doublings in a row raise the served throughput by less
-    than `rise_below` over the best so far.
+    """Concurrency 1, then x`growth` per step until `patience` steps in a row raise the served token rate
+    by less than `rise_below` over the best so far, a step's E2E passes `max_e2e_multiple` x the lone
+    reply's, or (`stop_on_refusals`) the server refused requests.
     `e2e_hint_s` (a warm-up reply's duration) lengthens the first step to fit the wanted replies."""
     result = ProfileProbe(name)
     window_s = spec.first_step_s
@@ -147,39 +179,52 @@ def probe_profile(
         return result  # nothing completed: the caller reports it
     single = {"single_e2e_s": first.e2e_p50_s, "single_ttft_s": first.ttft_p50_s or first.e2e_p50_s}
     single["single_e2e_ms"] = 1000 * single["single_e2e_s"]
-    best = first.requests_per_s
-    concurrency = 2
-    previous_e2e_s = first.e2e_p50_s
-    flat = 0  # doublings in a row that did not raise the throughput enough
+    step_window_s = spec.step_s.value(single)
+    best = first.output_tokens_per_s
+    concurrency = spec.growth
+    flat = 0  # steps in a row that did not raise the throughput enough
     while concurrency <= spec.max_concurrency:
-        # A doubling at most doubles a reply's latency (throughput does not fall), so this many rounds fit.
-        window_s = max(spec.step_s.value(single), spec.rounds_per_step * 2 * previous_e2e_s)
-        step = run_step(name, concurrency, 0.0, window_s)
+        # Tokens are counted as they arrive, so the window needs no whole replies. No warm-up: the first
+        # replies, sent at the start, are the ones measured (at high concurrency they end after the window;
+        # their tokens inside it count). The ramp to the first token stays in, a slight underestimate.
+        step = run_step(name, concurrency, 0.0, step_window_s)
         result.steps.append(step)
+        refused = f", {step.rejections} refused" if step.rejections else ""
         progress(
-            f"  {name}: concurrency {concurrency}: {step.requests_per_s:.2f} req/s, "
-            f"{step.output_tokens_per_s:.0f} tok/s (best so far {best:.2f} req/s)"
+            f"  {name}: concurrency {concurrency}: {step.output_tokens_per_s:.0f} tok/s "
+            f"({step.requests_per_s:.2f} replies/s{refused}; best so far {best:.0f} tok/s)"
         )
         if not step.e2e_p50_s:
             break  # nothing completed at this concurrency
-        if step.requests_per_s < best * (1 + spec.rise_below):
+        if spec.stop_on_refusals and step.rejections:
+            break  # the server's admission limit: more users only add refusals
+        if step.output_tokens_per_s < best * (1 + spec.rise_below):
             flat += 1
             if flat >= spec.patience:
-                break  # saturated: doublings no longer pay
+                break  # saturated: more streams no longer pay
         else:
             flat = 0
-        best = max(best, step.requests_per_s)
+        best = max(best, step.output_tokens_per_s)
         if step.e2e_p50_s > spec.max_e2e_multiple * first.e2e_p50_s:
             break  # queueing: replies take many times a lone reply's time
-        previous_e2e_s = step.e2e_p50_s
-        concurrency *= 2
+        concurrency *= spec.growth
     return result
 
 
-def estimated_probe_s(spec: camp.ProbeSpec, steps_per_profile: int, profiles: int) -> float:
-    """A rough duration for the first ETA, before anything is measured (step windows at their cap)."""
+def planned_steps(spec: camp.ProbeSpec) -> int:
+    """Steps of a profile that saturates at once (the serialized ones): the one-stream step plus `patience`
+    flat ones. A batching profile adds a step or two."""
+    return 1 + spec.patience
+
+
+def estimated_probe_s(spec: camp.ProbeSpec, profiles: int, run_overhead_s: float = 3.0) -> float:
+    """A rough duration for the first ETA, before anything is measured: the planned windows plus, per
+    step, Locust's start and the in-flight replies it waits for (a guess of one more window's worth)."""
     step_s = spec.step_s.at_most or spec.first_step_s
-    return profiles * (spec.first_warmup_s + spec.first_step_s + (steps_per_profile - 1) * step_s)
+    steps = planned_steps(spec) + 1  # one profile in three batching: about one step more on average
+    per_profile = spec.first_warmup_s + spec.first_step_s + run_overhead_s
+    per_profile += (steps - 1) * (2 * step_s + run_overhead_s)
+    return profiles * per_profile
 
 
 def finite(value: float | None) -> float | None:

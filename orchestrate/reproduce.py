@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ from orchestrate.processes import run_locust as run_locust_process
 from reports import markdown as md
 from reports import report, sweep_report
 from reports.errors import BadInput, ReportError, RunFailed
-from reports.metrics import label_stats, run_metrics, runs_frame
+from reports.metrics import label_stats, run_metrics, runs_frame, token_arrivals
 from reports.runs import load_runs
 from runfolder.folder import SUMMARY_FILE
 
@@ -132,6 +133,9 @@ def run_profile(
                 f"{spec.name}: server ready at {url}; load {load_text}, max_tokens {load.max_tokens}, "
                 f"{load.warmup_s:g} s warm-up + {load.duration_s:g} s measured"
             )
+            # Two unmeasured requests first: a fresh server's first replies build its kernels, and a
+            # measured window that starts cold charges that to whichever side of a comparison ran first.
+            warm_up(url, None, load.max_tokens)
             run_locust(load, url, run_dir, spec.name, logs / f"{spec.name}-rep{rep}.locust.log", progress)
     except ServerFailed as exc:  # did not start or not healthy; the message ends with its last output
         raise RunFailed(f"{spec.name}: {exc}\nserver log {server_log}") from None
@@ -316,16 +320,22 @@ def step_result(run_dir: Path, concurrency: int) -> probing.StepResult:
         return probing.StepResult(concurrency, 0, 0, 0.0, 0.0, None, None, 0.0, str(run_dir))
     (run,) = load_runs([run_dir])
     m = run_metrics(run)
+    ok_tokens = run.records.loc[run.records["outcome"] == "success", "output_tokens"].dropna()
+    times_s, tokens = token_arrivals(run)
+    start_s = run.window_start_s
+    steady = probing.steady_tokens_per_s(times_s, tokens, start_s, start_s + run.duration_s)
     return probing.StepResult(
         concurrency=concurrency,
         requests=m["requests"],
         successes=m["successes"],
         requests_per_s=m["requests_per_s"] or 0.0,
-        output_tokens_per_s=m["output_tokens_per_s"] or 0.0,
+        output_tokens_per_s=steady,
         ttft_p50_s=m["ttft_p50_s"],
         e2e_p50_s=m["e2e_p50_s"],
         window_s=run.duration_s,
         run_dir=str(run_dir),
+        rejections=m["rejections"],
+        output_tokens_per_reply=float(ok_tokens.mean()) if len(ok_tokens) else None,
     )
 
 
@@ -378,8 +388,10 @@ def run_probe(
     progress: Progress,
 ) -> probing.ProbeResult:
     results = []
-    for target in targets:
-        progress(f"probe {target.name}: closed loop, concurrency 1, 2, 4, ...")
+    started = time.monotonic()
+    growth = campaign.probe.growth
+    for done, target in enumerate(targets):
+        progress(f"probe {target.name}: closed loop, concurrency 1, {growth}, {growth**2}, ...")
         url = urls[target.name]
 
         def run_step(
@@ -422,6 +434,9 @@ def run_probe(
             f"({result.capacity_tokens_per_s:.0f} tok/s) at concurrency {result.best.concurrency}"
         )
         results.append(result)
+        if left := len(targets) - done - 1:
+            per_profile_s = (time.monotonic() - started) / (done + 1)
+            progress(f"probe: about {left * per_profile_s / 60:.1f} min left ({left} profile(s) to go)")
     probe = probing.ProbeResult(results)
     probe.write(out)
     return probe
@@ -505,7 +520,7 @@ def reproduce_sweep(
             raise BadInput(f"{out}: no earlier sweep to report on ({exc})") from None
     else:
         targets = sweep_targets(campaign, external)
-        budget = probing.estimated_probe_s(campaign.probe, 5, len(targets))
+        budget = probing.estimated_probe_s(campaign.probe, len(targets))
         progress(
             f"campaign '{campaign.name}' ({campaign_path}): {', '.join(t.name for t in targets)}; "
             f"probe first (about {budget / 60:.1f} min), then the sweep; output {out}"
@@ -521,18 +536,36 @@ def reproduce_sweep(
             urls: dict[str, str] = {}
             hints: dict[str, float | None] = {}
 
-            def start(target: Target, phase: str, derived: dict | None = None) -> None:
-                servers[target.name] = stack.enter_context(contextlib.ExitStack())
-                progress(
-                    f"{target.name}: starting the server ({phase})" if target.url is None else target.url
-                )
-                url = servers[target.name].enter_context(target_server(campaign, target, out, phase, derived))
-                max_tokens = camp.LoadSpec.model_validate(base_load(campaign, target)).max_tokens
-                hints[target.name] = warm_up(url, target.model, max_tokens)
-                urls[target.name] = url
+            def start_all(phase: str, derived: dict[str, dict] | None = None) -> None:
+                """Start (or restart) the targets' servers side by side: each loads its model alone, so
+                three at once take little longer than one. Nothing is measured yet; the warm-up requests
+                run one server at a time afterwards, so that no server's first reply waits on another's."""
+                names = [t.name for t in targets if derived is None or t.name in derived]
+                for name in names:
+                    if name in servers:
+                        servers.pop(name).close()  # stop it, then start it with the derived values
+                    servers[name] = stack.enter_context(contextlib.ExitStack())
+                progress(f"starting {len(names)} server(s) side by side ({phase}): {', '.join(names)}")
+                chosen = [t for t in targets if t.name in names]
 
-            for target in targets:
-                start(target, "probe")
+                def launch(target: Target) -> str:
+                    extra = derived.get(target.name) if derived else None
+                    return servers[target.name].enter_context(
+                        target_server(campaign, target, out, phase, extra)
+                    )
+
+                with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
+                    futures = {t.name: pool.submit(launch, t) for t in chosen}
+                    failures = [f.exception() for f in futures.values() if f.exception() is not None]
+                    if failures:
+                        raise failures[0]  # the others stop with the stack
+                    for name, future in futures.items():
+                        urls[name] = future.result()
+                for target in chosen:
+                    max_tokens = camp.LoadSpec.model_validate(base_load(campaign, target)).max_tokens
+                    hints[target.name] = warm_up(urls[target.name], target.model, max_tokens)
+
+            start_all("probe")
             probe = run_probe(campaign, targets, urls, hints, out, progress)
             q = sweeping.with_slo(campaign, probe.quantities())
             rates = sweeping.plan_rates(campaign.sweep, q)
@@ -558,10 +591,13 @@ def reproduce_sweep(
                     f"{plan.min_requests_per_point} expected arrivals (max_window_s "
                     f"{campaign.sweep.max_window_s:g} s); the report says which"
                 )
-            for target in targets:
-                if target.spec is not None and target.spec.derive and campaign.derived_limits:
-                    servers[target.name].close()  # stop it, then start it with the derived values
-                    start(target, "sweep", camp.derived_overrides(target.spec, q))
+            derived = {
+                t.name: camp.derived_overrides(t.spec, q)
+                for t in targets
+                if t.spec is not None and t.spec.derive and campaign.derived_limits
+            }
+            if derived:
+                start_all("sweep", derived)
             run_sweep(campaign, targets, urls, out, plan, progress)
     progress("writing the report (curves, knees, headline, HTML)")
     built, _, _, _ = sweep_report.write(campaign, out, plan, probe)

@@ -24,8 +24,18 @@ from reports.sweep_report import run_order
 DEFAULT = camp.load_campaign(camp.find("default"))
 
 
-def step(concurrency: int, rps: float, e2e_s: float = 1.0, ttft_s: float = 0.1, successes: int = 10):
-    return StepResult(concurrency, successes, successes, rps, 128 * rps, ttft_s, e2e_s, 10.0, "run")
+def step(
+    concurrency: int,
+    rps: float,
+    e2e_s: float = 1.0,
+    ttft_s: float = 0.1,
+    successes: int = 10,
+    rejections: int = 0,
+):
+    """A step whose replies have 128 tokens: its token rate is 128 x `rps`."""
+    return StepResult(
+        concurrency, successes, successes, rps, 128 * rps, ttft_s, e2e_s, 10.0, "run", rejections, 128.0
+    )
 
 
 def fake_runner(capacity_rps: float, per_stream_rps: float):
@@ -70,11 +80,42 @@ def test_probe_step_windows_follow_the_measured_latency():
     run, calls = fake_runner(capacity_rps=2.0, per_stream_rps=1.0)
     probe_profile("p", DEFAULT.probe, run, lambda _: None)
     rule = DEFAULT.probe.step_s
-    first, second, third = calls[0], calls[1], calls[2]
-    assert first == (1, DEFAULT.probe.first_warmup_s, DEFAULT.probe.first_step_s)
-    assert second[2] == pytest.approx(max(rule.value({"single_e2e_s": 1.0}), 2 * 2 * 1.0))
-    # At concurrency 2 the reply took 1 s (2 streams at 2 req/s): the window covers two rounds at 4.
-    assert third[2] >= 2 * 2 * 1.0
+    assert calls[0] == (1, DEFAULT.probe.first_warmup_s, DEFAULT.probe.first_step_s)
+    # Tokens count as they arrive: every further step is the rule's window on the one-stream E2E (1 s),
+    # without a warm-up, however long its replies take.
+    assert {(w, s) for _, w, s in calls[1:]} == {(0.0, rule.value({"single_e2e_s": 1.0}))}
+
+
+def test_capacity_is_the_token_rate_over_the_reply_length():
+    # A 4 s window at 1.5 req/s completes 5 or 6 whole replies (1.25 or 1.5 req/s): the tokens that
+    # arrived in it say 1.45 req/s of 100-token replies.
+    probe = ProfileProbe("p", [StepResult(4, 5, 5, 1.25, 145.0, 0.1, 2.7, 4.0, "run", 0, 100.0)])
+    assert probe.capacity_rps == pytest.approx(1.45) and probe.capacity_tokens_per_s == 145.0
+    # Without token counts (a server with neither usage nor a tokenizer): the completed replies.
+    probe = ProfileProbe("p", [StepResult(4, 5, 5, 1.25, 0.0, 0.1, 2.7, 4.0, "run")])
+    assert probe.capacity_rps == 1.25
+
+
+def test_probe_stops_at_the_servers_admission_limit():
+    # v1.2.0 as shipped: at most 10 streams; at 16 users the server refuses the rest.
+    def run(name, concurrency, warmup_s, window_s):
+        rps = min(1.0 * concurrency, 6.0)
+        return step(concurrency, rps, e2e_s=concurrency / rps, rejections=max(0, concurrency - 10) * 50)
+
+    result = probe_profile("capped", DEFAULT.probe, run, lambda _: None)
+    assert [s.concurrency for s in result.steps] == [1, 2, 4, 8, 16]
+    keep_going = DEFAULT.probe.model_copy(update={"stop_on_refusals": False})
+    assert probe_profile("capped", keep_going, run, lambda _: None).steps[-1].concurrency == 32
+
+
+def test_quick_probe_grows_by_four_and_stops_at_the_first_flat_step():
+    quick = DEFAULT.quick_form().probe
+    run, calls = fake_runner(capacity_rps=1.0, per_stream_rps=1.0)
+    probe_profile("serial", quick, run, lambda _: None)
+    assert [c for c, _, _ in calls] == [1, 4]
+    run, calls = fake_runner(capacity_rps=3.0, per_stream_rps=1.0)  # saturated from 3 streams
+    probe_profile("batching", quick, run, lambda _: None)
+    assert [c for c, _, _ in calls] == [1, 4, 16]
 
 
 def test_probe_repeats_a_first_step_with_too_few_replies():
@@ -262,3 +303,17 @@ def test_report_only_writes_curves_knees_and_headline(tmp_path, capsys):
     assert "0.50 req/s (~20)" in printed
     report_md = (out / "report" / "report.md").read_text()
     assert "Campaign 'default': v1.1.1 vs v1.2.0" in report_md and "Target " not in report_md
+
+
+def test_step_throughput_counts_from_the_first_token():
+    import numpy as np
+
+    from orchestrate.probe import steady_tokens_per_s
+
+    # 16 streams prefilled together: nothing for 1.5 s, then 100 tokens/s until the window's end at 4 s.
+    times = 1.5 + np.arange(250) / 100
+    tokens = np.ones(250)
+    assert steady_tokens_per_s(times, tokens, 0.0, 4.0) == pytest.approx(100, rel=0.01)
+    # Counted from the window's start instead, the same tokens read 62.5 tok/s.
+    assert tokens[times < 4.0].sum() / 4.0 == pytest.approx(62.5, rel=0.01)
+    assert steady_tokens_per_s(np.empty(0), np.empty(0), 0.0, 4.0) == 0.0
