@@ -196,10 +196,10 @@ class QuickSpec(Strict):
     """What --quick changes (the same rules, fewer and shorter runs)."""
 
     points: int = Field(3, ge=2)
-    max_window_s: float = Field(6.0, gt=0)
+    max_window_s: float = Field(5.0, gt=0)
     min_window_s: float = Field(4.0, gt=0)
     min_requests_per_point: int = Field(12, ge=1)
-    warmup_s_at_most: float = Field(1.5, ge=0)
+    warmup_s_at_most: float = Field(1.0, ge=0)
     first_step_s: float = Field(4.0, gt=0)
     # The server's two warm-up requests have compiled the kernels already; the full form adds 2 s more.
     first_warmup_s: float = Field(0.0, ge=0)
