@@ -184,7 +184,9 @@ def summarize(
             summary,
             CUT_REQUESTS,
             f"{counts['cut']} request(s) were still in flight when the run ended (outcome 'cut'); they count "
-            "as attempted and not successful. Give --stop-timeout at least --request-timeout-s",
+            "as attempted and not successful: the server had not answered them within the run and its "
+            "stop timeout (a server past capacity does this; --stop-timeout up to --request-timeout-s "
+            "lets them end)",
         )
     if requested_rate_per_s:
         summary["arrival"] = _arrival_check(summary, records, requested_rate_per_s, due_slots, users, cpu)
