@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from reports.knee import Knee
-from reports.plots import OUTCOME_COLORS, PLAIN, label_colors, save
+from reports.plots import OUTCOME_COLORS, PLAIN, PLAIN_MINOR, label_colors, save
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def curves_figure(
     for ax in (ttft, e2e):
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(PLAIN)
-        ax.yaxis.set_minor_formatter(PLAIN)
+        ax.yaxis.set_minor_formatter(PLAIN_MINOR)
         ax.tick_params(axis="y", which="minor", labelsize=7)
     fig.suptitle(
         "Per profile against offered load; dotted verticals: the load where each profile's knee is passed "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -51,6 +52,17 @@ plt.rcParams.update(
 
 
 PLAIN = FuncFormatter(lambda value, _pos: f"{value:g}")  # 2000, not 2x10^3, on log axes
+
+
+def _two_and_five(value: float, _pos) -> str:
+    # Minor ticks of a log axis: label only 2x and 5x each decade, so that 60, 70, 80, 90 do not overlap.
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
+    return f"{value:g}" if round(mantissa) in (2, 5) and abs(mantissa - round(mantissa)) < 1e-6 else ""
+
+
+PLAIN_MINOR = FuncFormatter(_two_and_five)  # minor labels on log axes, 2x and 5x only
 
 
 def label_colors(labels: Sequence[str]) -> dict[str, str]:

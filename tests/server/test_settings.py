@@ -133,3 +133,27 @@ def test_server_prints_the_warnings_and_runs_unlimited(tmp_path):
     assert health["models"]["tiny-llama"]["limiter"] is None
     warnings = [line for line in log.read_text().splitlines() if "DEPRECATION WARNING" in line]
     assert len(warnings) == 3
+
+
+def changed_leaves(a: dict, b: dict, prefix: str = "") -> set[str]:
+    keys = set(a) | set(b)
+    out: set[str] = set()
+    for key in keys:
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            out |= changed_leaves(left, right, f"{prefix}{key}.")
+        elif left != right:
+            out.add(f"{prefix}{key}")
+    return out
+
+
+@pytest.mark.parametrize(
+    "variant", sorted((REPO_ROOT / "benchmarks" / "configs").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_benchmark_configs_change_one_knob_of_runtime_yaml(variant):
+    # benchmarks/server_vs_engine.py --config compares policies: a variant that drifts from runtime.yaml in
+    # more than its one knob would measure the drift too.
+    base = load_settings(RUNTIME_CONFIG).model_dump()
+    changed = changed_leaves(base, load_settings(variant).model_dump())
+    assert len(changed) == 1, changed
+    assert variant.read_text().splitlines()[0].startswith(f"# config/runtime.yaml with {changed.pop()}:")
