@@ -59,7 +59,7 @@ class EngineSettings(Strict):
     prefill_step_size: int = Field(2048, ge=16)
     max_kv_size: int | None = Field(None, ge=16)
     # Scheduling (docs/operations.md, "Scheduling"). At most this many sequences in the batch (prefilling
-    # or decoding); later requests wait in the worker's FIFO. null: max_batch_size; "auto": the largest
+    # or decoding); later requests wait in the worker's FIFO. null: max_batch_size; "auto": the smallest
     # batch size whose decode tok/s, timed at start on this machine, is within 5% of the best.
     decode_batch_cap: int | Literal["auto"] | None = None
     # With sequences decoding, hold a new arrival up to this long so that arrivals join (and are

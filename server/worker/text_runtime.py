@@ -429,8 +429,10 @@ class BatchRuntime:
 
 # Batch sizes tried by engine.decode_batch_cap: auto (up to max_batch_size, which is always tried).
 CALIBRATION_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-# Sizes whose decode throughput is within this fraction of the best count as equally good; the largest
-# of them is the cap, so that more requests decode at once (lower TTFT) while throughput holds.
+# Sizes whose decode throughput is within this fraction of the best count as equally good; the smallest
+# of them is the cap: more sequences in the batch would add no throughput, only time per token for every
+# one of them. Past capacity that is what lets admitted requests finish before their clients give up
+# (measured: README "Benchmark", the decode batch cap past capacity).
 CALIBRATION_TOLERANCE = 0.05
 # Each size decodes for at least this long (and at least CALIBRATION_MIN_STEPS steps) to be timed.
 CALIBRATION_WINDOW_S = 0.15
@@ -451,9 +453,9 @@ class Calibration:
 
 
 def choose_decode_cap(tok_s_by_size: dict[int, float], tolerance: float = CALIBRATION_TOLERANCE) -> int:
-    """The largest batch size whose decode throughput is within `tolerance` of the best one measured."""
+    """The smallest batch size whose decode throughput is within `tolerance` of the best one measured."""
     best = max(tok_s_by_size.values())
-    return max(size for size, tok_s in tok_s_by_size.items() if tok_s >= (1.0 - tolerance) * best)
+    return min(size for size, tok_s in tok_s_by_size.items() if tok_s >= (1.0 - tolerance) * best)
 
 
 def calibration_sizes(max_batch_size: int) -> list[int]:
@@ -494,7 +496,7 @@ def calibrate_decode_cap(runtime: BatchRuntime) -> Calibration:
     or two for the tiny model); vision runtimes are not calibrated and keep max_batch_size."""
     options = runtime.options
     if type(runtime).make_generator is not BatchRuntime.make_generator:
-        log.warning("engine.decode_batch_cap: auto is for text models; using max_batch_size")
+        log.info("engine.decode_batch_cap: auto measures text models only; this one keeps max_batch_size")
         return Calibration({}, options.max_batch_size)
     prompt = list(runtime.tokenizer.encode(CALIBRATION_PROMPT))
     sizes = calibration_sizes(options.max_batch_size)
