@@ -4,11 +4,13 @@ tiny model, distinct prompts, side by side in one run.
 
     python benchmarks/server_vs_engine.py [--quick] [--repeats 2] [--tokens 128]
         [--concurrency 1 2 4 8 16 32 48] [--load 0.5 0.8 1.0 1.25 1.5] [--config config/runtime.yaml ...]
+        [--variant benchmarks/configs/scheduling-auto.yaml ...]
 
 Closed loop: N users, each sends `--rounds` requests back to back. Open loop: Poisson arrivals (fixed seed)
 at multiples of the capacity measured in this run (the engine's best closed-loop tok/s / tokens per
 request), `--open-requests` requests per point. Each point runs every system in turn (rotated order),
-repeated; each figure is the median over the repeats. Several `--config` files compare server policies.
+repeated; each figure is the median over the repeats. Several `--config` files compare server configs;
+each `--variant` (an overlay of one knob, `benchmarks/configs/*.yaml`) runs over the first `--config`.
 
 Every request is fixed-length: `ignore_eos` for our server, a -100 logit bias on EOS for mlx_lm.server,
 no stop tokens for the in-process engine. Figures are printed, not asserted: they depend on the machine.
@@ -306,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="runs per point and system (2)")
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--config", type=Path, nargs="+", default=[REPO_ROOT / "config" / "runtime.yaml"])
+    parser.add_argument(
+        "--variant", type=Path, nargs="+", default=[], help="overlays applied over the first --config"
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip mlx_lm.server")
     args = parser.parse_args(argv)
     quick = {"concurrency": [1, 2, 8, 32], "load": [0.7, 1.0, 1.5], "tokens": 64, "rounds": 1}
@@ -315,18 +320,21 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    for path in args.config:
-        if not path.is_file():
-            parser.error(f"--config {path}: no such file")
+    for option, paths in (("--config", args.config), ("--variant", args.variant)):
+        for path in paths:
+            if not path.is_file():
+                parser.error(f"{option} {path}: no such file")
 
     model_dir = build_embedded_model()
     eos_id = json.loads((model_dir / "config.json").read_text())["eos_token_id"]
     engine = InProcessEngine(model_dir)
-    ours = [f"ours[{p.stem}]" if len(args.config) > 1 else "ours" for p in args.config]
+    # (config, overlay) per server: every --config alone, then each --variant over the first --config.
+    servers = [(path, None) for path in args.config] + [(args.config[0], v) for v in args.variant]
+    ours = [f"ours[{(v or p).stem}]" if len(servers) > 1 else "ours" for p, v in servers]
     with contextlib.ExitStack() as stack:
         urls = {
-            name: (stack.enter_context(running_server(p)), "tiny-llama")
-            for name, p in zip(ours, args.config, strict=True)
+            name: (stack.enter_context(running_server(p, profile=v)), "tiny-llama")
+            for name, (p, v) in zip(ours, servers, strict=True)
         }
         if not args.no_peer:
             urls[PEER] = (stack.enter_context(peer_server(model_dir)), str(model_dir))

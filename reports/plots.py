@@ -59,7 +59,7 @@ def _two_and_five(value: float, _pos) -> str:
     if value <= 0:
         return ""
     mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
-    return f"{value:g}" if round(mantissa) in (2, 5) and abs(mantissa - round(mantissa)) < 1e-6 else ""
+    return f"{value:g}" if any(math.isclose(mantissa, m) for m in (2, 5)) else ""
 
 
 PLAIN_MINOR = FuncFormatter(_two_and_five)  # minor labels on log axes, 2x and 5x only
