@@ -5,7 +5,12 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-ArrivalMode = Literal["constant", "poisson"]
+ArrivalMode = Literal["constant", "poisson", "poisson-exact"]
+OPEN_LOOP_MODES: tuple[str, ...] = ("constant", "poisson", "poisson-exact")
+# poisson-exact: the arrivals due by the end of segment k are exactly round(rate x (k+1) x SEGMENT_S).
+# Short enough that any measured window made of whole segments offers the planned rate to within one
+# arrival; long enough to hold several arrivals at the sweep's lowest rates, so the times stay random.
+EXACT_SEGMENT_S = 5.0
 
 
 class ArrivalSchedule:
@@ -30,15 +35,37 @@ class ArrivalSchedule:
             raise ValueError("rate_per_s must be positive")
         if not 0 <= shard < shards:
             raise ValueError("shard must be in [0, shards)")
-        if mode not in ("constant", "poisson"):
+        if mode not in OPEN_LOOP_MODES:
             raise ValueError(f"unknown arrival mode {mode!r}")
         self.mode = mode
         self.rate_per_s = rate_per_s
         self.start_ts_s = start_ts_s
         self._shard, self._shards = shard, shards
-        self._rng = random.Random(f"{seed}-{shard}")
+        # poisson-exact draws the run-wide sequence in every shard: one seed for all of them.
+        self._rng = random.Random(f"{seed}-exact" if mode == "poisson-exact" else f"{seed}-{shard}")
         self._count = 0
-        self._next = self._constant_slot(0) if mode == "constant" else start_ts_s + self._draw()
+        self._exact = self._exact_times() if mode == "poisson-exact" else None
+        self._next = self._first()
+
+    def _first(self) -> float:
+        if self.mode == "constant":
+            return self._constant_slot(0)
+        if self._exact is not None:
+            for _ in range(self._shard):
+                next(self._exact)
+            return next(self._exact)
+        return self.start_ts_s + self._draw()
+
+    def _exact_times(self):
+        """The run-wide poisson-exact due times, in order, segment by segment."""
+        k = 0
+        while True:
+            count = round(self.rate_per_s * (k + 1) * EXACT_SEGMENT_S) - round(
+                self.rate_per_s * k * EXACT_SEGMENT_S
+            )
+            begin = self.start_ts_s + k * EXACT_SEGMENT_S
+            yield from sorted(begin + EXACT_SEGMENT_S * self._rng.random() for _ in range(count))
+            k += 1
 
     def _constant_slot(self, k: int) -> float:
         # Computed from the start, not by repeated addition: slot k of a long run does not drift.
@@ -51,7 +78,14 @@ class ArrivalSchedule:
         """Claim the next slot; slots are handed out in order, each exactly once."""
         due = self._next
         self._count += 1
-        self._next = self._constant_slot(self._count) if self.mode == "constant" else due + self._draw()
+        if self.mode == "constant":
+            self._next = self._constant_slot(self._count)
+        elif self._exact is not None:
+            for _ in range(self._shards - 1):  # the other shards' arrivals
+                next(self._exact)
+            self._next = next(self._exact)
+        else:
+            self._next = due + self._draw()
         return due
 
     def skip_until(self, ts_s: float) -> int:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from loadgen.arrivals import OPEN_LOOP_MODES
 from loadgen.images import ImageOptionError, folder_images, parse_size
 from loadgen.workloads import options as workload_options
 
@@ -81,9 +82,10 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (
         ("--arrival",),
         {
-            "choices": ["closed", "constant", "poisson", "trace"],
+            "choices": ["closed", "constant", "poisson", "poisson-exact", "trace"],
             "default": "closed",
             "help": "closed: users wait for answers (+ think time); constant/poisson: open loop at --rate; "
+            "poisson-exact: Poisson times, exactly rate x 5 s arrivals in every 5 s; "
             "trace: open loop on the --trace file's timestamps",
         },
     ),
@@ -228,7 +230,7 @@ class LoadSettings:
 
     def problems(self) -> list[str]:
         out = []
-        if self.arrival in ("constant", "poisson") and not (self.rate and self.rate > 0):
+        if self.arrival in OPEN_LOOP_MODES and not (self.rate and self.rate > 0):
             out.append(f"--arrival {self.arrival} needs --rate > 0")
         if self.max_tokens < 1:
             out.append("--max-tokens must be at least 1")

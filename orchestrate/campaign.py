@@ -27,7 +27,7 @@ class LoadSpec(Strict):
     scenario: str = "ChatStreamUser"
     users: int = Field(ge=1, le=4096)
     spawn_rate: float | None = Field(None, gt=0)  # default: every user at once
-    arrival: Literal["closed", "constant", "poisson"] = "closed"
+    arrival: Literal["closed", "constant", "poisson", "poisson-exact"] = "closed"
     rate: float | None = Field(None, gt=0)
     seed: int = 0  # prompts and Poisson arrivals: the same for every profile and repeat
     warmup_s: float = Field(0.0, ge=0)  # excluded from the results, before the measured window
@@ -134,6 +134,10 @@ class ProfileSpec(Strict):
     server: dict[str, Any] = {}  # merged over the profile, section by section
     load: dict[str, Any] = {}  # merged over the campaign's load for this profile
     guide: GuideFigures | None = None
+    search_guide_mix: bool = False  # the sweep searches the load where this profile shows the guide's mix
+    # Fixed server values that go with the derived ones (and, like them, not with --real-limits), in the
+    # same dotted form: e.g. v1.1.1's queue depth.
+    derive_values: dict[str, int] = {}
     # Server keys derived from the probe (sweep campaigns): dotted key -> rule; `*` in a key stands for
     # every tier of model_concurrency_limiter.tier_limits. Values are rounded to integers.
     derive: dict[str, Rule] = {}
@@ -141,7 +145,8 @@ class ProfileSpec(Strict):
 
 class ProbeSpec(Strict):
     """The capacity probe: per profile, a closed loop at concurrency 1, then x`growth` per step, until the
-    served token rate stops rising (a step that adds less than `rise_below` of the best so far)."""
+    served token rate stops rising: a step that adds less than `rise_below` of the best so far, or whose
+    interval does not reach above the best's estimate, is flat; `patience` flat steps end the probe."""
 
     first_step_s: float = Field(8.0, gt=0)  # the one-stream step (nothing is known yet to size it)
     first_warmup_s: float = Field(2.0, ge=0)  # before it: the first requests compile kernels
@@ -149,13 +154,10 @@ class ProbeSpec(Strict):
     step_s: Rule  # the window of each further step (tokens count as they arrive: no whole replies needed)
     growth: int = Field(2, ge=2, le=16)  # concurrency multiplier from one step to the next
     max_concurrency: int = Field(64, ge=1)
-    rise_below: float = Field(0.10, ge=0)
+    rise_below: float = Field(0.05, ge=0)
     # Steps in a row without that rise before the probe stops: batching often gains nothing at 2
     # streams (prefill and decode compete) and only pays from 4 or 8.
-    patience: int = Field(2, ge=1)
-    # A step whose E2E p50 passes this multiple of the one-stream E2E also ends the probe: replies wait in
-    # a queue, so a further doubling adds queueing, not throughput.
-    max_e2e_multiple: float = Field(8.0, gt=1)
+    patience: int = Field(3, ge=1)
     # A step in which the server refused requests (429/503) ends it too: that is the profile's admission
     # limit (v1.2.0's 10 streams), and more users would only retry into a storm of refusals.
     stop_on_refusals: bool = True
@@ -169,37 +171,40 @@ class SloSpec(Strict):
 
 
 class SweepSpec(Strict):
-    """Open-loop Poisson rates from `lowest` to `highest` (geometric spacing), the same seeded schedule
-    for every profile at each rate; the comparison point is the sweep rate nearest `comparison`."""
+    """Open-loop rates from `lowest` to `highest` (geometric spacing), each an exact Poisson schedule
+    (poisson-exact) shared by every profile; then knee bisection and the search for the guide's mix."""
 
-    points: int = Field(6, ge=2, le=30)
+    points: int = Field(4, ge=2, le=30)
     lowest: Rule
     highest: Rule
-    comparison: Rule
-    # Each point's measured window holds at least this many arrivals (window = min_requests_per_point /
-    # rate, the rate being a multiple of the probed capacity): a window of 5-15 requests let Poisson noise
-    # show more served than offered. Bounded by the time budget: at least min_window_s (a few service
-    # times at high rates) and at most max_window_s; a point the upper bound keeps short is reported.
+    comparison: Rule  # the headline's load when no guide mix is searched (e.g. --url)
+    # A run's length before the budget scales it: long enough for `min_requests_per_point` arrivals and
+    # at least `min_window_s` (past capacity a queue must fill before anything is steady), at most
+    # `max_window_s`. MSER-5 then drops the unsettled start (reports.point_figures).
     min_requests_per_point: int = Field(30, ge=1)
-    min_window_s: float = Field(8.0, gt=0)
-    max_window_s: float = Field(60.0, gt=0)
-    warmup_s: Rule
+    min_window_s: float = Field(24.0, gt=0)
+    max_window_s: float = Field(90.0, gt=0)
     request_timeout_s: Rule  # the client's deadline for one reply
-    stop_timeout_s: Rule  # how long in-flight requests may finish after the window
+    stop_timeout_s: Rule  # how long in-flight requests may finish after the run
     users_headroom: float = Field(1.5, ge=1)  # users = ceil(rate x request timeout x headroom): never behind
     max_users: int = Field(2048, ge=1)
-    follow_share: float = Field(0.9, gt=0, le=1)  # knee: served/offered falls below this...
-    slo_attainment: float = Field(0.9, gt=0, le=1)  # ...or the share of requests within the SLO does
+    follow_share: float = Field(0.9, gt=0, le=1)  # a point holds: served/offered at least this...
+    slo_attainment: float = Field(0.9, gt=0, le=1)  # ...and this share within the SLO (with confidence)
+    knee_steps: int = Field(1, ge=0, le=8)  # bisection runs per profile between holds and breaks
+    guide_steps: int = Field(3, ge=0, le=8)  # runs of the guide profile searching the guide's mix
+    target_half_width: float = Field(0.08, gt=0, lt=0.5)  # success share's half-width a point aims at
+    budget_min: float = Field(15.0, gt=0)  # the whole reproduction, probe included
 
 
 class QuickSpec(Strict):
     """What --quick changes (the same rules, fewer and shorter runs)."""
 
     points: int = Field(3, ge=2)
-    max_window_s: float = Field(5.0, gt=0)
-    min_window_s: float = Field(4.0, gt=0)
+    budget_min: float = Field(4.0, gt=0)
+    min_window_s: float = Field(10.0, gt=0)
     min_requests_per_point: int = Field(12, ge=1)
-    warmup_s_at_most: float = Field(1.0, ge=0)
+    knee_steps: int = Field(0, ge=0)
+    guide_steps: int = Field(1, ge=0)
     first_step_s: float = Field(4.0, gt=0)
     # The server's two warm-up requests have compiled the kernels already; the full form adds 2 s more.
     first_warmup_s: float = Field(0.0, ge=0)
@@ -267,14 +272,14 @@ class Campaign(Strict):
                 "patience": q.patience,
             }
         )
-        warmup_cap_s = min(self.sweep.warmup_s.at_most or q.warmup_s_at_most, q.warmup_s_at_most)
         sweep = self.sweep.model_copy(
             update={
                 "points": q.points,
-                "max_window_s": q.max_window_s,
+                "budget_min": q.budget_min,
                 "min_window_s": q.min_window_s,
                 "min_requests_per_point": q.min_requests_per_point,
-                "warmup_s": self.sweep.warmup_s.model_copy(update={"at_most": warmup_cap_s}),
+                "knee_steps": q.knee_steps,
+                "guide_steps": q.guide_steps,
             }
         )
         return self.model_copy(update={"probe": probe, "sweep": sweep, "name": f"{self.name} (quick)"})
@@ -324,8 +329,8 @@ TIERS = ("30B+", "13-27B", "7-13B", "3-7B", "<3B")
 def derived_overrides(spec: ProfileSpec, quantities: dict[str, float]) -> dict[str, Any]:
     """The profile's `derive` rules evaluated on the probed quantities, as a nested server mapping."""
     out: dict[str, Any] = {}
-    for dotted, rule in spec.derive.items():
-        value = max(1, round(rule.value(quantities)))
+    values = {key: max(1, round(rule.value(quantities))) for key, rule in spec.derive.items()}
+    for dotted, value in {**spec.derive_values, **values}.items():
         keys = [dotted.replace("*", tier) for tier in TIERS] if "*" in dotted else [dotted]
         for key in keys:
             node = out

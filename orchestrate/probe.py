@@ -46,6 +46,9 @@ class StepResult:
     run_dir: str
     rejections: int = 0  # refused by the server (429/503): its admission limit was reached
     output_tokens_per_reply: float | None = None  # mean over the successes
+    # 95 % interval of output_tokens_per_s: batch means over the window (reports.intervals)
+    output_tokens_per_s_low: float | None = None
+    output_tokens_per_s_high: float | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +77,14 @@ class ProfileProbe:
     @property
     def capacity_tokens_per_s(self) -> float:
         return self.best.output_tokens_per_s if self.best else 0.0
+
+    def capacity_interval_rps(self) -> tuple[float | None, float | None]:
+        """The best step's tok/s interval in replies per second."""
+        best = self.best
+        if best is None or not best.output_tokens_per_reply or best.output_tokens_per_s_low is None:
+            return None, None
+        per = best.output_tokens_per_reply
+        return best.output_tokens_per_s_low / per, (best.output_tokens_per_s_high or 0.0) / per
 
 
 @dataclass(slots=True)
@@ -107,6 +118,8 @@ class ProbeResult:
                 {
                     "name": p.name,
                     "capacity_rps": p.capacity_rps,
+                    "capacity_low_rps": p.capacity_interval_rps()[0],
+                    "capacity_high_rps": p.capacity_interval_rps()[1],
                     "capacity_output_tokens_per_s": p.capacity_tokens_per_s,
                     "saturated_at_concurrency": p.best.concurrency if p.best else None,
                     "steps": [asdict(s) for s in p.steps],
@@ -158,9 +171,10 @@ def probe_profile(
     progress: Callable[[str], None],
     e2e_hint_s: float | None = None,
 ) -> ProfileProbe:
-    """Concurrency 1, then x`growth` per step until `patience` steps in a row raise the served token rate
-    by less than `rise_below` over the best so far, a step's E2E passes `max_e2e_multiple` x the lone
-    reply's, or (`stop_on_refusals`) the server refused requests.
+    """Concurrency 1, then x`growth` per step until `patience` steps in a row do not raise the served token
+    rate: a step rises only when it beats the best so far by `rise_below` and its interval's low end is
+    above the best's estimate (saturation is a plateau within the noise, not a latency threshold; E2E
+    grows with concurrency in any closed loop), or (`stop_on_refusals`) the server refused requests.
     `e2e_hint_s` (a warm-up reply's duration) lengthens the first step to fit the wanted replies."""
     result = ProfileProbe(name)
     window_s = spec.first_step_s
@@ -198,15 +212,15 @@ def probe_profile(
             break  # nothing completed at this concurrency
         if spec.stop_on_refusals and step.rejections:
             break  # the server's admission limit: more users only add refusals
-        if step.output_tokens_per_s < best * (1 + spec.rise_below):
+        low = step.output_tokens_per_s_low
+        rises = step.output_tokens_per_s >= best * (1 + spec.rise_below) and (low is None or low > best)
+        if not rises:
             flat += 1
             if flat >= spec.patience:
                 break  # saturated: more streams no longer pay
         else:
             flat = 0
         best = max(best, step.output_tokens_per_s)
-        if step.e2e_p50_s > spec.max_e2e_multiple * first.e2e_p50_s:
-            break  # queueing: replies take many times a lone reply's time
         concurrency *= spec.growth
     return result
 

@@ -1,21 +1,25 @@
-"""The sweep of offered load: which rates, in which order, and each run's Locust load, all from the
-campaign's rules applied to the probed quantities (nothing machine-specific is written here).
+"""The sweep's plan: which rates, how long each run, and each run's Locust load, all from the campaign's
+rules applied to the probed quantities and the time left in the budget (nothing machine-specific here).
 
-Order (reports.sweep_report.run_order, which the report reads back): rate by rate, from the lowest; at
-each rate every profile once, the profile order rotating from one rate to the next, so that a slow spell
-on a shared machine does not always hit the same profile.
-Every profile gets the same seeded Poisson schedule at a given rate.
+Order: rate by rate from the lowest; at each rate every profile once, the order rotating from one rate to
+the next, so that a slow spell on a shared machine does not always hit the same profile. Every profile
+gets the same exact Poisson schedule (poisson-exact, seeded by the rate) at a given rate.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
+from loadgen.arrivals import EXACT_SEGMENT_S as SEGMENT_S
 from orchestrate import campaign as camp
-from reports.sweep_report import SweepRun
+from reports.sweep_folder import PointRun, Purpose
 
 log = logging.getLogger(__name__)
+
+RUN_OVERHEAD_GUESS_S = 6.0  # Locust's start and stop, the drain, before any run measured it
+REPORT_RESERVE_S = 40.0  # writing the report at the end
 
 
 def plan_rates(spec: camp.SweepSpec, quantities: dict[str, float]) -> list[float]:
@@ -28,23 +32,61 @@ def plan_rates(spec: camp.SweepSpec, quantities: dict[str, float]) -> list[float
     return [round(low * ratio**i, 4) for i in range(spec.points)]
 
 
-def comparison_point(rates: list[float], spec: camp.SweepSpec, quantities: dict[str, float]) -> int:
-    """The index of the sweep rate nearest (on a log scale) the comparison rule's rate."""
-    target = spec.comparison.value(quantities)
-    return min(range(len(rates)), key=lambda i: abs(math.log(rates[i] / target)))
-
-
-def window_s(spec: camp.SweepSpec, rate_per_s: float) -> float:
-    """Long enough for `min_requests_per_point` expected arrivals at this rate (itself derived from the
-    probed capacity), within the budget's bounds [min_window_s, max_window_s]."""
+def base_window_s(spec: camp.SweepSpec, rate_per_s: float) -> float:
+    """A run's length before the budget scales it: `min_requests_per_point` arrivals, within bounds."""
     return min(max(spec.min_requests_per_point / rate_per_s, spec.min_window_s), spec.max_window_s)
 
 
-def short_windows(spec: camp.SweepSpec, rates: list[float]) -> dict[int, float]:
-    """The points (index -> expected arrivals, rate x window) whose window max_window_s keeps below
-    min_requests_per_point: their figures rest on fewer requests than the campaign asks for."""
-    expected = {i: rate * round(window_s(spec, rate), 1) for i, rate in enumerate(rates)}
-    return {i: n for i, n in expected.items() if n < spec.min_requests_per_point - 0.5}
+def adaptive_runs(spec: camp.SweepSpec, profiles: int, guide: bool) -> int:
+    """Runs after the grid: knee bisection per profile, the guide search and the others at its load."""
+    return spec.knee_steps * profiles + ((spec.guide_steps + profiles - 1) if guide else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowScale:
+    """How the budget stretches or shrinks every run's base window (1: as the campaign asks)."""
+
+    factor: float
+    planned_runs: int
+    seconds_left: float
+
+    def window_s(self, spec: camp.SweepSpec, rate_per_s: float) -> float:
+        """Whole segments of the exact schedule (5 s), so that the last one is not cut short."""
+        return SEGMENT_S * max(2, math.ceil(self.factor * base_window_s(spec, rate_per_s) / SEGMENT_S))
+
+
+def fit_budget(
+    spec: camp.SweepSpec, rates: list[float], profiles: int, guide: bool, seconds_left: float
+) -> WindowScale:
+    """Scale the base windows so the grid and the adaptive runs fit in the time left (between 0.4x and
+    4x: past that, intervals are too wide to be worth a point, or the budget is better spent elsewhere)."""
+    extra = adaptive_runs(spec, profiles, guide)
+    median_base = sorted(base_window_s(spec, r) for r in rates)[len(rates) // 2]
+    planned_s = profiles * sum(base_window_s(spec, r) for r in rates) + extra * median_base
+    runs = profiles * len(rates) + extra
+    usable_s = seconds_left - REPORT_RESERVE_S - runs * RUN_OVERHEAD_GUESS_S
+    factor = min(max(usable_s / planned_s, 0.4), 4.0) if planned_s > 0 else 1.0
+    return WindowScale(round(factor, 3), runs, seconds_left)
+
+
+def grid_runs(
+    rates: list[float], profiles: list[str], seed: int, scale: WindowScale, spec: camp.SweepSpec
+) -> list[PointRun]:
+    """Rate by rate from the lowest, every profile once per rate, the order rotating."""
+    order = []
+    for i, rate in enumerate(rates):
+        shift = i % len(profiles)
+        for name in profiles[shift:] + profiles[:shift]:
+            order.append(point_run(name, rate, "grid", seed, scale.window_s(spec, rate)))
+    return order
+
+
+def point_run(profile: str, rate_per_s: float, purpose: Purpose, seed: int, window_s: float) -> PointRun:
+    # The seed follows the rate, so every profile at one rate gets the same schedule and prompts.
+    rate_seed = seed + round(rate_per_s * 1000)
+    return PointRun(
+        profile, rate_per_s, purpose, PointRun.folder_for(profile, rate_per_s, purpose), window_s, rate_seed
+    )
 
 
 def users_for(spec: camp.SweepSpec, rate_per_s: float, request_timeout_s: float) -> int:
@@ -53,18 +95,19 @@ def users_for(spec: camp.SweepSpec, rate_per_s: float, request_timeout_s: float)
 
 
 def point_load(
-    base: dict, spec: camp.SweepSpec, run: SweepRun, quantities: dict[str, float]
+    base: dict, spec: camp.SweepSpec, run: PointRun, quantities: dict[str, float]
 ) -> camp.LoadSpec:
+    """No warm-up: the report finds the steady part of the run (MSER-5) instead of guessing it."""
     timeout_s = spec.request_timeout_s.value(quantities)
     return camp.LoadSpec.model_validate(
         {
             **base,
-            "arrival": "poisson",
+            "arrival": "poisson-exact",
             "rate": run.rate_per_s,
             "users": users_for(spec, run.rate_per_s, timeout_s),
-            "seed": int(base.get("seed", 0)) + run.point,  # one schedule per rate, the same for every profile
-            "warmup_s": round(spec.warmup_s.value(quantities), 2),
-            "duration_s": round(window_s(spec, run.rate_per_s), 1),
+            "seed": run.seed,
+            "warmup_s": 0,
+            "duration_s": run.window_s,
             "request_timeout_s": round(timeout_s, 2),
             "stop_timeout_s": round(spec.stop_timeout_s.value(quantities), 2),
             "think_time_s": 0,

@@ -106,7 +106,7 @@ class RunData:
     @property
     def load(self) -> LoadPoint:
         load = self.metadata.get("load") or {}
-        if load.get("arrival") in ("constant", "poisson") and load.get("rate_per_s"):
+        if load.get("arrival") in ("constant", "poisson", "poisson-exact") and load.get("rate_per_s"):
             return LoadPoint("rate", float(load["rate_per_s"]))
         if load.get("users"):
             return LoadPoint("users", float(load["users"]))

@@ -229,6 +229,12 @@ def admission_for(settings: Settings, model: ModelSettings, name: str, parameter
         override = config.tier_limits.get(tier)
         if override:
             limits = replace(limits, **override.model_dump(exclude_none=True))
+        if config.queue_scale != 1:
+            limits = replace(
+                limits,
+                queue_depth=max(1, round(limits.queue_depth * config.queue_scale)),
+                queue_timeout_ms=max(1, round(limits.queue_timeout_ms * config.queue_scale)),
+            )
         log.info("v1.1.1 limiter for %s: tier %s (from %s), %s", name, tier, source, limits)
         return ConcurrencyLimiter(name, tier, limits, RefusalStyle(config.error_mode, config.retry_after_s))
     registry = settings.stream_registry

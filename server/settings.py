@@ -164,6 +164,11 @@ class LimiterSettings(Strict):
     # its runtime.yaml's snake_case keys were never read. runtime_yaml: that file's "M3 Max" table.
     tier_table: Literal["code_defaults", "runtime_yaml"] = "code_defaults"
     tier_limits: dict[Tier, TierLimit] = {}
+    # Multiplies every tier's queue_depth and queue_timeout_ms (after tier_limits; rounded, at least 1).
+    # Both scale together, so the timeout keeps its ratio to the time a full queue takes to drain at any
+    # service rate, and the overload shares stay those of the release; only the time the queue needs to
+    # fill (and a benchmark point to reach steady state) shrinks. 1: v1.1.1's own values.
+    queue_scale: float = Field(1.0, gt=0, le=1)
 
 
 class MlxSettings(Strict):

@@ -1,6 +1,7 @@
 """The dependency rules of the layout (docs/architecture.md), read from the source with `ast`: what each of
 our packages may import, and no import cycles. Runtime imports only: an import under `if TYPE_CHECKING:` is
-for annotations and loads nothing (reports/sweep_report.py names orchestrate's campaign types that way).
+for annotations and loads nothing; reports/ may not name orchestrate/ even there (the sweep folder is its
+only input: reports/sweep_folder.py).
 (The load generator's freedom from Locust and gevent is checked by running it: tests/loadgen/test_core.py.)
 """
 
@@ -129,6 +130,29 @@ def test_reports_import_only_run_folders_and_config_of_ours():
         and not under(i.target, *allowed)
     ]
     assert not bad, shown(bad)
+
+
+def test_reports_do_not_name_orchestration_even_for_annotations():
+    """The sweep is one concept read from one folder: reports/ computes every figure from the files that
+    orchestrate/ writes, and knows none of its types (not under TYPE_CHECKING either)."""
+    bad = []
+    for name, path in MODULES.items():
+        if not under(name, "reports") or name == FORWARDER:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            target = node.module if isinstance(node, ast.ImportFrom) else None
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [target or ""]
+            bad += [f"{name}:{node.lineno} {n}" for n in names if under(n, "orchestrate")]
+    assert not bad, bad
+
+
+def test_orchestration_modules_stay_small():
+    sizes = {
+        name: len(path.read_text().splitlines())
+        for name, path in MODULES.items()
+        if under(name, "orchestrate")
+    }
+    assert max(sizes.values()) <= 400, {n: s for n, s in sizes.items() if s > 400}
 
 
 def test_the_reproduce_forwarder_loads_orchestration_only_when_run():

@@ -14,7 +14,7 @@ from orchestrate.reproduce import main
 def test_shipped_campaigns_validate() -> None:
     default = camp.load_campaign(camp.find("default"))
     assert [p.name for p in default.profiles] == ["v1.1.1", "v1.2.0", "guide-promise"]
-    assert default.is_sweep and default.sweep.points >= 5
+    assert default.is_sweep and default.sweep.points >= 4
     assert default.profiles[0].derive  # v1.1.1's queue timeout follows the probed service time
     smoke = camp.load_campaign(camp.find("smoke"))
     assert [p.name for p in smoke.profiles] == ["v1.1.1", "v1.2.0"] and not smoke.is_sweep
@@ -28,7 +28,7 @@ def test_smoke_fits_its_budget_and_quick_shrinks_the_sweep() -> None:
     assert camp.load_campaign(camp.find("smoke")).estimated_s() <= 40
     default = camp.load_campaign(camp.find("default"))
     quick = default.quick_form()
-    assert quick.sweep.points < default.sweep.points and quick.sweep.max_window_s < default.sweep.max_window_s
+    assert quick.sweep.points < default.sweep.points and quick.sweep.budget_min < default.sweep.budget_min
     assert quick.probe.first_step_s <= default.probe.first_step_s
     assert quick.slo == default.slo  # the same rules, fewer and shorter runs
 
@@ -50,7 +50,10 @@ def test_overlay_carries_the_derived_values(tmp_path: Path) -> None:
     spec = camp.load_campaign(camp.find("default")).profiles[0]
     derived = camp.derived_overrides(spec, {"single_e2e_ms": 250.0})
     overlay = yaml.safe_load(camp.write_overlay(spec, tmp_path, derived).read_text())
-    assert overlay["model_concurrency_limiter"]["tier_limits"]["7-13B"] == {"queue_timeout_ms": 2000}
+    assert overlay["model_concurrency_limiter"]["tier_limits"]["7-13B"] == {
+        "queue_depth": 10,
+        "queue_timeout_ms": 2000,
+    }
     assert overlay["mlx"]["device_sync_every_step"] is False
 
 

@@ -49,7 +49,9 @@ TINY = {
         "min_requests_per_point": 6,
         "min_window_s": 2,
         "max_window_s": 4,
-        "warmup_s": {"of": "single_e2e_s", "times": 1, "at_most": 1},
+        "knee_steps": 0,
+        "guide_steps": 0,
+        "budget_min": 2,
         "request_timeout_s": {"of": "slo_e2e_s", "times": 3, "at_least": 5},
         "stop_timeout_s": {"of": "slo_e2e_s", "times": 1, "at_least": 2},
     },
@@ -83,9 +85,9 @@ def test_reproduce_sweeps_an_external_mlx_lm_server(tmp_path: Path) -> None:
     assert plan["targets"] == {"mlx_lm": {"url": url, "model": None}}
     probe = json.loads((out / "probe.json").read_text())
     assert [p["name"] for p in probe["profiles"]] == ["mlx_lm"] and probe["profiles"][0]["capacity_rps"] > 0
-    assert sorted(p.name for p in (out / "runs" / "sweep" / "mlx_lm").iterdir())[0].startswith("p00-")
+    assert all(p.name.startswith("grid-") for p in (out / "runs" / "sweep" / "mlx_lm").iterdir())
     sweep = json.loads((out / "sweep.json").read_text())
-    assert len(sweep["points"]) == 2 and sweep["headline"].count("mlx_lm") >= 2  # the point and the knee
+    assert len(sweep["points"]) == 2 and "Knees: mlx_lm" in sweep["headline"]
     md = (out / "report" / "report.md").read_text()
     assert md.startswith(f"# mlx_lm ({url}) across offered load")
     assert f"Target mlx_lm: the OpenAI-compatible server at {url}, started outside this run" in md

@@ -97,6 +97,14 @@ def test_v111_profile_uses_the_code_defaults_for_the_tier_from_the_name():
     assert V111_CODE_DEFAULT_TABLE["<3B"] == TierLimits(10, 50, 30000)
 
 
+def test_queue_scale_shrinks_depth_and_timeout_together_and_keeps_the_active_limit():
+    settings = profile_settings("v1.1.1", model_concurrency_limiter={"queue_scale": 0.2})
+    limiter = admission_for(settings, settings.served_models[0], "tiny-llama", int(3e6))
+    # 6 active / 30 queued / 30 s -> 6 / 6 / 6 s: the timeout is still the time 30 queued requests take
+    # at one per second, so overload shares keep v1.1.1's proportions and the queue fills 5x sooner
+    assert limiter.limits == TierLimits(6, 6, 6000)
+
+
 def test_profiles_reach_the_worker_as_released():
     old, shipped, promise = (profile_settings(p) for p in ("v1.1.1", "v1.2.0", "guide-promise"))
     # v1.1.1: serialized; force_metal_sync: true is accepted and does nothing (no per-step sync).
