@@ -167,6 +167,7 @@ def make_plan(
         guide_source=campaign.guide_source,
         rules=rules,
         budget_s=budget_s,
+        target_half_width=spec.target_half_width,
     )
 
 

@@ -1,7 +1,8 @@
 """One sweep point's figures, each with its 95 % interval, over the point's steady window only.
 
 Steady state: MSER-5 on each request's time in the system (schedule to outcome, in send order) finds
-where a filling queue stops trending; the window then starts at the next whole segment of the exact
+where a filling queue stops trending (a cut past the middle is a trend only if the halves' means differ:
+MSER-5 alone flags some short stationary runs); the window then starts at the next whole segment of the exact
 schedule (loadgen.arrivals.EXACT_SEGMENT_S), so the load it offered is the planned rate to within one
 arrival. A point whose truncation falls in the second half of the run did not settle and says so.
 
@@ -73,11 +74,27 @@ class PointFigures:
         return share.get(name) or getattr(self, name)
 
 
+def trend_between_halves(series: np.ndarray) -> bool:
+    """Do the two halves' means differ (Welch t on batch means of 5, |t| > 2.5)? MSER-5 on a short
+    stationary series sometimes cuts past the middle by chance (a quiet tail); a real trend shows here."""
+    k = len(series) // 5
+    if k < 4:
+        return True  # too short to tell: keep MSER's verdict
+    means = series[: 5 * k].reshape(k, 5).mean(axis=1)
+    first, second = means[: k // 2], means[k // 2 :]
+    spread = math.sqrt(first.var(ddof=1) / len(first) + second.var(ddof=1) / len(second))
+    if spread == 0:
+        return bool(first.mean() != second.mean())
+    return abs(second.mean() - first.mean()) / spread > 2.5
+
+
 def steady_window(run: RunData) -> tuple[SteadyState, float]:
     """MSER-5's truncation on the time in system, and the window start it gives (a segment boundary)."""
     rec = run.records.sort_values("scheduled_ts_s", kind="stable")
     in_system_s = (rec["end_ts_s"] - rec["scheduled_ts_s"]).to_numpy(dtype=float)
     steady = mser5(in_system_s)
+    if not steady.settled and not trend_between_halves(in_system_s):
+        steady = SteadyState(0, steady.n, True, "MSER-5, overruled: no trend between the halves")
     start_s = run.window_start_s
     if steady.truncate > 0 and len(rec):
         first_kept_s = float(rec["scheduled_ts_s"].iloc[min(steady.truncate, len(rec) - 1)])

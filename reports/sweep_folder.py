@@ -60,6 +60,7 @@ class SweepPlan:
     rules: list[str] = field(default_factory=list)  # how loads, windows, limits and SLOs were derived
     budget_s: float | None = None
     confidence: float = 0.95
+    target_half_width: float = 0.08  # the success share's interval half-width each point aims at
 
     @property
     def slo(self) -> Slo:

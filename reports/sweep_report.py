@@ -12,7 +12,7 @@ from pathlib import Path
 from reports import curves, html, report
 from reports import markdown as md
 from reports.errors import BadInput
-from reports.guide_match import mix_distance
+from reports.guide_match import guide_shares, mix_distance
 from reports.knee import CurvePoint, Knee, find_knee
 from reports.point_figures import PointFigures, point_figures
 from reports.runs import load_runs
@@ -122,6 +122,18 @@ def write(out: Path) -> report.Report:
             f"{len(unsettled)} point(s) did not reach steady state (the time in system still trended in the "
             f"second half of the run; their shares depend on the window): {', '.join(unsettled)}"
         )
+    wide = [
+        f"{n} at {f.offered_per_s:.2f} (+-{100 * f.shares['success'].half_width:.0f})"
+        for n, pts in points.items()
+        for f in pts.values()
+        if f.shares["success"].half_width > plan.target_half_width
+    ]
+    if wide:
+        warnings.append(
+            f"{len(wide)} point(s) did not reach the target width of the success share's interval "
+            f"(+-{100 * plan.target_half_width:.0f} points) within the budget: {', '.join(wide)}; "
+            "--budget-min lengthens every run"
+        )
     behind = [n for n, pts in points.items() for f in pts.values() if f.generator_behind]
     if behind:
         warnings.append(f"the load generator fell behind in {len(behind)} run(s)")
@@ -196,13 +208,22 @@ def headline_sentence(plan, probe, at, rate, located, distance, knees: dict[str,
     parts = []
     if located is not None and name in at:
         f = at[name]
+        mix = guide_shares(plan.guide[name]) or {}
+        inside = all(
+            f.shares[key].contains(mix[key]) for key in ("success", "rejected", "timeout") if key in mix
+        )
+        verdict = (
+            "The guide's mix lies inside this point's intervals."
+            if inside
+            else "No measured load gives the guide's mix within its intervals; this is the closest."
+        )
         parts.append(
             f"{name} comes closest to the guide's {plan.guide_mix_text()} at {rate:.2f} req/s offered "
             f"({capacity_text(rate, probe.get(name))} its probed capacity): success "
             f"{interval_text(f.shares['success'], 'pct')}, rejections "
             f"{interval_text(f.shares['rejected'], 'pct')}, timeouts "
             f"{interval_text(f.shares['timeout'], 'pct')}; {100 * distance:.0f} percentage points of "
-            f"requests away from the guide's mix (total variation distance)."
+            f"requests away from the guide's mix (total variation distance). {verdict}"
         )
     else:
         parts.append(f"At {rate:.2f} req/s offered (exact Poisson schedule, the same for every profile).")

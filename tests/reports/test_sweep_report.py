@@ -124,3 +124,12 @@ def test_report_only_writes_knees_guide_point_and_a_headline_with_intervals(tmp_
     onsets = (out / "report" / "report.md").read_text()
     assert "2.00 req/s (2.00x [1.88-2.13])" in onsets  # rejections start at 2x capacity, with its interval
     assert "| Success |" in capsys.readouterr().out
+
+
+def test_a_quiet_tail_without_a_trend_is_settled(tmp_path):
+    # Noise around 1 s, then a quiet last fifth around the same level: MSER-5 alone would cut to the quiet
+    # tail (past the middle: "not settled"); the halves' means do not differ, so there is no trend.
+    rng = np.random.default_rng(3)
+    run = run_with(tmp_path, lambda t: 1.0 + (0.01 if t > 48 else 0.6) * (rng.random() - 0.5))
+    f = point_figures(run, SLO)
+    assert f.settled and f.steady.truncate == 0 and "overruled" in f.steady.method
