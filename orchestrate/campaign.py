@@ -192,6 +192,10 @@ class SweepSpec(Strict):
     slo_attainment: float = Field(0.9, gt=0, le=1)  # ...and this share within the SLO (with confidence)
     knee_steps: int = Field(1, ge=0, le=8)  # bisection runs per profile between holds and breaks
     guide_steps: int = Field(3, ge=0, le=8)  # runs of the guide profile searching the guide's mix
+    # The guide search's runs and the other profiles' runs at the load it finds are the headline: this
+    # many times a grid run's length (past capacity, requests come in correlated runs and the shares'
+    # intervals narrow only with time).
+    guide_window_factor: float = Field(2.0, ge=1, le=4)
     target_half_width: float = Field(0.08, gt=0, lt=0.5)  # success share's half-width a point aims at
     budget_min: float = Field(15.0, gt=0)  # the whole reproduction, probe included
 

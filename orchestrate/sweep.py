@@ -39,7 +39,11 @@ def base_window_s(spec: camp.SweepSpec, rate_per_s: float) -> float:
 
 def adaptive_runs(spec: camp.SweepSpec, profiles: int, guide: bool) -> int:
     """Runs after the grid: knee bisection per profile, the guide search and the others at its load."""
-    return spec.knee_steps * profiles + ((spec.guide_steps + profiles - 1) if guide else 0)
+    return spec.knee_steps * profiles + (guide_runs(spec, profiles) if guide else 0)
+
+
+def guide_runs(spec: camp.SweepSpec, profiles: int) -> int:
+    return spec.guide_steps + profiles - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +54,10 @@ class WindowScale:
     planned_runs: int
     seconds_left: float
 
-    def window_s(self, spec: camp.SweepSpec, rate_per_s: float) -> float:
+    def window_s(self, spec: camp.SweepSpec, rate_per_s: float, times: float = 1.0) -> float:
         """Whole segments of the exact schedule (5 s), so that the last one is not cut short."""
-        return SEGMENT_S * max(2, math.ceil(self.factor * base_window_s(spec, rate_per_s) / SEGMENT_S))
+        length_s = times * self.factor * base_window_s(spec, rate_per_s)
+        return SEGMENT_S * max(2, math.ceil(length_s / SEGMENT_S))
 
 
 def fit_budget(
@@ -62,7 +67,9 @@ def fit_budget(
     4x: past that, intervals are too wide to be worth a point, or the budget is better spent elsewhere)."""
     extra = adaptive_runs(spec, profiles, guide)
     median_base = sorted(base_window_s(spec, r) for r in rates)[len(rates) // 2]
-    planned_s = profiles * sum(base_window_s(spec, r) for r in rates) + extra * median_base
+    # guide runs are longer: count each as guide_window_factor runs' worth of time
+    extra_length = extra + ((spec.guide_window_factor - 1) * guide_runs(spec, profiles) if guide else 0)
+    planned_s = profiles * sum(base_window_s(spec, r) for r in rates) + extra_length * median_base
     runs = profiles * len(rates) + extra
     usable_s = seconds_left - REPORT_RESERVE_S - runs * RUN_OVERHEAD_GUESS_S
     factor = min(max(usable_s / planned_s, 0.4), 4.0) if planned_s > 0 else 1.0

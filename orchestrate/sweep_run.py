@@ -89,13 +89,13 @@ def search_guide(runner: PointRunner, profile: str, guide: GuideMix, spec: camp.
         rate = round(next_guide_rate([(r, f.shares["success"].estimate) for r, f in seen.items()], target), 4)
         if any(abs(rate / r - 1) < 0.03 for r in seen):
             break  # the search has converged on a load already measured
-        window_s = runner.scale.window_s(spec, rate)
+        window_s = runner.scale.window_s(spec, rate, spec.guide_window_factor)
         if not runner.fits(window_s):
             runner.progress(f"guide search: no time left in the budget for {rate:.3f} req/s")
             break
         figures = runner.run(sweeping.point_run(profile, rate, "guide", runner.seed, window_s))
-        if figures is not None and figures.shares["success"].contains(target):
-            break  # the guide's success share is inside this point's interval
+        if figures is not None and figures.settled and figures.shares["success"].contains(target):
+            break  # the guide's success share is inside a settled point's interval
     seen = runner.of(profile)
     scored = {r: mix_distance({k: iv.estimate for k, iv in f.shares.items()}, guide) for r, f in seen.items()}
     scored = {r: d for r, d in scored.items() if d is not None}
@@ -227,7 +227,7 @@ def reproduce_sweep(
                 progress(f"guide mix located for {guide_spec.name} at {located:.3f} req/s")
                 for name in plan.profiles:
                     if name != guide_spec.name and (name, located) not in runner.figures:
-                        window_s = scale.window_s(spec, located)
+                        window_s = scale.window_s(spec, located, spec.guide_window_factor)
                         runner.run(sweeping.point_run(name, located, "guide", runner.seed, window_s))
         bisect_knees(runner, plan.profiles, spec)
     progress(f"{len(read_points(out))} sweep runs; writing the report (curves, knees, guide point, HTML)")
