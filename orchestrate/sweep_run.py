@@ -110,7 +110,7 @@ def bisect_knees(runner: PointRunner, profiles: list[str], spec: camp.SweepSpec)
                 spec.follow_share,
                 spec.slo_attainment,
             )
-            rate = next_rate(knee)
+            rate = next_rate(knee, min(runner.of(profile), default=0.0))
             if rate is None:
                 continue
             window_s = runner.scale.window_s(spec, rate)

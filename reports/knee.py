@@ -11,7 +11,6 @@ bisection on a log scale (`next_rate`), as GuideLLM's sweep does, instead of rea
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -114,12 +113,18 @@ def find_knee(points: Sequence[CurvePoint], follow_share: float, slo_attainment:
     return Knee(held, broke[0].rate_per_s if broke else None, broke[1] if broke else None, unsure)
 
 
-def next_rate(knee: Knee, min_ratio: float = 1.15) -> float | None:
-    """The load to try next: the geometric middle of the widest gap between the last holding load (or an
-    indeterminate one) and the first breaking one; None when the knee is already that narrow."""
-    if knee.breaks_from_rps is None or knee.holds_up_to_rps is None:
+def next_rate(knee: Knee, lowest_rps: float, min_ratio: float = 1.15) -> float | None:
+    """The load to try next: the geometric middle between the last holding load and the first breaking
+    one, unless a measured point is already near it (an indeterminate one needs more requests, not a
+    neighbour); with no holding load, half the lowest measured one, to find where the profile holds.
+    None when the knee is already narrow or nothing broke."""
+    if knee.breaks_from_rps is None:
         return None
-    edges = sorted({knee.holds_up_to_rps, *knee.between(), knee.breaks_from_rps})
-    gaps = [(b / a, a, b) for a, b in itertools.pairwise(edges)]
-    ratio, low, high = max(gaps)
-    return math.sqrt(low * high) if ratio > min_ratio else None
+    if knee.holds_up_to_rps is None:
+        return lowest_rps / 2
+    if knee.breaks_from_rps / knee.holds_up_to_rps <= min_ratio:
+        return None
+    middle = math.sqrt(knee.holds_up_to_rps * knee.breaks_from_rps)
+    if any(abs(math.log(r / middle)) < math.log(min_ratio) / 2 for r in knee.between()):
+        return None
+    return middle

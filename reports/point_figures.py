@@ -1,10 +1,11 @@
 """One sweep point's figures, each with its 95 % interval, over the point's steady window only.
 
 Steady state: MSER-5 on each request's time in the system (schedule to outcome, in send order) finds
-where a filling queue stops trending (a cut past the middle is a trend only if the halves' means differ:
-MSER-5 alone flags some short stationary runs); the window then starts at the next whole segment of the exact
-schedule (loadgen.arrivals.EXACT_SEGMENT_S), so the load it offered is the planned rate to within one
-arrival. A point whose truncation falls in the second half of the run did not settle and says so.
+where a filling queue stops trending. A cut past the middle counts as a trend only if the halves' means
+differ (MSER-5 alone flags some short stationary runs). The kept part must itself be steady: its halves
+alike, and its departure rate's interval holding the offered load (flow balance); otherwise the point
+did not settle. The window starts at the next whole segment of the exact schedule
+(loadgen.arrivals.EXACT_SEGMENT_S), so the load it offered is the planned rate to within one arrival.
 
 Methods (reports.intervals): outcome shares and SLO attainment, Wilson on the effective sample size
 (batch means of the 0/1 series: requests close in time share a queue); served rate, goodput and output
@@ -79,31 +80,38 @@ class PointFigures:
 
 
 def trend_between_halves(series: np.ndarray) -> bool:
-    """Do the two halves' means differ (Welch t on batch means of 5, |t| > 2.5)? MSER-5 on a short
-    stationary series sometimes cuts past the middle by chance (a quiet tail); a real trend shows here."""
+    """Do the two halves' means differ, both clearly (Welch t on batch means of 5, |t| > 2.5) and by more
+    than 10 % of the level? MSER-5 on a short stationary series sometimes cuts past the middle by chance
+    (a quiet tail), and keeps a part that still moves when a run ends before its queue settles."""
     k = len(series) // 5
     if k < 4:
-        return True  # too short to tell: keep MSER's verdict
+        return False  # too short to tell either way
     means = series[: 5 * k].reshape(k, 5).mean(axis=1)
     first, second = means[: k // 2], means[k // 2 :]
+    gap = abs(second.mean() - first.mean())
+    if gap <= 0.1 * abs(means.mean()):
+        return False
     spread = math.sqrt(first.var(ddof=1) / len(first) + second.var(ddof=1) / len(second))
-    if spread == 0:
-        return bool(first.mean() != second.mean())
-    return abs(second.mean() - first.mean()) / spread > 2.5
+    return spread == 0 or gap / spread > 2.5
 
 
 def steady_window(run: RunData) -> tuple[SteadyState, float]:
     """MSER-5's truncation on the time in system, and the window start it gives (a segment boundary)."""
     rec = run.records.sort_values("scheduled_ts_s", kind="stable")
     in_system_s = (rec["end_ts_s"] - rec["scheduled_ts_s"]).to_numpy(dtype=float)
+    scheduled_s = rec["scheduled_ts_s"].to_numpy(dtype=float)
     steady = mser5(in_system_s)
-    if not steady.settled and not trend_between_halves(in_system_s):
+    if not steady.settled and len(in_system_s) >= 20 and not trend_between_halves(in_system_s):
         steady = SteadyState(0, steady.n, True, "MSER-5, overruled: no trend between the halves")
     start_s = run.window_start_s
     if steady.truncate > 0 and len(rec):
-        first_kept_s = float(rec["scheduled_ts_s"].iloc[min(steady.truncate, len(rec) - 1)])
+        first_kept_s = float(scheduled_s[min(steady.truncate, len(rec) - 1)])
         segments = math.ceil((first_kept_s - start_s) / SEGMENT_S - 1e-9)
         start_s += SEGMENT_S * max(segments, 0)
+    if steady.settled and trend_between_halves(in_system_s[scheduled_s >= start_s]):
+        # What is kept still moves: e.g. an unlimited server's queue still filling, or draining once
+        # arrivals stopped at the run's end (its last requests then finish faster than in steady state).
+        steady = SteadyState(steady.truncate, steady.n, False, "MSER-5; the kept part still trends")
     return steady, start_s
 
 
@@ -143,6 +151,11 @@ def point_figures(run: RunData, slo: Slo, confidence: float = 0.95) -> PointFigu
         run.records["e2e_s"].to_numpy(dtype=float),
         slo,
     )
+    # Flow balance: in steady state requests leave (with any outcome) as fast as they arrive. Offered load
+    # outside the departure rate's interval means a backlog still growing (or draining): not settled.
+    departures = rate_interval(ends, None, start_s, end_s, confidence=confidence)
+    if not departures.contains(len(rec) / window_s):
+        settled = False
     times_s, tokens = token_arrivals(run)
     lag = (run.summary.get("schedule_lag_s") or {}).get("p95")
     codes = run.summary.get("warning_codes") or []

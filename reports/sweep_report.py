@@ -119,8 +119,8 @@ def write(out: Path) -> report.Report:
     ]
     if unsettled:
         warnings.append(
-            f"{len(unsettled)} point(s) did not reach steady state (the time in system still trended in the "
-            f"second half of the run; their shares depend on the window): {', '.join(unsettled)}"
+            f"{len(unsettled)} point(s) did not reach steady state (the time in system still trending, or "
+            f"arrivals outpacing departures; their shares depend on the run's length): {', '.join(unsettled)}"
         )
     wide = [
         f"{n} at {f.offered_per_s:.2f} (+-{100 * f.shares['success'].half_width:.0f})"

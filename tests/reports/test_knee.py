@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from reports.intervals import wilson
@@ -32,18 +30,22 @@ def test_knee_between_the_last_holding_and_the_first_breaking_load():
         knee.verdict == "located, with indeterminate points between"
         and "indeterminate at 2.00" in knee.describe()
     )
-    # bisection goes to the widest gap left: between 2.0 and 4.0
-    assert next_rate(knee) == pytest.approx(math.sqrt(8.0))
+    # the middle of 1.0-4.0 is 2.0, already measured and indeterminate: it needs more requests, not a
+    # neighbour; without it, bisection goes there
+    assert next_rate(knee, 0.5) is None
+    clear = find_knee([p for p in points if p.rate_per_s != 2.0], 0.9, 0.9)
+    assert next_rate(clear, 0.5) == pytest.approx(2.0)
 
 
 def test_knee_verdicts_at_the_edges():
     holds = [point(r, 60, 60, 60) for r in (1, 2, 3)]
     assert (
         find_knee(holds, 0.9, 0.9).verdict == "holds throughout"
-        and next_rate(find_knee(holds, 0.9, 0.9)) is None
+        and next_rate(find_knee(holds, 0.9, 0.9), 1) is None
     )
     breaks = [point(r, 10, 10, 60) for r in (1, 2, 3)]
     assert find_knee(breaks, 0.9, 0.9).verdict == "breaks throughout"
+    assert next_rate(find_knee(breaks, 0.9, 0.9), 1.0) == 0.5  # look below the sweep for a holding load
     few = [point(r, 5, 5, 5) for r in (1, 2, 3)]
     assert find_knee(few, 0.9, 0.9).verdict == "indeterminate"
     # an indeterminate lowest point does not hide the holding ones above it
@@ -53,4 +55,4 @@ def test_knee_verdicts_at_the_edges():
 
 def test_bisection_stops_when_the_bracket_is_narrow():
     knee = find_knee([point(1.0, 60, 60, 60), point(1.1, 60, 10, 60)], 0.9, 0.9)
-    assert knee.verdict == "located" and next_rate(knee) is None
+    assert knee.verdict == "located" and next_rate(knee, 1.0) is None
