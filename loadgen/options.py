@@ -12,7 +12,7 @@ from loadgen.workloads import options as workload_options
 
 DEFAULT_SCENARIO = "ChatStreamUser"
 GROUP_TITLE = "mlx-serving-bench load test"
-# Seconds between scrapes of the server's metrics: about 0.05 % of a core of our server (docs/loadtest.md).
+# Seconds between scrapes of the server's metrics: under 0.2 % of a core of our server (docs/loadtest.md).
 SERVER_METRICS_INTERVAL_S = 1.0
 GROUP_DESCRIPTION = (
     "Scenarios (pick by class name at the end of the command line): ChatStreamUser (default, streaming "

@@ -23,12 +23,8 @@ from runfolder.frame import RunData
 
 log = logging.getLogger(__name__)
 
-# (label, names: ours and vLLM's, style) of the server's gauges beside the client's requests out.
-GAUGES = (
-    ("server: in flight", ("mlxserving_requests_in_flight",), {"color": "#1565c0", "lw": 1.8}),
-    ("server: limiter active", ("mlxserving_limiter_active",), {"color": "#00838f", "ls": ":"}),
-    ("server: limiter queued", ("mlxserving_limiter_queued",), {"color": "#c62828", "ls": ":"}),
-)
+IN_FLIGHT = ("mlxserving_requests_in_flight",)
+LIMITER_ACTIVE, LIMITER_QUEUED = ("mlxserving_limiter_active",), ("mlxserving_limiter_queued",)
 RUNNING = ("mlxserving_sequences_running", "vllm:num_requests_running")
 WAITING = ("mlxserving_sequences_waiting", "vllm:num_requests_waiting")
 BATCH = ("mlxserving_batch_size",)
@@ -64,12 +60,21 @@ def _step(ax, starts: np.ndarray, values: np.ndarray, width: float | np.ndarray,
 
 
 def _concurrency(ax, run: RunData, series: ServerSeries, t: np.ndarray, edges: np.ndarray) -> None:
+    """The client's requests out against the server's in flight; a limiter's slots and queue stacked under
+    it (their sum is the limiter's share of the in-flight requests)."""
+    if series.exports(LIMITER_ACTIVE[0]):
+        active, queued = series.gauge(LIMITER_ACTIVE), series.gauge(LIMITER_QUEUED)
+        ax.fill_between(
+            t, 0, active, step="post", color="#80cbc4", alpha=0.6, lw=0, label="server: limiter active"
+        )
+        ax.fill_between(t, active, active + queued, step="post", color="#ef9a9a", alpha=0.6, lw=0,
+                        label="server: limiter queued (stacked)")  # fmt: skip
+    if series.exports(IN_FLIGHT[0]):
+        ax.step(t, series.gauge(IN_FLIGHT), where="post", color="#1565c0", lw=1.8, marker="o", ms=2.5,
+                label="server: in flight")  # fmt: skip
     width = float(edges[1] - edges[0])
     _step(ax, edges[:-1], _client_in_flight(run, edges), width, color=CLIENT_COLOR, lw=1.2,
           label="client: requests out (bin mean)")  # fmt: skip
-    for label, names, style in GAUGES:
-        if any(series.exports(n) for n in names):
-            ax.step(t, series.gauge(names), where="post", label=label, marker="o", ms=2.5, **style)
     ax.set_ylabel("requests")
     ax.set_ylim(bottom=0)
     ax.set_title("Requests in flight: the client's (mean per bin), the server's (at each scrape)", fontsize=9)
@@ -170,7 +175,9 @@ def write_server_metrics_plots(runs: Sequence[RunData], folder: Path) -> list[tu
         every = series.summary.get("interval_s")
         caption = (
             f"{run.label}: the server's metrics over the run (scraped every {every:g} s) beside the client's "
-            "view: requests in flight, arrivals and refusals per second, output tokens per second."
+            "view: requests in flight, arrivals and refusals per second, output tokens per second. The "
+            "client's series hold the measured requests only: warm-up requests (not in records.csv) still in "
+            "flight early in the window show on the server's side alone."
         )
         out.append((plots.save(server_metrics_figure(run, series), folder, stem), caption))
     return out

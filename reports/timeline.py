@@ -31,7 +31,7 @@ MAX_TOKEN_MARKS = 40_000  # chunk ticks per panel: above, every k-th chunk of ea
 PANELS_PER_FIGURE = 8
 WAITING_COLOR = "#b0bec5"  # sent -> first token, whatever the outcome
 LAG_COLOR = "#90a4ae"
-PANEL_HEIGHT_IN = 2.8
+CHUNK_TICKS_MIN_LW = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +117,19 @@ def _chunk_marks(
     return times[keep], bar[keep], stride
 
 
-def _line_width(bars: int) -> float:
-    # About 70 % of a bar's share of the panel's height, in points; at least a visible hairline.
-    return float(np.clip(0.7 * PANEL_HEIGHT_IN * 72 * 0.8 / max(bars, 1), 0.6, 9.0))
+def panel_height_in(bars: int) -> float:
+    # Taller panels for more bars: at 400 a bar keeps about half a point of height.
+    return float(np.clip(1.4 + bars * 0.009, 2.2, 5.0))
+
+
+def line_width(bars: int) -> float:
+    """A bar's thickness in points: about 70 % of its share of the panel's plotting height."""
+    return float(np.clip(0.7 * 0.8 * 72 * panel_height_in(bars) / max(bars, 1), 0.4, 9.0))
+
+
+def draws_chunk_ticks(bars: int) -> bool:
+    # Thinner bars than this (about 120 a panel) would blur the ticks into a grey smear.
+    return line_width(bars) >= CHUNK_TICKS_MIN_LW
 
 
 def _segments(x0: np.ndarray, x1: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -129,41 +139,27 @@ def _segments(x0: np.ndarray, x1: np.ndarray, y: np.ndarray) -> np.ndarray:
 def draw(ax, t: Timeline) -> None:
     """One run's bars on `ax`; rasterized in the SVG too (thousands of marks would make it megabytes)."""
     y = np.arange(t.rows.size, dtype=float)
-    lw = _line_width(t.rows.size)
+    lw = line_width(t.rows.size)
     has_first = ~np.isnan(t.first_s)
     late = t.sent_s - t.scheduled_s > 1e-3
     wait_end = np.where(has_first, t.first_s, t.end_s)
-    ax.add_collection(
-        LineCollection(
-            _segments(t.scheduled_s[late], t.sent_s[late], y[late]), colors=LAG_COLOR, lw=lw / 2, ls=":"
-        )
-    )
-    ax.add_collection(
-        LineCollection(
-            _segments(t.sent_s[has_first], wait_end[has_first], y[has_first]),
-            colors=WAITING_COLOR,
-            lw=lw,
-            rasterized=True,
-        )
-    )
-    colors = [plots.OUTCOME_COLORS.get(o, "black") for o in t.outcome]
+    lag = _segments(t.scheduled_s[late], t.sent_s[late], y[late])
+    ax.add_collection(LineCollection(lag, colors=LAG_COLOR, lw=lw / 2, ls=":", rasterized=True))
+    waiting = _segments(t.sent_s[has_first], wait_end[has_first], y[has_first])
+    ax.add_collection(LineCollection(waiting, colors=WAITING_COLOR, lw=lw, rasterized=True))
+    colors = np.array([plots.OUTCOME_COLORS.get(o, "black") for o in t.outcome])
     start = np.where(has_first, t.first_s, t.sent_s)  # no first token: the whole bar in the outcome's colour
     ax.add_collection(LineCollection(_segments(start, t.end_s, y), colors=colors, lw=lw, rasterized=True))
-    mark = max(lw * 1.3, 3.0)
-    ax.plot(
-        t.first_s[has_first], y[has_first], "|", color="black", ms=mark, mew=0.9, ls="none", rasterized=True
-    )
-    ax.plot(
-        t.token_s,
-        y[t.token_bar],
-        "|",
-        color="#263238",
-        ms=mark * 0.6,
-        mew=0.5,
-        alpha=0.6,
-        ls="none",
-        rasterized=True,
-    )
+    # A refusal lasts milliseconds: a dot at its end keeps it visible on a minutes-long axis.
+    failed = t.outcome != "success"
+    dot = max(lw * 1.4, 2.5)
+    ax.scatter(t.end_s[failed], y[failed], s=dot**2, c=colors[failed], lw=0, zorder=3, rasterized=True)
+    tick = float(np.clip(lw * 1.8, 1.2, 14.0))
+    ax.plot(t.first_s[has_first], y[has_first], "|", color="black", ms=tick, mew=min(0.9, 0.4 + lw / 8),
+            ls="none", rasterized=True)  # fmt: skip
+    if draws_chunk_ticks(t.rows.size):
+        ax.plot(t.token_s, y[t.token_bar], "|", color="#263238", ms=tick * 0.6, mew=0.5, alpha=0.6,
+                ls="none", rasterized=True)  # fmt: skip
     ax.axvline(t.window_s, color="black", lw=0.8, ls="--", alpha=0.6)
     ax.autoscale_view()
     ax.set_ylim(t.rows.size - 0.5, -0.5)  # the first request at the top
@@ -208,8 +204,9 @@ def timeline_figure(
 ) -> Figure:
     """One panel per run, stacked on a shared time axis (seconds from each run's measured window start)."""
     data = [timeline_data(r, max_requests) for r in runs]
-    fig = Figure(figsize=(11, 1.0 + PANEL_HEIGHT_IN * len(data)))
-    axes = fig.subplots(len(data), 1, sharex=True, squeeze=False)[:, 0]
+    heights = [panel_height_in(t.rows.size) for t in data]
+    fig = Figure(figsize=(11, 1.0 + sum(heights)))
+    axes = fig.subplots(len(data), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
     for i, (ax, run, t) in enumerate(zip(axes, runs, data, strict=True)):
         draw(ax, t)
         ax.set_title(titles[i] if titles else _title(run, t), fontsize=9, loc="left")
@@ -227,17 +224,19 @@ def timeline_caption(runs: Sequence[RunData], max_requests: int = MAX_REQUESTS) 
     shown = []
     for run in runs:
         n = len(run.records)
-        shown.append(
+        text = (
             f"{run.label}: {min(n, max_requests):,} of {n:,} requests, sampled evenly by send time"
             if n > max_requests
             else f"{run.label}: all {n:,} requests"
         )
+        shown.append(
+            text if draws_chunk_ticks(min(n, max_requests)) else f"{text} (too dense for chunk ticks)"
+        )
     return (
         "Per-request timeline, one panel per run on a shared time axis: each bar runs from the request's "
         "send (dotted from its due time when it left late) through its first token (black tick; grey before "
-        "it) to its end, in its outcome's colour; small ticks mark later token chunks. "
-        + "; ".join(shown)
-        + "."
+        "it) to its end, in its outcome's colour (a dot at the end of each failure); small ticks mark later "
+        "token chunks. " + "; ".join(shown) + "."
     )
 
 
