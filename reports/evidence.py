@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from runfolder.frame import RunData
+from runfolder.output_figures import WRONG_OUTPUT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class RunFigures:
     ttft_p95_s: float  # over attempted requests, failures counted as infinitely slow: may be inf
     failed_share: float  # not successful: rejected, timed out, errored, cut
     started_ts_s: float
+    # --check-outputs: wrong replies (not numerical divergence) per checked reply; None when not checked
+    wrong_output_rate: float | None = None
 
     @property
     def cut_rate(self) -> float:
@@ -115,7 +118,19 @@ def run_figures(run: RunData) -> RunFigures:
         ttft_p95_s=failure_inclusive_percentile(ttft, int(n - ok.sum()), 95),
         failed_share=float(1 - ok.sum() / n) if n else 1.0,
         started_ts_s=run.window_start_s,
+        wrong_output_rate=wrong_output_rate(run),
     )
+
+
+def wrong_output_rate(run: RunData) -> float | None:
+    """Replies under load wrong in a way numerical divergence does not explain, per checked reply
+    (records.csv output_check; runfolder/output_figures.py); None when the run did not check outputs."""
+    column = run.records["output_check"]
+    verdicts = column[column.notna()].astype(str)
+    verdicts = verdicts[verdicts != ""]
+    if verdicts.empty:
+        return None
+    return float(verdicts.isin(WRONG_OUTPUT_KINDS).sum() / len(verdicts))
 
 
 def refusals(
