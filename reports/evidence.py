@@ -44,6 +44,7 @@ SHAPE_KEYS = (
     "rate_per_s",
     "users",
     "prompt_length_method",
+    "check_outputs",  # issue 28: a few prompts reused (prefix caches hit); absent in a run means 0
 )
 # Open loop: completing fewer than this share of the offered requests per second means the server could
 # not keep up with the offered load.
@@ -183,7 +184,10 @@ def workload_shape(run: RunData) -> Shape:
     """The offered load's shape: summary.json's `workload`, else metadata.json's recorded options."""
     given = run.summary.get("workload")
     if isinstance(given, dict):
-        return Shape({k: given[k] for k in SHAPE_KEYS if given.get(k) is not None}, "workload")
+        values = {k: given[k] for k in SHAPE_KEYS if given.get(k) is not None}
+        # Written only when used: a run without it checked no outputs, so its prompts were not reused.
+        values["check_outputs"] = given.get("check_outputs") or 0
+        return Shape(values, "workload")
     meta = run.metadata
     options = meta.get("options") if isinstance(meta.get("options"), dict) else {}
     load = meta.get("load") if isinstance(meta.get("load"), dict) else {}

@@ -253,6 +253,10 @@ def test_runs_of_different_workload_shape_are_refused(tmp_path: Path, capsys) ->
     args = ["--gate", str(REPO_GATES), str(same), "--shape-of", str(ref), "--out", str(tmp_path / "o3")]
     assert gate(*args) == 2
     assert "arrival: 'closed' vs 'poisson'" in capsys.readouterr().err
+    # An output check reuses a few prompts (prefix caches hit): not the shape of a run without one.
+    checked = one_run(tmp_path / "checked", workload={**WORKLOAD, "check_outputs": 16})
+    assert gate("--gate", str(gates), str(base), str(checked), "--out", str(tmp_path / "o4")) == 2
+    assert "check_outputs: 16 vs 0" in capsys.readouterr().err  # candidate vs baseline
 
 
 # ---- latency gates that failures cannot game ----
