@@ -171,6 +171,24 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
             "help": f"seconds between scrapes of --server-metrics (default: {SERVER_METRICS_INTERVAL_S:g})",
         },
     ),
+    (
+        ("--check-outputs",),
+        {
+            "action": "store_true",
+            "help": "greedy requests (temperature 0, top_p 1) on a bounded set of prompts, each answered "
+            "alone before the clock; every reply under load is compared with that reference "
+            "(summary.json output_check)",
+        },
+    ),
+    (
+        ("--check-outputs-prompts",),
+        {
+            "metavar": "N",
+            "type": int,
+            "default": 16,
+            "help": "--check-outputs: distinct prompts, sent in turn under load (default: 16)",
+        },
+    ),
     (("--slo-ttft-ms",), {"metavar": "MS", "type": float, "help": "goodput SLO on time to first token"}),
     (("--slo-tpot-ms",), {"metavar": "MS", "type": float, "help": "goodput SLO on time per output token"}),
     (("--slo-e2e-ms",), {"metavar": "MS", "type": float, "help": "goodput SLO on end-to-end latency"}),
@@ -226,6 +244,8 @@ class LoadSettings:
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
     slo_e2e_ms: float | None = None
+    check_outputs: bool = False
+    check_outputs_prompts: int = 16
     api_key: str | None = None
     # ---- the server's metrics during the run (issue 28; loadgen.server_scrape) ----
     server_metrics: str = "auto"
@@ -277,7 +297,23 @@ class LoadSettings:
                 folder_images(self.image_dir)
         except ImageOptionError as exc:
             out.append(str(exc))
-        return out + workload_options.problems(self)
+        return out + self._check_problems() + workload_options.problems(self)
+
+    def _check_problems(self) -> list[str]:
+        """--check-outputs needs one right answer per prompt, and each prompt's body fixed in advance."""
+        if not self.check_outputs:
+            return []
+        out = []
+        if self.check_outputs_prompts < 1:
+            out.append("--check-outputs-prompts must be at least 1")
+        if self.temperature not in (None, 0.0):
+            out.append(f"--check-outputs sends temperature 0 (greedy): --temperature {self.temperature:g} "
+                       "contradicts it")  # fmt: skip
+        if self.shared_prefixes:
+            out.append("--check-outputs does not combine with --shared-prefixes (a prompt's body would vary)")
+        if self.arrival == "trace":
+            out.append("--check-outputs reuses a few prompts: it does not combine with --arrival trace")
+        return out
 
     def public(self) -> dict[str, Any]:
         """For metadata.json: everything but the API key."""

@@ -25,7 +25,7 @@ from gevent.event import Event
 from locust import events
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from loadgen import options, prepare, server_scrape, webui
+from loadgen import options, output_check, output_refs, prepare, server_scrape, webui
 from loadgen.prompts import PromptError
 from loadgen.runstate import RunState, load_prompts
 from loadgen.shards import ShardBook
@@ -68,7 +68,9 @@ def on_parser(parser, **_kw) -> None:
 @events.init.add_listener
 def on_init(environment, **_kw) -> None:
     settings = options.LoadSettings.from_options(environment.parsed_options)
-    problems = settings.problems() + workloads.class_problems(environment.user_classes or (), settings)
+    classes = environment.user_classes or ()
+    problems = settings.problems() + workloads.class_problems(classes, settings)
+    problems += output_check.class_problems(classes, settings)
     if not problems:
         try:
             load_prompts(settings)
@@ -102,10 +104,11 @@ def on_init(environment, **_kw) -> None:
         environment.loadgen_prepared = Event()
         try:
             host = environment.host or ""
-            environment.loadgen_target = prepare.prepare(settings, host, auth_headers(settings))
+            target = prepare.prepare(settings, host, auth_headers(settings))
         except prepare.NotReady as exc:
             log.error("%s", exc)
             sys.exit(2)
+        environment.loadgen_target = _with_references(environment, settings, target)
         environment.loadgen_prepared.set()
         # Loading a tokenizer blocks the event loop without yielding, and the loop's cached clock would
         # then start Locust's --run-time timer that much in the past (a 4 s run ended at once).
@@ -142,9 +145,20 @@ def _ensure_target(environment, state: RunState, model: str | None = None) -> pr
             environment.loadgen_not_ready = True  # users stop at once: no request goes out
             gevent.spawn(environment.runner.stop)
             return None
+        target = _with_references(environment, state.settings, target)
         gevent.get_hub().loop.update_now()  # a tokenizer load blocked the loop (see on_init)
         environment.loadgen_target = target
     environment.loadgen_not_ready = False
+    return target
+
+
+def _with_references(environment, settings: options.LoadSettings, target: prepare.Target) -> prepare.Target:
+    """--check-outputs: the master (or the single process) sends each check prompt alone, before the clock;
+    workers get the references with their configuration (loadgen/output_refs.py says why)."""
+    if settings.check_outputs and not isinstance(environment.runner, WorkerRunner):
+        classes = environment.user_classes or ()
+        host = environment.host or ""
+        target.outputs = output_refs.record(settings, target, classes, host, auth_headers(settings))
     return target
 
 
@@ -152,7 +166,7 @@ def _install(state: RunState, target: prepare.Target, model: str | None = None) 
     """After `state.begin`, with no yield in between: a worker's users draw prompts once it is ready.
     A worker keeps the model its master sent (`model`)."""
     state.model, state.server, state.prompts = model or target.model, target.server, target.prompts
-    state.prefixes = target.prefixes
+    state.prefixes, state.outputs = target.prefixes, target.outputs
 
 
 @events.test_start.add_listener
@@ -234,6 +248,7 @@ def _on_hello(environment, msg, **_kw) -> None:
             "shard": assignment.shard,
             "takeover": assignment.takeover,
             "model": state.model,
+            "output_check": state.outputs.to_wire() if state.outputs is not None else None,
             "worker_ts_s": msg.data["worker_ts_s"],
             "master_ts_s": time.time(),
         },
@@ -260,6 +275,12 @@ def _on_config(environment, msg, **_kw) -> None:
     state.begin(data["start_ts_s"])
     if target is not None:
         _install(state, target, model=data["model"])
+        if data.get("output_check") is not None:  # the master's references: compared here, on the worker
+            state.outputs = output_check.OutputCheck.from_wire(
+                data["output_check"],
+                ignore_eos=state.settings.ignore_eos,
+                encode=output_refs.encoder_of(target.counter),
+            )
     if data["takeover"] and state.schedule is not None:
         skipped = state.schedule.skip_until(time.time())
         log.info("took over shard %s late: %d slot(s) already past are left missed", data["shard"], skipped)

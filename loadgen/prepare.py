@@ -62,6 +62,7 @@ class Target:
     prompts: Any = None
     length_method: str = "words"
     prefixes: Any = None  # the shared-prefix pool (loadgen.workloads.shared_prefix), None when off
+    outputs: Any = None  # --check-outputs: the references (loadgen.output_check.OutputCheck), None when off
 
 
 def _probe(url: str, headers: dict[str, str], timeout_s: float) -> tuple[int, Any]:

@@ -73,6 +73,7 @@ class RunState:
     schedule: ArrivalSchedule | None = None
     prompts: SyntheticPrompts | FilePrompts | None = None
     prefixes: Any = None  # the shared-prefix pool, None when off (loadgen.workloads.shared_prefix)
+    outputs: Any = None  # --check-outputs: prompts and references (loadgen.output_check), None when off
     user_ids: itertools.count = field(default_factory=itertools.count)
     written_dirs: list[Path] = field(default_factory=list)
     write_failed: bool = False
@@ -204,6 +205,7 @@ class RunState:
             users=users,
             warmup_records=warmup,
             loadgen_processes=self.cpu,
+            output_references=self.outputs.reference_counts() if self.outputs is not None else None,
             extra={
                 "label": s.label,
                 "warmup_requests": len(warmup),
@@ -310,6 +312,8 @@ class RunState:
             "shared_prefix_tokens": s.shared_prefix_tokens if s.shared_prefixes else None,
             "trace": Path(s.trace).name if s.trace else None,
             "dataset": Path(s.dataset).name if s.dataset else None,
+            # issue 28: greedy requests on a few prompts, each sent in turn
+            "check_outputs": len(self.outputs.prompts) if self.outputs is not None else None,
         }
         return {**shape, **{k: v for k, v in extra.items() if v is not None}}
 
@@ -347,6 +351,8 @@ class RunState:
                 "workers": self.shards,  # load-generating processes (1 without --processes/--master)
             },
             "options": self.settings.public(),
+            # --check-outputs: the reference requests sent before the clock, with their outcomes and texts
+            "output_check": self.outputs.metadata() if self.outputs is not None else None,
             "workers": self.workers,  # distributed: per worker its shard, clock offset and round trip
             "loadgen_cpu": self.cpu,
             # how stream chunks were timed (loadgen.arrival): the kernel's receive stamp, or the read's return

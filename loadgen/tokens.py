@@ -69,7 +69,11 @@ class LocalTokenizer:
         self.max_model_len = int(limit) if isinstance(limit, int) and limit < 10**8 else None
 
     def count_text(self, text: str) -> int:
-        return len(self._tok.encode(text, add_special_tokens=False))
+        return len(self.encode_text(text))
+
+    def encode_text(self, text: str) -> list[int]:
+        """The token ids of text alone (no special tokens): output checks compare replies by them."""
+        return list(self._tok.encode(text, add_special_tokens=False))
 
     def count_completion_prompt(self, text: str) -> int:
         return len(self._tok.encode(text))

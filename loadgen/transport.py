@@ -11,6 +11,7 @@ import errno
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import gevent
 from geventhttpclient import HTTPClient
@@ -19,6 +20,8 @@ from geventhttpclient.url import URL
 
 from loadgen import classify
 from loadgen.arrival import StampedLines
+from loadgen.options import LoadSettings
+from loadgen.prompts import Prompt
 from loadgen.responses import StreamParser, error_info_from_bytes, judge_tokens, parse_body
 from loadgen.tokens import TokenizerError
 from runfolder.records import Outcome, RequestRecord
@@ -40,6 +43,26 @@ class RequestSpec:
     conversation_id: str | None = None
     turn_index: int | None = None
     shared_prefix_id: int | None = None
+    # --check-outputs: the index of the check prompt sent (loadgen/output_check.py), else None.
+    output_ref: int | None = None
+
+
+def common_body(settings: LoadSettings, model: str | None, stream: bool, prompt: Prompt) -> dict[str, Any]:
+    """The body fields every scenario shares (the scenario adds its own: messages, prompt, images)."""
+    body: dict[str, Any] = {"max_tokens": prompt.max_tokens or settings.max_tokens}
+    if model:
+        body["model"] = model
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    if settings.ignore_eos:
+        body["ignore_eos"] = True
+    if settings.check_outputs:
+        # Greedy, so that a prompt has one right answer (our server's default temperature is 1).
+        body["temperature"], body["top_p"] = 0.0, 1.0
+    elif settings.temperature is not None:
+        body["temperature"] = settings.temperature
+    return body
 
 
 @dataclass(slots=True)

@@ -6,15 +6,16 @@ import json
 import logging
 import random
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import gevent
 from locust import User, task
 from locust.exception import LocustError, StopUser
 
+from loadgen.options import LoadSettings
 from loadgen.plugin import auth_headers, state_of
 from loadgen.prompts import Prompt
-from loadgen.transport import Connection, RequestSpec
+from loadgen.transport import Connection, RequestSpec, common_body
 from runfolder.records import CUT_DETAIL, RequestRecord
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ class OpenAIUser(User):
     scenario: ClassVar[str] = "abstract"
     path: ClassVar[str] = "/v1/chat/completions"
     stream: ClassVar[bool] = True
+    # --check-outputs: the request depends on its prompt alone (payload ignores the user), so its reply
+    # alone can be recorded before any user exists (loadgen/output_refs.py). Scenarios that are not: False.
+    checks_outputs: ClassVar[bool] = True
 
     def __init__(self, environment) -> None:
         super().__init__(environment)
@@ -63,18 +67,14 @@ class OpenAIUser(User):
         return 0.0 if self._run.settings.open_loop else self._run.settings.think_time_s
 
     def _common(self, prompt: Prompt) -> dict[str, Any]:
-        s = self._run.settings
-        body: dict[str, Any] = {"max_tokens": prompt.max_tokens or s.max_tokens}
-        if self._run.model:
-            body["model"] = self._run.model
-        if self.stream:
-            body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
-        if s.ignore_eos:
-            body["ignore_eos"] = True
-        if s.temperature is not None:
-            body["temperature"] = s.temperature
-        return body
+        return common_body(self._run.settings, self._run.model, self.stream, prompt)
+
+    @classmethod
+    def reference_body(cls, prompt: Prompt, settings: LoadSettings, model: str | None) -> dict[str, Any]:
+        """The body `send` sends for `prompt`, built without a user (output-check references, before the
+        clock); only for `checks_outputs` scenarios, whose payload does not look at the user."""
+        no_user = cast("OpenAIUser", None)
+        return {**common_body(settings, model, cls.stream, prompt), **cls.payload(no_user, prompt)}
 
     def next_prompt(self, slot: int | None) -> Prompt:
         """This request's prompt; `slot`: the open-loop slot claimed (a trace replay's line)."""
@@ -91,7 +91,11 @@ class OpenAIUser(User):
         """After each exchange (multi-turn users keep the reply)."""
 
     def _spec(self, slot: int | None = None) -> RequestSpec:
-        prompt = self.next_prompt(slot)
+        check_index = None
+        if self._run.outputs is not None:
+            check_index, prompt = self._run.outputs.next_prompt()  # the checked prompts, in turn
+        else:
+            prompt = self.next_prompt(slot)
         body = {**self._common(prompt), **self.payload(prompt)}
         prefix_id = None
         if self._run.prefixes is not None:
@@ -110,6 +114,7 @@ class OpenAIUser(User):
             conversation_id=prompt.conversation_id,
             turn_index=prompt.turn_index,
             shared_prefix_id=prefix_id,
+            output_ref=check_index,
         )
 
     @task
@@ -140,9 +145,12 @@ class OpenAIUser(User):
         except gevent.GreenletExit:
             # Stopped by the end of the test, not by the server: an outcome of its own, still counted.
             rec = cut_record(spec, due, sent_ts_s, run.worker_id, self._user_id)
+            rec.output_check_prompt = spec.output_ref  # sent, never judged
             run.add(rec)
             self._report(rec)
             raise
+        if spec.output_ref is not None and run.outputs is not None:
+            run.outputs.apply(rec, spec.output_ref, self._conn.last_reply_text)  # after the clock stopped
         run.add(rec)
         self._report(rec)
         self.on_reply(rec, self._conn.last_reply_text)

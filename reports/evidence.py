@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from runfolder.frame import RunData
+from runfolder.output_figures import WRONG_OUTPUT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ SHAPE_KEYS = (
     "rate_per_s",
     "users",
     "prompt_length_method",
+    "check_outputs",  # issue 28: a few prompts reused (prefix caches hit); absent in a run means 0
 )
 # Open loop: completing fewer than this share of the offered requests per second means the server could
 # not keep up with the offered load.
@@ -62,6 +64,8 @@ class RunFigures:
     ttft_p95_s: float  # over attempted requests, failures counted as infinitely slow: may be inf
     failed_share: float  # not successful: rejected, timed out, errored, cut
     started_ts_s: float
+    # --check-outputs: wrong replies (not numerical divergence) per checked reply; None when not checked
+    wrong_output_rate: float | None = None
 
     @property
     def cut_rate(self) -> float:
@@ -115,7 +119,19 @@ def run_figures(run: RunData) -> RunFigures:
         ttft_p95_s=failure_inclusive_percentile(ttft, int(n - ok.sum()), 95),
         failed_share=float(1 - ok.sum() / n) if n else 1.0,
         started_ts_s=run.window_start_s,
+        wrong_output_rate=wrong_output_rate(run),
     )
+
+
+def wrong_output_rate(run: RunData) -> float | None:
+    """Replies under load wrong in a way numerical divergence does not explain, per checked reply
+    (records.csv output_check; runfolder/output_figures.py); None when the run did not check outputs."""
+    column = run.records["output_check"]
+    verdicts = column[column.notna()].astype(str)
+    verdicts = verdicts[verdicts != ""]
+    if verdicts.empty:
+        return None
+    return float(verdicts.isin(WRONG_OUTPUT_KINDS).sum() / len(verdicts))
 
 
 def refusals(
@@ -168,7 +184,10 @@ def workload_shape(run: RunData) -> Shape:
     """The offered load's shape: summary.json's `workload`, else metadata.json's recorded options."""
     given = run.summary.get("workload")
     if isinstance(given, dict):
-        return Shape({k: given[k] for k in SHAPE_KEYS if given.get(k) is not None}, "workload")
+        values = {k: given[k] for k in SHAPE_KEYS if given.get(k) is not None}
+        # Written only when used: a run without it checked no outputs, so its prompts were not reused.
+        values["check_outputs"] = given.get("check_outputs") or 0
+        return Shape(values, "workload")
     meta = run.metadata
     options = meta.get("options") if isinstance(meta.get("options"), dict) else {}
     load = meta.get("load") if isinstance(meta.get("load"), dict) else {}

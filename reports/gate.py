@@ -76,6 +76,8 @@ class AbsoluteGates(Strict):
     min_output_tokens_per_s: float | None = Field(None, ge=0)
     # Over attempted requests, failures counted as beyond any threshold (reports/evidence.py).
     max_ttft_p95_ms: float | None = Field(None, gt=0)
+    # --check-outputs runs only (else "not measured"): a fraction of the checked replies, not of attempts.
+    max_wrong_output_rate: float | None = Field(None, ge=0, le=1)
 
 
 class RelativeGates(Strict):
@@ -149,6 +151,7 @@ _ABSOLUTE = {
     "max_error_rate": ("error_rate", 100.0, "%", "max"),
     "min_output_tokens_per_s": ("output_tokens_per_s", 1.0, "tok/s", "min"),
     "max_ttft_p95_ms": ("ttft_p95_s", 1000.0, "ms", "max"),
+    "max_wrong_output_rate": ("wrong_output_rate", 100.0, "%", "max"),
 }
 # relative gate key -> figure of RunFigures
 _RELATIVE = {"max_throughput_drop_pct": "output_tokens_per_s", "max_ttft_p95_rise_pct": "ttft_p95_s"}
@@ -177,6 +180,8 @@ def absolute_checks(side: Side, gates: AbsoluteGates) -> list[Check]:
             values = [f.output_tokens_per_s for f in side.figures]
         elif metric == "ttft_p95_s":
             values = [f.ttft_p95_s for f in side.figures]
+        elif metric == "wrong_output_rate":
+            values = [f.wrong_output_rate for f in side.figures]
         else:
             values = [_rate(f, r, metric) for f, r in zip(side.figures, side.runs, strict=True)]
         shown_limit = limit * (100.0 if unit == "%" else 1.0)

@@ -38,6 +38,9 @@ _INT_FIELDS = frozenset(
         "turn_index",
         "shared_prefix_id",
         "cached_tokens",
+        "output_check_prompt",
+        "output_first_diff_chars",
+        "output_first_diff_tokens",
     }
 )
 _FLOAT_FIELDS = frozenset(

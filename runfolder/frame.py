@@ -42,6 +42,7 @@ OPTIONAL_COLUMNS = (
     "output_tokens",
     "schedule_lag_s",
     *WORKLOAD_COLUMNS,
+    "output_check",  # issue 28: the verdict of --check-outputs on a reply (text; empty when not checked)
 )
 _FLOAT_COLUMNS = (
     "scheduled_ts_s",

@@ -60,6 +60,14 @@ class RequestRecord:
     # Prompt tokens the server served from its cache (usage.prompt_tokens_details.cached_tokens);
     # None when the server did not report it (not the same as 0).
     cached_tokens: int | None = None
+    # ---- output checks (issue 28, --check-outputs; loadgen/output_check.py) ----
+    # Which check prompt was sent; the verdict on a success against that prompt's reply alone (identical,
+    # diverged, empty, truncated, overlong, foreign; None: not checked); where the reply first differs,
+    # in characters and (with a local tokenizer, both texts re-tokenized) in tokens.
+    output_check_prompt: int | None = None
+    output_check: str | None = None
+    output_first_diff_chars: int | None = None
+    output_first_diff_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FIELD_NAMES}

@@ -11,6 +11,7 @@ import numpy as np
 
 from runfolder.figures import Slo, distribution, good_mask, per_s, rate, token_arrivals
 from runfolder.figures import tokens_in_window as window_tokens
+from runfolder.output_figures import output_figures, output_warnings
 from runfolder.records import OUTCOMES, RequestRecord
 from runfolder.workload_figures import workload_figures
 
@@ -109,9 +110,12 @@ def summarize(
     warmup_records: Sequence[RequestRecord] = (),
     loadgen_processes: dict[str, dict[str, float]] | None = None,
     extra: dict[str, Any] | None = None,
+    output_references: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Summarize the measured records of a run.
 
+    `output_references`: the --check-outputs reference requests (loadgen/output_check.py); with them, or
+    with checked records, the summary gets `output_check` (runfolder/output_figures.py).
     The window defaults to [first scheduled send, last end]. Rates are fractions of attempted requests;
     output throughput counts the tokens that *arrived* inside the window (from the measured requests and
     from warm-up requests still streaming into it), divided by its duration; latencies are over successes.
@@ -192,6 +196,11 @@ def summarize(
         summary["arrival"] = _arrival_check(summary, records, requested_rate_per_s, due_slots, users, cpu)
     elif cpu is not None and (cpu["max_cpu_share_of_core"] or 0) >= CPU_LIMIT_SHARE:
         add_warning(summary, GENERATOR_BEHIND, _cpu_text(cpu) + "; latencies include the client's own delay")
+    checks = output_figures(records, output_references)
+    if checks is not None:
+        summary["output_check"] = checks
+        for code, text in output_warnings(checks):
+            add_warning(summary, code, text)
     if extra:
         summary.update(extra)
     _prompt_length_warning(summary)

@@ -4,6 +4,7 @@ evidence, 3 inconclusive; each verdict and each refusal."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -252,6 +253,10 @@ def test_runs_of_different_workload_shape_are_refused(tmp_path: Path, capsys) ->
     args = ["--gate", str(REPO_GATES), str(same), "--shape-of", str(ref), "--out", str(tmp_path / "o3")]
     assert gate(*args) == 2
     assert "arrival: 'closed' vs 'poisson'" in capsys.readouterr().err
+    # An output check reuses a few prompts (prefix caches hit): not the shape of a run without one.
+    checked = one_run(tmp_path / "checked", workload={**WORKLOAD, "check_outputs": 16})
+    assert gate("--gate", str(gates), str(base), str(checked), "--out", str(tmp_path / "o4")) == 2
+    assert "check_outputs: 16 vs 0" in capsys.readouterr().err  # candidate vs baseline
 
 
 # ---- latency gates that failures cannot game ----
@@ -271,6 +276,29 @@ def test_failed_requests_count_as_beyond_any_ttft_limit(tmp_path: Path) -> None:
     rel = gates_file(tmp_path, relative={"max_ttft_p95_rise_pct": 30}, noise=NO_PRIOR)
     base = one_run(tmp_path / "base")
     assert gate("--gate", str(rel), str(base), str(tmp_path / "cand"), "--out", str(tmp_path / "o2")) == 1
+
+
+# ---- wrong outputs (--check-outputs, issue 28) ----
+
+
+def test_wrong_outputs_are_gated_as_a_share_of_the_checked_replies(tmp_path: Path) -> None:
+    gates = gates_file(tmp_path, absolute={"max_wrong_output_rate": 0.05})
+    verdicts = ["identical"] * 6 + ["diverged"] * 3 + ["foreign"]  # 1 wrong of 10 checked
+    pairs = zip(outcome_mix(10), verdicts, strict=True)
+    records = [replace(r, output_check_prompt=0, output_check=v) for r, v in pairs]
+    write_synthetic_run(tmp_path / "wrong", records, label="v1.2.0")
+    assert gate("--gate", str(gates), str(tmp_path / "wrong"), "--out", str(tmp_path / "o1")) == 1
+    (check,) = verdict_of(tmp_path / "o1")["checks"]
+    assert check["gate"] == "max_wrong_output_rate" and check["value"] == pytest.approx(10.0)  # %
+    # divergence alone is expected under batching: it passes
+    diverged = [replace(r, output_check="diverged" if i % 2 else "identical") for i, r in enumerate(records)]
+    write_synthetic_run(tmp_path / "ok", diverged, label="v1.2.0")
+    assert gate("--gate", str(gates), str(tmp_path / "ok"), "--out", str(tmp_path / "o2")) == 0
+    # a run that did not check outputs cannot pass this gate
+    write_synthetic_run(tmp_path / "unchecked", outcome_mix(10), label="v1.2.0")
+    assert gate("--gate", str(gates), str(tmp_path / "unchecked"), "--out", str(tmp_path / "o3")) == 1
+    (check,) = verdict_of(tmp_path / "o3")["checks"]
+    assert check["detail"] == "not measured"
 
 
 # ---- diagnosis ----

@@ -16,6 +16,7 @@ from orchestrate.processes import serve
 
 FAULT_SERVER = REPO_ROOT / "tests" / "support" / "fault_server.py"
 DELAY_SERVER = REPO_ROOT / "tests" / "support" / "delay_server.py"
+SWAP_SERVER = REPO_ROOT / "tests" / "support" / "swap_server.py"
 
 
 def free_port() -> int:
@@ -26,6 +27,11 @@ def free_port() -> int:
 
 def fault_server() -> AbstractContextManager[str]:
     return serve([sys.executable, str(FAULT_SERVER), "--port", "0"])
+
+
+def swap_server() -> AbstractContextManager[str]:
+    """The FAKE server that swaps replies between concurrent requests (see swap_server.py)."""
+    return serve([sys.executable, str(SWAP_SERVER), "--port", "0"])
 
 
 def delay_server(ttft_ms: float, itl_ms: float) -> AbstractContextManager[str]:

@@ -1,0 +1,139 @@
+"""FAKE OpenAI-compatible server that gives requests each other's replies under concurrency. Not an LLM.
+
+    python tests/support/swap_server.py --port 0
+prints "FAKE swap server listening on http://127.0.0.1:PORT". A reply is `max_tokens` words made from a
+hash of the prompt (one word, one token for the FAKE /tokenize), always the same for the same prompt.
+Model `swap`: each request is held HOLD_S, and if another request with another prompt is in flight then,
+it gets that request's reply (finish_reason "length", usage right): alone it answers right, under load it
+answers with someone else's text, which `--check-outputs` must call `foreign`. Any other model never swaps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import sys
+
+from aiohttp import web
+
+try:  # run as a script (python tests/support/swap_server.py) or imported as a module
+    from fake_shapes import fake_tokenize, stream_chunk
+except ImportError:
+    from tests.support.fake_shapes import fake_tokenize, stream_chunk
+
+HOLD_S = 0.05  # long enough for concurrent users' requests to overlap
+_ids = itertools.count()
+_in_flight: dict[int, str] = {}  # request id -> its own (right) reply
+
+
+def reply_for(prompt: str, n: int) -> str:
+    """The right reply: n words of 4 hex digits, from a hash of the prompt and the word's position."""
+    words = (hashlib.sha256(f"{prompt}|{i}".encode()).hexdigest()[:4] for i in range(n))
+    return "".join(f" {w}" for w in words)
+
+
+def _prompt_of(body: dict) -> str:
+    if "messages" in body:
+        return json.dumps(body["messages"], sort_keys=True)
+    return str(body.get("prompt", ""))
+
+
+def _frame(obj: dict) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
+    body = await request.json()
+    n = int(body.get("max_tokens") or 8)
+    own = reply_for(_prompt_of(body), n)
+    me = next(_ids)
+    _in_flight[me] = own
+    try:
+        await asyncio.sleep(HOLD_S)
+        others = [text for rid, text in _in_flight.items() if rid != me and text != own]
+        text = others[0] if others and body.get("model") == "swap" else own
+        words = text.split(" ")[1:]
+        usage = {"prompt_tokens": 4, "completion_tokens": len(words)}
+        if not body.get("stream"):
+            choice = {"index": 0, "finish_reason": "length"}
+            choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+            return web.json_response({"choices": [choice], "usage": usage})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for word in words:
+            await resp.write(_frame(stream_chunk(chat, f" {word}")))
+        await resp.write(_frame(stream_chunk(chat, None, "length")))
+        await resp.write(_frame({"choices": [], "usage": usage}) + b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+    finally:
+        _in_flight.pop(me, None)
+
+
+async def _answer(request: web.Request, chat: bool) -> web.StreamResponse:
+    try:
+        return await _handle(request, chat)
+    except ConnectionResetError:
+        # The client went away (a run that ended) before aiohttp cancelled this handler: end the same way.
+        raise asyncio.CancelledError from None
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    return await _answer(request, chat=True)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _answer(request, chat=False)
+
+
+async def models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": "swap", "object": "model"}]})
+
+
+async def tokenize(request: web.Request) -> web.Response:
+    status, doc = fake_tokenize(await request.json())
+    return web.json_response(doc, status=status)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "profile": "fake-swap"})
+
+
+def create_app() -> web.Application:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/tokenize", tokenize)
+    app.router.add_get("/health", health)
+    return app
+
+
+async def _serve(host: str, port: int) -> None:
+    runner = web.AppRunner(create_app(), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    print(f"FAKE swap server listening on http://{bound_host}:{bound_port}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
