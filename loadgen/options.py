@@ -13,6 +13,8 @@ from loadgen.workloads import options as workload_options
 
 DEFAULT_SCENARIO = "ChatStreamUser"
 GROUP_TITLE = "mlx-serving-bench load test"
+# Seconds between scrapes of the server's metrics: under 0.2 % of a core of our server (docs/loadtest.md).
+SERVER_METRICS_INTERVAL_S = 1.0
 GROUP_DESCRIPTION = (
     "Scenarios (pick by class name at the end of the command line): ChatStreamUser (default, streaming "
     "chat), ChatUser (non-streaming chat), CompletionUser (streaming /v1/completions), VisionChatUser "
@@ -151,6 +153,24 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
             "help": "VisionChatUser: images per request (default: 1)",
         },
     ),
+    (
+        ("--server-metrics",),
+        {
+            "metavar": "URL|auto|off",
+            "default": "auto",
+            "help": "Prometheus endpoint to scrape during the run into server_metrics.csv (default auto: the "
+            "target's /metrics, off with a note when it does not answer Prometheus text)",
+        },
+    ),
+    (
+        ("--server-metrics-interval-s",),
+        {
+            "metavar": "S",
+            "type": float,
+            "default": SERVER_METRICS_INTERVAL_S,
+            "help": f"seconds between scrapes of --server-metrics (default: {SERVER_METRICS_INTERVAL_S:g})",
+        },
+    ),
     (("--slo-ttft-ms",), {"metavar": "MS", "type": float, "help": "goodput SLO on time to first token"}),
     (("--slo-tpot-ms",), {"metavar": "MS", "type": float, "help": "goodput SLO on time per output token"}),
     (("--slo-e2e-ms",), {"metavar": "MS", "type": float, "help": "goodput SLO on end-to-end latency"}),
@@ -207,6 +227,9 @@ class LoadSettings:
     slo_tpot_ms: float | None = None
     slo_e2e_ms: float | None = None
     api_key: str | None = None
+    # ---- the server's metrics during the run (issue 28; loadgen.server_scrape) ----
+    server_metrics: str = "auto"
+    server_metrics_interval_s: float = SERVER_METRICS_INTERVAL_S
     # ---- workloads (issue 15; loadgen.workloads.options) ----
     turns: int = 4
     turns_spread: int = 0
@@ -244,6 +267,8 @@ class LoadSettings:
             out.append("--warmup-s and --think-time-s cannot be negative")
         if self.prompt_file and not Path(self.prompt_file).is_file():
             out.append(f"--prompt-file {self.prompt_file}: no such file")
+        if self.server_metrics_interval_s <= 0:
+            out.append("--server-metrics-interval-s must be positive")
         if self.images_per_request < 1:
             out.append("--images-per-request must be at least 1")
         try:

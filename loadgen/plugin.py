@@ -9,6 +9,8 @@ Message flow in distributed mode (--processes N, or --master/--worker):
   waits for every configured worker's final batch before it writes the run folder, and names the missing
   ones in summary.json. When the master stops on --run-time it has not told workers to stop yet, so it
   sends "loadgen_stop" first.
+The server's metrics (--server-metrics) are scraped by the master or the single process only, in one
+greenlet from test_start (before any request) to test_stop (after the last one ended).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from gevent.event import Event
 from locust import events
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from loadgen import options, prepare, webui
+from loadgen import options, prepare, server_scrape, webui
 from loadgen.prompts import PromptError
 from loadgen.runstate import RunState, load_prompts
 from loadgen.shards import ShardBook
@@ -153,12 +155,6 @@ def _install(state: RunState, target: prepare.Target, model: str | None = None) 
     state.prefixes = target.prefixes
 
 
-def _resolve_model(environment, state: RunState) -> None:
-    target = _ensure_target(environment, state)
-    if target is not None:
-        _install(state, target)
-
-
 @events.test_start.add_listener
 def on_test_start(environment, **_kw) -> None:
     runner = environment.runner
@@ -176,10 +172,41 @@ def on_test_start(environment, **_kw) -> None:
         state.shards = max(len(_live_workers(runner)), 1)
         state.shard, state.workers = 0, {}
         environment.loadgen_book = ShardBook(state.shards)
+    target = _ensure_target(environment, state)  # may wait on the network: before the clock starts
+    state.scraper = _start_scraper(environment, state.settings) if target is not None else None
     state.begin(time.time())
     run_time = getattr(environment.parsed_options, "run_time", None)
     state.end_ts_s = state.start_ts_s + run_time if run_time else None
-    _resolve_model(environment, state)
+    if target is not None:
+        _install(state, target)
+
+
+def _start_scraper(environment, settings: options.LoadSettings) -> server_scrape.Scraper:
+    """The server's metrics (master or single process only): the first scrape, before any request is sent,
+    then a greenlet that scrapes every interval until the test stops."""
+    url = server_scrape.metrics_url(settings.server_metrics, environment.host or "")
+    scraper = server_scrape.Scraper(url, settings.server_metrics_interval_s)
+    environment.loadgen_scrape_loop = gevent.spawn(_scrape_every, scraper) if scraper.start() else None
+    return scraper
+
+
+def _scrape_every(scraper: server_scrape.Scraper) -> None:
+    # On a fixed grid, so that a slow scrape does not shift the later ones; one that overran skips ahead.
+    due = time.monotonic()
+    while True:
+        due = max(due + scraper.interval_s, time.monotonic())
+        gevent.sleep(due - time.monotonic())
+        scraper.scrape()
+
+
+def _stop_scraper(environment, state: RunState) -> None:
+    """Stop the periodic scrapes, then the last one (after every request has ended)."""
+    loop = getattr(environment, "loadgen_scrape_loop", None)
+    if loop is not None:
+        loop.kill(block=True, timeout=server_scrape.TIMEOUT_S + 1)
+        environment.loadgen_scrape_loop = None
+    if state.scraper is not None:
+        state.scraper.finish(gevent.sleep)
 
 
 def _live_workers(runner) -> set[str]:
@@ -297,6 +324,7 @@ def on_test_stop(environment, **_kw) -> None:
         return
     if isinstance(runner, MasterRunner):
         _await_finals(environment, runner)
+    _stop_scraper(environment, state)
     state.finish(environment)
 
 

@@ -23,6 +23,7 @@ from runfolder import metadata as meta
 from runfolder.figures import Slo
 from runfolder.folder import write_run
 from runfolder.records import RequestRecord
+from runfolder.server_metrics import SERVER_METRICS_FILE, client_counts, write_server_metrics
 from runfolder.summary import MISSING_WORKER_RECORDS, add_warning, summarize
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class RunState:
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     missing_workers: list[str] = field(default_factory=list)
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # process id -> {cpu_s, wall_s}
+    # The server's metrics (loadgen.server_scrape.Scraper), on the master or single process only.
+    scraper: Any = None
     _cpu_start: tuple[float, float] = (0.0, 0.0)
     _last_lag_warning_s: float = 0.0
 
@@ -206,6 +209,7 @@ class RunState:
                 "warmup_requests": len(warmup),
                 "after_stop_requests": after_stop,
                 "workload": self.workload(environment, users),
+                **self._server_metrics_summary(measured),
             },
         )
         summary["incomplete"] = summary["cuts"]  # the name before "cut" was an outcome; kept for readers
@@ -220,6 +224,7 @@ class RunState:
             log.warning(warning)
         path = self._target_dir()
         try:
+            self._write_server_metrics(path)
             write_run(
                 path, sorted(measured, key=lambda r: r.scheduled_ts_s), summary, self._metadata(environment)
             )
@@ -230,6 +235,30 @@ class RunState:
         self.written_dirs.append(path)
         logging.getLogger("locust.stats_logger").info("%s\nrun folder: %s\n", console_table(summary), path)
         return path
+
+    def _server_metrics_summary(self, measured: list[RequestRecord]) -> dict[str, Any]:
+        """summary.json `server_metrics`: how the scrapes went, and the client's counts of the requests that
+        records.csv leaves out (warm-up, after the stop), which the server's counters include."""
+        if self.scraper is None:
+            return {}
+        inside = {id(r) for r in measured}
+        outside = [r for r in self.records if id(r) not in inside]
+        columns = (
+            [r.outcome for r in outside],
+            [r.outcome_detail for r in outside],
+            [r.output_tokens for r in outside],
+        )
+        counts = client_counts(*columns)
+        return {"server_metrics": {**self.scraper.describe(), "client_outside_window": counts}}
+
+    def _write_server_metrics(self, path: Path) -> None:
+        """server_metrics.csv before summary.json (whose presence means the folder is complete); a stale one
+        from an earlier run in the same folder is removed."""
+        target = path / SERVER_METRICS_FILE
+        if self.scraper is not None and self.scraper.samples:
+            write_server_metrics(target, self.scraper.samples)
+        else:
+            target.unlink(missing_ok=True)
 
     def _requested_rate(self) -> float | None:
         s = self.settings

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import html, plots
+from reports import html, plots, reconcile, server_plots, timeline
 from reports import markdown as md
 from reports.aliases import alias_frame
 from reports.metrics import label_stats, runs_frame
@@ -120,7 +120,15 @@ def make_plots(runs: Sequence[RunData], tables: Tables, folder: Path) -> list[tu
                 "Throughput and latency against the offered load: the knee is where throughput stops rising.",
             )
         )
-    return out
+    return out + per_run_plots(grouped, folder)
+
+
+def per_run_plots(grouped: dict[str, list[RunData]], folder: Path) -> list[tuple[Path, str]]:
+    """The per-request timeline and the server's metrics over time, for the first run of each label."""
+    first = [runs[0] for runs in grouped.values()]
+    which = " The first run of each label is shown." if any(len(r) > 1 for r in grouped.values()) else ""
+    figures = timeline.write_timelines(first, folder) + server_plots.write_server_metrics_plots(first, folder)
+    return [(png, caption + which) for png, caption in figures]
 
 
 def to_markdown(
@@ -158,12 +166,16 @@ def build(
     frame = runs_frame(list(runs), slo)
     tables = Tables.build(frame, label_stats(frame))
     tables.write_csv(folder)
-    report = Report(folder, tables, warnings=run_warnings(runs))
+    reconciled = reconcile.reconcile_runs(runs)
+    counts_warnings = [w for r in reconciled for w in r.warnings()]
+    report = Report(folder, tables, warnings=run_warnings(runs) + counts_warnings)
     report.plots = make_plots(runs, tables, folder / "plots")
+    counts = reconcile.section(reconciled)
     sections = [
         *lead_sections,
         *tables.sections(),
         *workload_sections(runs),
+        *([counts] if counts else []),
         (
             "Metric names",
             "The same figures under the names other tools use (vLLM bench serve first).",

@@ -16,19 +16,24 @@ from runfolder.folder import (
     write_run,
 )
 from runfolder.records import OUTCOMES, RequestRecord
+from runfolder.server_metrics import SERVER_METRICS_FILE, Sample, read_server_metrics, write_server_metrics
 from runfolder.summary import SCHEMA_VERSION, summarize
 
 __all__ = [
     "OUTCOMES",
     "SCHEMA_VERSION",
+    "SERVER_METRICS_FILE",
     "RequestRecord",
     "Run",
     "RunFolderError",
+    "Sample",
     "Slo",
     "read_metadata",
     "read_records",
     "read_run",
+    "read_server_metrics",
     "read_summary",
     "summarize",
     "write_run",
+    "write_server_metrics",
 ]

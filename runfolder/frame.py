@@ -25,6 +25,8 @@ from runfolder.folder import (
     read_summary,
 )
 from runfolder.records import OUTCOMES
+from runfolder.server_metrics import COLUMNS as SERVER_METRICS_COLUMNS
+from runfolder.server_metrics import SERVER_METRICS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +188,25 @@ def read_run_frame(path: Path | str) -> RunData:
     label = str(metadata.get("label") or summary.get("label") or path.name)
     log.debug("read %s: label %s, %d records", path, label, len(records))
     return RunData(path, label, summary, metadata, records)
+
+
+def read_server_metrics_frame(path: Path | str) -> pd.DataFrame | None:
+    """A run folder's server_metrics.csv as columns (ts_s, name, labels, value); None when it has none."""
+    metrics_path = Path(path) / SERVER_METRICS_FILE
+    if not metrics_path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(
+            metrics_path,
+            dtype={"ts_s": "float64", "name": "string", "labels": "string", "value": "float64"},
+            keep_default_na=False,  # an empty labels cell is "no labels", not a missing value
+            na_values={"ts_s": [""], "value": ["", "nan"]},
+        )
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise RunFolderError(f"{metrics_path}: malformed ({exc})") from None
+    if tuple(frame.columns) != SERVER_METRICS_COLUMNS:
+        raise RunFolderError(f"{metrics_path}: not a server metrics file (columns {list(frame.columns)})")
+    return frame
 
 
 def _itl_column(run: RunData) -> pd.Series:

@@ -160,7 +160,13 @@ async def respond(
     limits = request.app[SETTINGS].limits
     started_s = time.perf_counter()
     outcome = "server_error"
-    _check_capacity(handle, limits)
+    try:
+        _check_capacity(handle, limits)
+    except APIError:
+        # Refused before admission, but a request and a rejection all the same: counted, so that the
+        # server's counters agree with a client's (reports/reconcile.py).
+        metrics.requests.labels(endpoint, "rejected").inc()
+        raise
     metrics.in_flight.labels(handle.name).inc()
     try:
         async with _admission(handle, f"Request {shapes.id}"), handle.open(fields) as worker_events:

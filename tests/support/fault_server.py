@@ -10,7 +10,9 @@ streams `max_tokens` chunks of one token each, the first A ms after the request 
 apart, on deadlines counted from the arrival (no drift from sleeping in steps). Model `serial_ms_<N>`
 serves one request at a time, N ms each: a server that saturates. GET /fake/stats reports, per request,
 what the fake itself observed (arrival, first-token write, last write) and how many requests each model
-received and completed: the counting side of the distributed test.
+received and completed: the counting side of the distributed test. GET /fake/lying_metrics is a
+Prometheus page that MISCOUNTS on purpose, in our server's metric names: every request received is counted
+as a success, none as a rejection (the reconciliation's test); /fake/stats counts its scrapes.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ _first_token_s: list[float] = []
 _timings: list[dict] = []
 _received: dict[str, int] = {}
 _completed: dict[str, int] = {}
+_metrics_scrapes = [0]  # GETs of /fake/lying_metrics
 _serial_lock = asyncio.Lock()
 
 
@@ -296,8 +299,29 @@ async def tokenize(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     return web.json_response(
-        {"first_token_s": _first_token_s, "timings": _timings, "received": _received, "completed": _completed}
+        {
+            "first_token_s": _first_token_s,
+            "timings": _timings,
+            "received": _received,
+            "completed": _completed,
+            "metrics_scrapes": _metrics_scrapes[0],
+        }
     )
+
+
+async def lying_metrics(request: web.Request) -> web.Response:
+    """Our server's counter names, wrongly kept: whatever happened to a request, it is counted a success."""
+    _metrics_scrapes[0] += 1
+    received = sum(_received.values())
+    text = (
+        "# HELP mlxserving_requests Requests by endpoint and outcome (FAKE: miscounted)\n"
+        "# TYPE mlxserving_requests counter\n"
+        f'mlxserving_requests_total{{endpoint="chat",outcome="success"}} {float(received)}\n'
+        "# HELP mlxserving_requests_in_flight Requests being answered (FAKE: always 0)\n"
+        "# TYPE mlxserving_requests_in_flight gauge\n"
+        'mlxserving_requests_in_flight{model="fake"} 0.0\n'
+    )
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def reset(request: web.Request) -> web.Response:
@@ -308,6 +332,7 @@ async def reset(request: web.Request) -> web.Response:
     _timings.clear()
     _received.clear()
     _completed.clear()
+    _metrics_scrapes[0] = 0
     return web.json_response({"ok": True})
 
 
@@ -324,6 +349,7 @@ def create_app() -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/fake/stats", stats)
     app.router.add_post("/fake/reset", reset)
+    app.router.add_get("/fake/lying_metrics", lying_metrics)
     return app
 
 
