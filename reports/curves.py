@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 SHARES = (
     ("success", "success", OUTCOME_COLORS["success"]),
     ("rejected", "rejected", OUTCOME_COLORS["rejected"]),
-    ("timeout", "timed out", OUTCOME_COLORS["timeout"]),
+    ("timeout", "timed out (server)", OUTCOME_COLORS["timeout"]),
+    ("deadline", "client deadline", "#ce93d8"),
     ("error", "error", OUTCOME_COLORS["error"]),
     ("cut", "cut at the end", "#9e9e9e"),
 )

@@ -35,7 +35,7 @@ def guide_shares(guide: GuideMix) -> dict[str, float] | None:
 
 def measured_shares(shares: dict[str, float]) -> dict[str, float]:
     out = {key: float(shares.get(key, 0.0)) for key in MIX_KEYS}
-    out["other"] = float(shares.get("error", 0.0)) + float(shares.get("cut", 0.0))
+    out["other"] = sum(float(shares.get(key, 0.0)) for key in ("error", "cut", "deadline"))
     return out
 
 

@@ -35,7 +35,10 @@ from runfolder.frame import RunData
 log = logging.getLogger(__name__)
 
 SEGMENT_S = 5.0  # loadgen.arrivals.EXACT_SEGMENT_S (reports/ does not import loadgen/)
-SHARES = ("success", "rejected", "timeout", "error", "cut")
+# "timeout" is the server's (v1.1.1's queue timeout, a 503/504): what the guide counted. "deadline" is the
+# client giving up (loadgen's client_deadline), beside it: a different failure, and never the guide's.
+SHARES = ("success", "rejected", "timeout", "deadline", "error", "cut")
+CLIENT_DEADLINE = "client_deadline"  # loadgen.classify.CLIENT_DEADLINE
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ class PointFigures:
         share = {f"{k}_rate": v for k, v in self.shares.items()}
         share["rejection_rate"] = self.shares["rejected"]
         share["cut_rate"] = self.shares["cut"]
+        share["deadline_rate"] = self.shares["deadline"]
         return share.get(name) or getattr(self, name)
 
 
@@ -126,7 +130,9 @@ def point_figures(run: RunData, slo: Slo, confidence: float = 0.95) -> PointFigu
     e2e = rec["e2e_s"].to_numpy(dtype=float)
     tpot = rec["tpot_s"].to_numpy(dtype=float) if "tpot_s" in rec else np.full(len(rec), np.nan)
     good = ok & good_mask(ttft, tpot, e2e, slo)
-    shares = {name: share_interval(outcome == name, confidence=confidence) for name in SHARES}
+    deadline = (outcome == "timeout") & (rec["outcome_detail"].to_numpy() == CLIENT_DEADLINE)
+    kinds = np.where(deadline, "deadline", outcome)
+    shares = {name: share_interval(kinds == name, confidence=confidence) for name in SHARES}
     ends = run.records["end_ts_s"].to_numpy(dtype=float)
     all_ok = (run.records["outcome"] == "success").to_numpy()
     all_good = all_ok & good_mask(

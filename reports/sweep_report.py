@@ -222,7 +222,8 @@ def headline_sentence(plan, probe, at, rate, located, distance, knees: dict[str,
             f"({capacity_text(rate, probe.get(name))} its probed capacity): success "
             f"{interval_text(f.shares['success'], 'pct')}, rejections "
             f"{interval_text(f.shares['rejected'], 'pct')}, timeouts "
-            f"{interval_text(f.shares['timeout'], 'pct')}; {100 * distance:.0f} percentage points of "
+            f"{interval_text(f.shares['timeout'], 'pct')} (the server's; client deadline "
+            f"{interval_text(f.shares['deadline'], 'pct')}); {100 * distance:.0f} percentage points of "
             f"requests away from the guide's mix (total variation distance). {verdict}"
         )
     else:
@@ -290,6 +291,7 @@ def write_json(out, plan, points, knees, rate, located, distance, sentence) -> N
                         "success_rate",
                         "rejection_rate",
                         "timeout_rate",
+                        "deadline_rate",
                         "error_rate",
                         "cut_rate",
                         "slo_attainment",

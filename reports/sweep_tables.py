@@ -22,7 +22,8 @@ HEADLINE_ROWS = (
     ("Throughput (output tok/s)", "output_tokens_per_s", "tok"),
     ("Success", "success_rate", "pct"),
     ("Rejections", "rejection_rate", "pct"),
-    ("Timeouts", "timeout_rate", "pct"),
+    ("Timeouts (the server's)", "timeout_rate", "pct"),
+    ("Client deadline (gave up)", "deadline_rate", "pct"),
     ("Errors (the guide has no such row)", "error_rate", "pct"),
     ("Cut at the end", "cut_rate", "pct"),
     ("Goodput (req/s within the SLO)", "goodput_per_s", "rps"),
@@ -34,7 +35,8 @@ HEADLINE_ROWS = (
 )
 FAILURES = (
     ("rejected", "rejections"),
-    ("timeout", "timeouts"),
+    ("timeout", "timeouts (server)"),
+    ("deadline", "client deadline"),
     ("cut", "cut at the end"),
     ("error", "errors"),
 )
@@ -107,6 +109,7 @@ def curve_frame(
                     "success": interval_text(f.shares["success"], "pct"),
                     "rejected": interval_text(f.shares["rejected"], "pct"),
                     "timed out": interval_text(f.shares["timeout"], "pct"),
+                    "deadline": interval_text(f.shares["deadline"], "pct"),
                     "cut": interval_text(f.shares["cut"], "pct"),
                     "errors": interval_text(f.shares["error"], "pct"),
                     "TTFT p50": interval_text(f.ttft_p50_s, "ms"),

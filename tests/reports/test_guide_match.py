@@ -14,7 +14,7 @@ def test_distance_is_the_share_of_requests_that_would_change_outcome():
     assert mix_distance({"success": 0.70, "rejected": 0.12, "timeout": 0.18}, GUIDE) == pytest.approx(0)
     assert mix_distance({"success": 0.70, "rejected": 0.30, "timeout": 0.0}, GUIDE) == pytest.approx(0.18)
     assert mix_distance({"success": 1.0}, GUIDE) == pytest.approx(0.30)
-    # errors and cut requests count as the guide's "other" (0 %)
+    # errors, cut requests and the client's deadline count as the guide's "other" (0 %)
     assert mix_distance(
         {"success": 0.7, "rejected": 0.12, "timeout": 0.08, "cut": 0.1}, GUIDE
     ) == pytest.approx(0.1)
