@@ -154,7 +154,8 @@ def server_chart(run: RunData, series: ServerSeries) -> go.Figure:
         )
     fig.update_xaxes(range=[float(edges[0]), float(t[-1])])
     fig.update_xaxes(
-        title="time since the start of the measured window (s); dashed: its end; grey: warm-up",
+        title="time since the start of the measured window (s); dashed: its end"
+        + ("; grey: warm-up" if edges[0] < 0 else ""),
         row=len(titles),
         col=1,
     )
