@@ -58,6 +58,9 @@ def headline_views(
 ) -> tuple[Section, Figures, dict[Path, str]]:
     """At the sweep's headline load: every profile's timeline on one time axis, each one's server metrics,
     and a table naming the runs and whether they hold server metrics (older sweep folders do not)."""
+    title = "At the headline load: per-request timeline and the server's metrics"
+    if not folders:  # no profile ran at that load (a sweep stopped early)
+        return (title, f"No run at the headline load ({rate:.2f} req/s).", pd.DataFrame()), [], {}
     runs = load_runs([out / f for f in folders.values()])
     figures, charts = write_views(runs, plots, f" At the headline load, {rate:.2f} req/s offered.")
     cells = pd.DataFrame(
@@ -78,8 +81,4 @@ def headline_views(
             else "no server-metrics figure: none of these runs scraped the server's metrics."
         )
     )
-    return (
-        ("At the headline load: per-request timeline and the server's metrics", note, cells),
-        figures,
-        charts,
-    )
+    return (title, note, cells), figures, charts

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from reports import sweep_report
+from reports import run_views, sweep_report
 from reports.compare import main as compare_main
 from reports.intervals import Interval
 from reports.sweep_folder import read_points
@@ -89,6 +89,11 @@ def test_sweep_report_shows_the_server_metrics_of_runs_that_scraped_them(tmp_pat
     assert chart_ids(page) == ["curves", "outcomes", "timeline", "server_metrics_v1.2.0"]
     assert "(plots/server_metrics_v1.2.0.png)" in markdown
     assert "| v1.2.0 | runs/sweep/v1.2.0/grid-2.000rps | 120 | 6 scrapes, every 12 s |" in markdown
+
+
+def test_no_run_at_the_headline_load_is_said_not_drawn(tmp_path):
+    (_, note, cells), figures, charts = run_views.headline_views(tmp_path, {}, 1.5, tmp_path / "plots")
+    assert note == "No run at the headline load (1.50 req/s)." and cells.empty and not figures and not charts
 
 
 @pytest.mark.slow
