@@ -120,7 +120,7 @@ def over_time_chart(by_label: Mapping[str, list[RunData]]) -> go.Figure:
     bin_s = over_time_bin_s(by_label)
     titles = [
         f"Output throughput (bins of {bin_s:g} s, by token arrival, mean of repeats)",
-        "Latency of each successful request by send time (first run of each label)",
+        "Latency of each successful request by send time (first run of each label; open: TTFT, filled: E2E)",
         *(f"{label}: outcomes over time" for label in labels),
     ]
     fig = make_subplots(
