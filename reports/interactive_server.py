@@ -35,7 +35,19 @@ from runfolder.frame import RunData
 log = logging.getLogger(__name__)
 
 
-def _line(fig, row, x, y, name, color, *, dash=None, unit="", markers=False, width=1.6, **extra) -> None:
+def _line(
+    fig: go.Figure,
+    row: int,
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    name: str,
+    color: str,
+    *,
+    dash: str | None = None,
+    unit: str = "",
+    markers: bool = False,
+    width: float = 1.6,
+) -> None:
     fig.add_scatter(
         x=x,
         y=y,
@@ -47,16 +59,19 @@ def _line(fig, row, x, y, name, color, *, dash=None, unit="", markers=False, wid
         hovertemplate=f"{name}: %{{y:.3~g}}{unit} at %{{x:.1f}} s<extra></extra>",
         row=row,
         col=1,
-        **extra,
     )
 
 
-def _client_step(fig, row, edges, values, name, color, unit, **style) -> None:
+def _client_step(
+    fig: go.Figure, row: int, edges: np.ndarray, values: np.ndarray, name: str, color: str, unit: str
+) -> None:
     x, y = ia.step_xy(edges[:-1], values, float(edges[1] - edges[0]))
-    _line(fig, row, x, y, name, color, unit=unit, **style)
+    _line(fig, row, x, y, name, color, unit=unit)
 
 
-def _stacked(fig, row, t, lower, upper, name, color) -> None:
+def _stacked(
+    fig: go.Figure, row: int, t: np.ndarray, lower: np.ndarray, upper: np.ndarray, name: str, color: str
+) -> None:
     """An area from `lower` to `upper` (stacked on what is below it), hover showing its own height."""
     fig.add_scatter(
         x=t,
@@ -85,7 +100,9 @@ def _stacked(fig, row, t, lower, upper, name, color) -> None:
     )
 
 
-def _concurrency(fig, run: RunData, series: ServerSeries, t: np.ndarray, edges: np.ndarray) -> None:
+def _concurrency(
+    fig: go.Figure, run: RunData, series: ServerSeries, t: np.ndarray, edges: np.ndarray
+) -> None:
     if series.exports(LIMITER_ACTIVE[0]):
         active, queued = series.gauge(LIMITER_ACTIVE), series.gauge(LIMITER_QUEUED)
         _stacked(fig, 1, t, np.zeros_like(active), active, "server: limiter active", "#80cbc4")
@@ -97,7 +114,7 @@ def _concurrency(fig, run: RunData, series: ServerSeries, t: np.ndarray, edges: 
     )
 
 
-def _engine(fig, row: int, series: ServerSeries, t: np.ndarray) -> None:
+def _engine(fig: go.Figure, row: int, series: ServerSeries, t: np.ndarray) -> None:
     running, waiting = series.gauge(RUNNING), series.gauge(WAITING)
     _stacked(fig, row, t, np.zeros_like(running), running, "server: decoding", "#66bb6a")
     _stacked(fig, row, t, running, running + waiting, "server: waiting (stacked)", "#ffa726")
@@ -105,7 +122,7 @@ def _engine(fig, row: int, series: ServerSeries, t: np.ndarray) -> None:
         _line(fig, row, t, series.gauge(BATCH), "server: batch size", "#6a1b9a", dash="dash", markers=True)
 
 
-def _arrivals(fig, row: int, run: RunData, series: ServerSeries, edges: np.ndarray) -> None:
+def _arrivals(fig: go.Figure, row: int, run: RunData, series: ServerSeries, edges: np.ndarray) -> None:
     rec, start = run.records, run.window_start_s
     sent = rec["scheduled_ts_s"].to_numpy(dtype=float) - start
     ends = rec["end_ts_s"].to_numpy(dtype=float) - start
@@ -118,7 +135,7 @@ def _arrivals(fig, row: int, run: RunData, series: ServerSeries, edges: np.ndarr
         _line(fig, row, x, y, "server: rejected", "#e65100", dash="dash", unit="/s")
 
 
-def _tokens(fig, row: int, run: RunData, series: ServerSeries, edges: np.ndarray) -> None:
+def _tokens(fig: go.Figure, row: int, run: RunData, series: ServerSeries, edges: np.ndarray) -> None:
     times, tokens = token_arrivals(run)
     arrived = per_s(times - run.window_start_s, tokens, edges)
     _client_step(fig, row, edges, arrived, "client: tokens by arrival", CLIENT_COLOR, " tok/s")
