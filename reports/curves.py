@@ -126,7 +126,7 @@ def outcomes_figure(points: Points, knees: dict[str, Knee]) -> Figure:
             linewidth=1,
         )
         knee = knees.get(name)
-        ax.set_title(f"{name}\n{_knee_text(knee)}", fontsize=9)
+        ax.set_title(f"{name}\n{knee_text(knee)}", fontsize=9)
         ax.set_xlabel("offered load (req/s; * not steady)")
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     axes[0][0].set_ylabel("% of requests (bars: success share's 95 % interval)")
@@ -139,7 +139,7 @@ def outcomes_figure(points: Points, knees: dict[str, Knee]) -> Figure:
     return fig
 
 
-def _knee_text(knee: Knee | None) -> str:
+def knee_text(knee: Knee | None) -> str:
     if knee is None:
         return ""
     held = f"holds {knee.holds_up_to_rps:.2f}" if knee.holds_up_to_rps is not None else "no load held"

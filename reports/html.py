@@ -1,14 +1,17 @@
-"""A self-contained HTML report: tables, and every plot embedded as a base64 PNG (one file to attach)."""
+"""A self-contained HTML report (one file to attach, no network): tables, and every plot as an interactive
+chart (reports.interactive: plotly.js inline, once) where there is one, else as a base64 PNG."""
 
 from __future__ import annotations
 
 import base64
 import html
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
+
+from reports import interactive
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,7 @@ th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9rem; }
+figure.chart { border: 1px solid #eee; padding: 4px; }
 ul.warnings li { color: #a34700; }
 """
 
@@ -38,6 +42,10 @@ def _image(png: Path, caption: str) -> str:
     )
 
 
+def _chart(div: str, caption: str) -> str:
+    return f'<figure class="chart">{div}<figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
 def render(
     title: str,
     intro: Sequence[str],
@@ -45,12 +53,18 @@ def render(
     plots: Sequence[tuple[Path, str]],
     warnings: Sequence[str] = (),
     warnings_at: int = 0,
+    charts: Mapping[Path, str] | None = None,
 ) -> str:
-    """The page: intro lines, each (title, note, cells) table (warnings before the `warnings_at`th), plots."""
+    """The page: intro lines, each (title, note, cells) table (warnings before the `warnings_at`th), plots;
+    a plot whose PNG has an interactive chart in `charts` (PNG path -> chart div) is shown as the chart."""
+    charts = {png: div for png, div in (charts or {}).items() if any(png == p for p, _ in plots)}
+    head = f"<title>{html.escape(title)}</title><style>{STYLE}</style>"
+    if charts:
+        head += interactive.script_tag()
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"{head}</head><body>",
         f"<h1>{html.escape(title)}</h1>",
         *(f'<p class="note">{html.escape(line)}</p>' for line in intro),
     ]
@@ -65,6 +79,8 @@ def render(
         ]
     if plots:
         parts.append("<h2>Plots</h2>")
-        parts += [_image(png, caption) for png, caption in plots]
+        parts += [
+            _chart(charts[png], caption) if png in charts else _image(png, caption) for png, caption in plots
+        ]
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -180,14 +180,17 @@ def latency_cdfs(by_label: Mapping[str, list[RunData]]) -> Figure:
     return fig
 
 
+def over_time_bin_s(by_label: Mapping[str, list[RunData]]) -> float:
+    """Bins wide enough to hold a few requests each: continuous batching finishes requests in bursts."""
+    all_runs = [r for runs in by_label.values() for r in runs]
+    fewest = min(len(r.records) for r in all_runs)
+    return bin_width(max(r.duration_s for r in all_runs), target_bins=min(60, max(fewest // 3, 10)))
+
+
 def over_time(by_label: Mapping[str, list[RunData]]) -> Figure:
     labels = list(by_label)
     colors = label_colors(labels)
-    all_runs = [r for runs in by_label.values() for r in runs]
-    longest = max(r.duration_s for r in all_runs)
-    # Bins wide enough to hold a few requests each: continuous batching finishes requests in bursts.
-    fewest = min(len(r.records) for r in all_runs)
-    bin_s = bin_width(longest, target_bins=min(60, max(fewest // 3, 10)))
+    bin_s = over_time_bin_s(by_label)
     fig, axes = plt.subplots(
         1 + len(labels),
         1,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import html, plots, reconcile, server_plots, timeline
+from reports import html, interactive_runs, plots, reconcile, run_views
 from reports import markdown as md
 from reports.aliases import alias_frame
 from reports.metrics import label_stats, runs_frame
@@ -30,6 +30,7 @@ class Report:
     tables: Tables
     plots: list[tuple[Path, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    charts: dict[Path, str] = field(default_factory=dict)  # PNG -> its interactive chart, for report.html
 
     @property
     def markdown_path(self) -> Path:
@@ -93,7 +94,10 @@ def prompt_length_methods(runs: Sequence[RunData]) -> list[str]:
     return sorted(PROMPT_LENGTH_WORDS.get(str(m), str(m)) for m in found)
 
 
-def make_plots(runs: Sequence[RunData], tables: Tables, folder: Path) -> list[tuple[Path, str]]:
+def make_plots(
+    runs: Sequence[RunData], tables: Tables, folder: Path
+) -> tuple[list[tuple[Path, str]], dict[Path, str]]:
+    """The figures as (PNG, caption), and the interactive charts of those that have one (PNG -> chart)."""
     grouped = by_label(runs)
     out = [
         (
@@ -120,15 +124,11 @@ def make_plots(runs: Sequence[RunData], tables: Tables, folder: Path) -> list[tu
                 "Throughput and latency against the offered load: the knee is where throughput stops rising.",
             )
         )
-    return out + per_run_plots(grouped, folder)
-
-
-def per_run_plots(grouped: dict[str, list[RunData]], folder: Path) -> list[tuple[Path, str]]:
-    """The per-request timeline and the server's metrics over time, for the first run of each label."""
-    first = [runs[0] for runs in grouped.values()]
+    charts = interactive_runs.charts(tables.runs, tables.stats, grouped, folder)
+    # The per-request timeline and the server's metrics over time, for the first run of each label.
     which = " The first run of each label is shown." if any(len(r) > 1 for r in grouped.values()) else ""
-    figures = timeline.write_timelines(first, folder) + server_plots.write_server_metrics_plots(first, folder)
-    return [(png, caption + which) for png, caption in figures]
+    figures, more = run_views.write_views([r[0] for r in grouped.values()], folder, which)
+    return out + figures, charts | more
 
 
 def to_markdown(
@@ -169,7 +169,7 @@ def build(
     reconciled = reconcile.reconcile_runs(runs)
     counts_warnings = [w for r in reconciled for w in r.warnings()]
     report = Report(folder, tables, warnings=run_warnings(runs) + counts_warnings)
-    report.plots = make_plots(runs, tables, folder / "plots")
+    report.plots, report.charts = make_plots(runs, tables, folder / "plots")
     counts = reconcile.section(reconciled)
     sections = [
         *lead_sections,
@@ -189,7 +189,8 @@ def build(
         to_markdown(title, intro, sections, report.plots, report.warnings, at), encoding="utf-8"
     )
     report.html_path.write_text(
-        html.render(title, intro, sections, report.plots, report.warnings, at), encoding="utf-8"
+        html.render(title, intro, sections, report.plots, report.warnings, at, report.charts),
+        encoding="utf-8",
     )
     log.info("report written to %s", folder)
     return report

@@ -33,7 +33,7 @@ OUTPUT_TOKENS = "mlxserving_output_tokens_total"
 CLIENT_COLOR = "black"
 
 
-def _client_in_flight(run: RunData, edges: np.ndarray) -> np.ndarray:
+def client_in_flight(run: RunData, edges: np.ndarray) -> np.ndarray:
     """Requests out, averaged over each bin (exact: the step function integrated). Instantaneous values
     flicker to 0 and back whenever a closed-loop user's next request follows its last."""
     rec = run.records
@@ -46,7 +46,7 @@ def _client_in_flight(run: RunData, edges: np.ndarray) -> np.ndarray:
     return overlap.sum(axis=1) / np.diff(edges)
 
 
-def _per_s(times: np.ndarray, weights: np.ndarray | None, edges: np.ndarray) -> np.ndarray:
+def per_s(times: np.ndarray, weights: np.ndarray | None, edges: np.ndarray) -> np.ndarray:
     counts, _ = np.histogram(times, bins=edges, weights=weights)
     return counts / np.diff(edges)
 
@@ -73,7 +73,7 @@ def _concurrency(ax, run: RunData, series: ServerSeries, t: np.ndarray, edges: n
         ax.step(t, series.gauge(IN_FLIGHT), where="post", color="#1565c0", lw=1.8, marker="o", ms=2.5,
                 label="server: in flight")  # fmt: skip
     width = float(edges[1] - edges[0])
-    _step(ax, edges[:-1], _client_in_flight(run, edges), width, color=CLIENT_COLOR, lw=1.2,
+    _step(ax, edges[:-1], client_in_flight(run, edges), width, color=CLIENT_COLOR, lw=1.2,
           label="client: requests out (bin mean)")  # fmt: skip
     ax.set_ylabel("requests")
     ax.set_ylim(bottom=0)
@@ -102,28 +102,28 @@ def _arrivals(ax, run: RunData, series: ServerSeries, edges: np.ndarray) -> None
     rejected = (rec["outcome"] == "rejected").to_numpy()
     ends = rec["end_ts_s"].to_numpy(dtype=float) - start
     width = float(edges[1] - edges[0])
-    _step(ax, edges[:-1], _per_s(sent, None, edges), width, color=CLIENT_COLOR, label="client: sent")
-    _step(ax, edges[:-1], _per_s(ends[rejected], None, edges), width, color="#f9a825", lw=1.6,
+    _step(ax, edges[:-1], per_s(sent, None, edges), width, color=CLIENT_COLOR, label="client: sent")
+    _step(ax, edges[:-1], per_s(ends[rejected], None, edges), width, color="#f9a825", lw=1.6,
           label="client: rejected")  # fmt: skip
     if series.exports(REQUESTS):
-        starts, widths, refused = series.rate(REQUESTS, {"outcome": "rejected"}, _min_width(series))
+        starts, widths, refused = series.rate(REQUESTS, {"outcome": "rejected"}, min_width(series))
         _step(ax, starts - start, refused, widths, color="#e65100", ls="--", label="server: rejected")
     ax.set_ylabel("requests/s")
     ax.set_ylim(bottom=0)
     ax.set_title(f"Arrivals and refusals (client in bins of {width:g} s, server between scrapes)", fontsize=9)
 
 
-def _min_width(series: ServerSeries) -> float:
+def min_width(series: ServerSeries) -> float:
     return 0.5 * float(series.summary.get("interval_s") or 0)
 
 
 def _tokens(ax, run: RunData, series: ServerSeries, edges: np.ndarray) -> None:
     times, tokens = token_arrivals(run)
     width = float(edges[1] - edges[0])
-    _step(ax, edges[:-1], _per_s(times - run.window_start_s, tokens, edges), width, color=CLIENT_COLOR,
+    _step(ax, edges[:-1], per_s(times - run.window_start_s, tokens, edges), width, color=CLIENT_COLOR,
           label="client: by token arrival")  # fmt: skip
     if series.exports(OUTPUT_TOKENS):
-        starts, widths, rate = series.rate(OUTPUT_TOKENS, None, _min_width(series))
+        starts, widths, rate = series.rate(OUTPUT_TOKENS, None, min_width(series))
         _step(ax, starts - run.window_start_s, rate, widths, color="#1565c0", ls="--",
               label="server: output tokens counter")  # fmt: skip
     ax.set_ylabel("output tokens/s")
@@ -131,13 +131,19 @@ def _tokens(ax, run: RunData, series: ServerSeries, edges: np.ndarray) -> None:
     ax.set_title("Output token rate (the server counts a reply's tokens when it completes)", fontsize=9)
 
 
-def server_metrics_figure(run: RunData, series: ServerSeries) -> Figure:
-    """The panels for one run, on seconds from the start of its measured window."""
+def time_grid(run: RunData, series: ServerSeries) -> tuple[np.ndarray, np.ndarray]:
+    """Scrape times and the client's bin edges, in seconds from the window start; the bins are no narrower
+    than a scrape interval, and start at the first scrape when it came before the window (warm-up)."""
     t = series.scrape_ts_s - run.window_start_s
     span = max(float(t[-1]), run.duration_s)
     width = max(bin_width(span, 60), float(series.summary.get("interval_s") or 0))
-    left = min(float(t[0]), 0.0)
-    edges = np.arange(left, span + width, width)
+    return t, np.arange(min(float(t[0]), 0.0), span + width, width)
+
+
+def server_metrics_figure(run: RunData, series: ServerSeries) -> Figure:
+    """The panels for one run, on seconds from the start of its measured window."""
+    t, edges = time_grid(run, series)
+    left = float(edges[0])
     engine = any(series.exports(n) for n in (*RUNNING, *WAITING))
     fig = Figure(figsize=(11, 8.5 + 2.4 * engine))
     axes = list(fig.subplots(3 + engine, 1, sharex=True))
@@ -162,13 +168,16 @@ def _stem(label: str) -> str:
     return "server_metrics_" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "run")
 
 
+def plotted(runs: Sequence[RunData]) -> list[tuple[RunData, ServerSeries]]:
+    """The runs that get a figure: those with at least two scrapes of server metrics."""
+    found = [(run, ServerSeries.of(run)) for run in runs]
+    return [(run, s) for run, s in found if s is not None and s.scrape_ts_s.size >= 2]
+
+
 def write_server_metrics_plots(runs: Sequence[RunData], folder: Path) -> list[tuple[Path, str]]:
     """One figure per run that has server metrics; (PNG, caption) each."""
     out: list[tuple[Path, str]] = []
-    for run in runs:
-        series = ServerSeries.of(run)
-        if series is None or series.scrape_ts_s.size < 2:
-            continue
+    for run, series in plotted(runs):
         stem = _stem(run.label)
         if any(png.stem == stem for png, _ in out):  # repeats share a label: keep each run's file
             stem = f"{stem}_{len(out) + 1}"

@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from reports import curves, html, report
+from reports import curves, html, interactive_sweep, report, run_views
 from reports import markdown as md
 from reports.errors import BadInput
 from reports.guide_match import guide_shares, mix_distance
@@ -99,6 +99,7 @@ def write(out: Path) -> report.Report:
         raise BadInput(f"{out}: not a readable sweep folder ({exc})") from None
     runs = [p for p in read_points(out) if (out / p.folder / "summary.json").is_file()]
     purposes = {(p.profile, p.rate_per_s): p.purpose for p in runs}
+    folders = {(p.profile, p.rate_per_s): p.folder for p in runs}  # the last run at a load, as `points`
     points: dict[str, dict[float, PointFigures]] = {name: {} for name in plan.profiles}
     warnings = []
     for p in runs:
@@ -144,6 +145,11 @@ def write(out: Path) -> report.Report:
     curve.to_csv(out / "curve.csv", index=False)
     write_json(out, plan, points, knees, rate, located, distance, sentence)
     figures = curves.write_curves(points, knees, plan, probe, folder / "plots")
+    charts = interactive_sweep.charts(points, knees, plan, probe, folder / "plots")
+    views, more, more_charts = run_views.headline_views(
+        out, {name: folders[(name, rate)] for name in at}, rate, folder / "plots"
+    )
+    figures, charts = figures + more, charts | more_charts
     sections = [
         (
             "Headline: "
@@ -171,16 +177,18 @@ def write(out: Path) -> report.Report:
             probe_frame(list(probe.values())),
         ),
         ("Every sweep point (95 % intervals over its steady window)", "", curve),
+        views,
     ]
     intro = intro_lines(plan)
     title = f"Sweep '{plan.campaign}': {' vs '.join(plan.profiles)}"
     if plan.external:
         title = ", ".join(f"{n} ({t['url']})" for n, t in plan.external.items()) + " across offered load"
-    built = report.Report(folder, {}, plots=figures, warnings=warnings)
+    built = report.Report(folder, {}, plots=figures, warnings=warnings, charts=charts)
     built.markdown_path.write_text(
         report.to_markdown(title, intro, sections, figures, warnings, 1), encoding="utf-8"
     )
-    built.html_path.write_text(html.render(title, intro, sections, figures, warnings, 1), encoding="utf-8")
+    page = html.render(title, intro, sections, figures, warnings, 1, charts)
+    built.html_path.write_text(page, encoding="utf-8")
     (out / "headline.md").write_text("\n".join([md.table(table), "", sentence, ""]), encoding="utf-8")
     return built
 

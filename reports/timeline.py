@@ -175,7 +175,7 @@ def _request_number(t: Timeline, position: float) -> str:
     return f"{t.ranks[i] + 1}" if 0 <= i < t.ranks.size else ""
 
 
-def _title(run: RunData, t: Timeline) -> str:
+def panel_title(run: RunData, t: Timeline) -> str:
     shown = (
         f"{t.rows.size:,} of {t.total:,} requests (evenly sampled)" if t.sampled else f"{t.total:,} requests"
     )
@@ -209,7 +209,7 @@ def timeline_figure(
     axes = fig.subplots(len(data), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
     for i, (ax, run, t) in enumerate(zip(axes, runs, data, strict=True)):
         draw(ax, t)
-        ax.set_title(titles[i] if titles else _title(run, t), fontsize=9, loc="left")
+        ax.set_title(titles[i] if titles else panel_title(run, t), fontsize=9, loc="left")
     axes[-1].set_xlabel("Time since the start of the measured window (s)")
     axes[0].set_xlim(left=min(0.0, *(float(np.nanmin(t.scheduled_s, initial=0.0)) for t in data)))
     outcomes = {o for t in data for o in t.outcome}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -17,6 +15,7 @@ from orchestrate.processes import LocustProcess, locust_cmd, locust_worker_cmd, 
 from runfolder import read_run, summarize
 from runfolder.records import OUTCOMES
 from server.models.embedded import build_embedded_model
+from tests.support.browser import dump_dom, needs_browser, require_browser
 from tests.support.fault_server import MIXED_CYCLE
 from tests.support.helpers import (
     delay_server,
@@ -504,30 +503,15 @@ def test_negative_schedule_lags_are_kept():
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, timeout=60).returncode == 0
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def dump_dom(url: str, tmp_path: Path) -> str:
-    """The page as headless Chromium renders it, scripts run (the web UI is a React app that polls)."""
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run",
-           f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=8000",
-           "--dump-dom", url]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
-
-
 def dom_cells(dom: str) -> dict[str, str]:
     """Metric -> value of the LLM tab's table."""
     return dict(re.findall(r"<td[^>]*>([^<]+)</td><td[^>]*>([^<]+)</td>", dom))
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("MLXBENCH_REQUIRE_BROWSER"),  # CI (.ci/run) requires it
-    reason="headless Chromium is not installed (scripts/install-browser)",
-)
+@needs_browser  # CI (.ci/run) requires it
 def test_web_ui_tab_shows_live_llm_metrics(fake_url, tmp_path):
-    assert CHROMIUM, "MLXBENCH_REQUIRE_BROWSER is set but chromium is not installed (scripts/install-browser)"
+    require_browser()
     port = free_port()
     run_dir = tmp_path / "webui"
     cmd = locust_cmd(fake_url, run_dir, "--web-host", "127.0.0.1", "--web-port", str(port), "--autostart",

@@ -79,8 +79,8 @@ def test_compare_writes_markdown_csv_html_and_plots(two_labels: Path, tmp_path: 
         assert (out / "plots" / f"{plot}.svg").read_text().lstrip().startswith("<?xml")
     assert not (out / "plots" / "sweep.png").exists()  # same load everywhere: no sweep
     html = (out / "report.html").read_text()
-    # the four plots, and the per-request timeline (no server metrics in synthetic runs)
-    assert html.count("data:image/png;base64,") == 5 and '<img src="plots/' not in html
+    # the four plots and the per-request timeline (no server metrics in synthetic runs), as charts
+    assert html.count('class="plotly-graph-div"') == 5 and "<img" not in html.split("<h1>")[1]
     markdown = (out / "report.md").read_text()
     assert "## Change against v1.1.1" in markdown and "vLLM bench serve" in markdown
     runs_csv = pd.read_csv(out / "runs.csv")
@@ -101,7 +101,9 @@ def test_sweep_plot_when_runs_differ_in_load(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main([str(root), "--out", str(out)]) == 0
     assert (out / "plots" / "sweep.png").stat().st_size > 1000
-    assert (out / "report.html").read_text().count("data:image/png;base64,") == 6  # with the timeline
+    html = (out / "report.html").read_text()
+    assert html.count('class="plotly-graph-div"') == 5  # the four plots and the timeline, as charts...
+    assert html.count("<figure><img") == 1  # ...and the sweep plot, a PNG (no chart of its own)
 
 
 def test_missing_folder_is_bad_input(tmp_path: Path, capsys) -> None:

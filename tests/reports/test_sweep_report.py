@@ -120,7 +120,7 @@ def test_report_only_writes_knees_guide_point_and_a_headline_with_intervals(tmp_
     assert "comes closest to the guide's 70 % success / 12 % rejections / 18 % timeouts at 2.00" in headline
     assert "TTFT p50: " in headline and "where 95 % intervals separate" in headline
     html = (out / "report" / "report.html").read_text()
-    assert "Where each failure mode starts" in html and html.count("data:image/png;base64,") == 2
+    assert "Where each failure mode starts" in html and html.count('class="plotly-graph-div"') == 3
     onsets = (out / "report" / "report.md").read_text()
     assert "2.00 req/s (2.00x [1.88-2.13])" in onsets  # rejections start at 2x capacity, with its interval
     assert "| Success |" in capsys.readouterr().out
