@@ -374,7 +374,12 @@ async def health(request: web.Request) -> web.Response:
             "limiter": handle.limiter.snapshot() if handle.limiter else None,
         }
     ready = all(m["state"] == "ready" for m in models.values())
-    body = {"status": "ok" if ready else "unavailable", "profile": settings.compat, "models": models}
+    body = {
+        "status": "ok" if ready else "unavailable",
+        "profile": settings.profile or settings.compat,
+        "compat": settings.compat,
+        "models": models,
+    }
     return web.json_response(body, status=200 if ready else 503)
 
 

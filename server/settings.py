@@ -203,6 +203,9 @@ class PythonRuntimeSettings(Strict):
 
 class Settings(Strict):
     compat: Literal["v1.2.0", "v1.1.1"] = "v1.2.0"
+    # The profile it runs, by name (the --profile file's name, e.g. guide-promise, whose compat is v1.2.0):
+    # what /health reports as `profile`, so that run folders and reports name what ran.
+    profile: str | None = None
     server: ServerSettings = ServerSettings()
     model: ModelSettings | None = None
     # Several models, each in its own worker process, routed by the request's `model`.
@@ -323,5 +326,6 @@ def load_settings(
     if profile:
         overlay = profile_path(profile)
         raw = merge(raw, read_yaml(overlay, "config file", ConfigError))
+        raw.setdefault("profile", Path(overlay).stem)
         source += f" + {overlay}"
     return build_settings(raw, source, overrides, warn)

@@ -157,3 +157,10 @@ def test_benchmark_variants_change_the_one_knob_they_name(variant):
     changed = changed_leaves(base, load_settings(RUNTIME_CONFIG, profile=str(variant)).model_dump())
     assert len(changed) == 1, changed
     assert variant.read_text().startswith(f"# {changed.pop()}: ")
+
+
+def test_a_profile_is_named_by_its_file_not_by_its_compat():
+    """guide-promise runs with compat v1.2.0; run folders and reports must still say guide-promise."""
+    promise = load_settings(RUNTIME_CONFIG, profile="guide-promise", warn=lambda line: None)
+    assert (promise.profile, promise.compat) == ("guide-promise", "v1.2.0")
+    assert load_settings(RUNTIME_CONFIG, warn=lambda line: None).profile is None
