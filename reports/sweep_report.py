@@ -200,9 +200,13 @@ def locate_guide(
     name = plan.guide_profile
     if name is None or name not in plan.guide or not points.get(name):
         return None, None
+    # Only loads every profile ran at can head the table (the guide runs end with the others at the load
+    # the search found); a point that did not settle is flagged in the table, not skipped.
+    shared = set.intersection(*(set(p) for p in points.values()))
     scored = {
         rate: mix_distance({k: iv.estimate for k, iv in f.shares.items()}, plan.guide[name])
         for rate, f in points[name].items()
+        if rate in shared
     }
     scored = {r: d for r, d in scored.items() if d is not None}
     if not scored:
@@ -225,6 +229,8 @@ def headline_sentence(plan, probe, at, rate, located, distance, knees: dict[str,
             if inside
             else "No measured load gives the guide's mix within its intervals; this is the closest."
         )
+        if not f.settled:
+            verdict += " This point did not reach steady state: its shares depend on the run's length."
         parts.append(
             f"{name} comes closest to the guide's {plan.guide_mix_text()} at {rate:.2f} req/s offered "
             f"({capacity_text(rate, probe.get(name))} its probed capacity): success "
