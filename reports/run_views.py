@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports import interactive as ia
-from reports import interactive_server, server_plots, timeline
+from reports import interactive_server, reconcile, server_plots, timeline
 from reports.interactive_timeline import timeline_chart
 from reports.runs import load_runs
 from reports.server_series import ServerSeries
@@ -51,6 +51,16 @@ def server_metrics_status(run: RunData) -> str:
         return f"absent: {info.get('note') or 'scraping was off or got fewer than two scrapes'}"
     every = info.get("interval_s")
     return f"{series.scrape_ts_s.size} scrapes" + (f", every {every:g} s" if every else "")
+
+
+def headline_counts(out: Path, folders: Mapping[str, str]) -> tuple[list[Section], list[str]]:
+    """The client/server reconciliation of the headline runs (reports.reconcile): its section when the
+    runs scraped the server, and its warnings."""
+    if not folders:
+        return [], []
+    found = reconcile.reconcile_runs(load_runs([out / f for f in folders.values()]))
+    counts = reconcile.section(found)
+    return ([counts] if counts else []), [w for r in found for w in r.warnings()]
 
 
 def headline_views(

@@ -150,6 +150,8 @@ def write(out: Path) -> report.Report:
         out, {name: folders[(name, rate)] for name in at}, rate, folder / "plots"
     )
     figures, charts = figures + more, charts | more_charts
+    counts, count_warnings = run_views.headline_counts(out, {name: folders[(name, rate)] for name in at})
+    warnings += count_warnings
     sections = [
         (
             "Headline: "
@@ -178,6 +180,7 @@ def write(out: Path) -> report.Report:
         ),
         ("Every sweep point (95 % intervals over its steady window)", "", curve),
         views,
+        *counts,
     ]
     intro = intro_lines(plan)
     title = f"Sweep '{plan.campaign}': {' vs '.join(plan.profiles)}"
