@@ -1,8 +1,8 @@
 """Steady state past capacity, for real: v1.2.0 as shipped (one generation at a time, at most 10 streams)
-under twice the load it serves, measured over a run and over a run twice as long (10 s and 20 s of 24-token replies: the cap fills in about a
-second). Once its stream cap is
-full, the outcome shares are the server's, not the window's: doubling the run moves them by no more than
-their intervals. Real server, real tiny model, real Locust; short replies keep the queue's time short."""
+under twice the load it serves, measured over a run and over a run twice as long (10 s and 20 s of 24-token
+replies: the cap fills in about a second). Once its stream cap is full, the outcome shares are the server's,
+not the window's: doubling the run moves them by no more than their intervals. Real server, real tiny
+model, real Locust; short replies keep the queue's time short."""
 
 from __future__ import annotations
 
