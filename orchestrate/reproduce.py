@@ -28,6 +28,8 @@ from orchestrate.targets import Target
 from reports import report, sweep_report
 from reports.errors import BadInput, ReportError
 from reports.sweep_folder import PLAN_FILE
+from server.models.embedded import ModelNotFoundError
+from server.models.resolve import resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--url {args.url!r}: give a base URL such as http://127.0.0.1:8080")
     if args.label and not re.match(r"^[A-Za-z0-9._-]+$", args.label):
         parser.error(f"--label {args.label!r}: letters, digits, '.', '_' and '-' only")
+    if args.model and args.url is None and not args.model.startswith("embedded:"):
+        try:  # before any server starts: a model the servers cannot load is an option error, not a run's
+            resolve_model_path(args.model)
+        except ModelNotFoundError as exc:
+            parser.error(f"--model: {exc}")
     if args.budget_min is not None and not 1 <= args.budget_min <= 600:
         parser.error(f"--budget-min {args.budget_min:g}: give minutes between 1 and 600")
     return args

@@ -172,3 +172,10 @@ def test_bad_external_target_exits_2(tmp_path: Path, capsys, args: list[str], pr
 def test_quick_and_url_need_a_sweep_campaign(tmp_path: Path, capsys) -> None:
     assert main(["--campaign", "smoke", "--quick", "--out", str(tmp_path / "out")]) == 2
     assert "need a sweep campaign" in capsys.readouterr().err
+
+
+def test_a_model_no_server_could_load_is_an_option_error(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "--model: model" in capsys.readouterr().err and not (tmp_path / "out").exists()
