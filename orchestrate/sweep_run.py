@@ -28,14 +28,22 @@ class PointRunner:
     """Runs sweep points within the budget's deadline and keeps their figures."""
 
     def __init__(
-        self, campaign, servers: Servers, targets, out: Path, plan: SweepPlan, deadline: float, progress
+        self,
+        campaign: camp.Campaign,
+        servers: Servers,
+        targets: list[Target],
+        out: Path,
+        plan: SweepPlan,
+        scale: sweeping.WindowScale,
+        deadline: float,
+        progress: Progress,
     ):
         self.campaign, self.servers, self.out, self.plan = campaign, servers, out, plan
         self.by_name = {t.name: t for t in targets}
+        self.scale, self.seed = scale, int(campaign.load.get("seed", 0))
         self.deadline, self.progress = deadline, progress
         self.figures: dict[tuple[str, float], PointFigures] = {}
         self.overheads_s: list[float] = []
-        self.done = 0
 
     def overhead_s(self) -> float:
         return max(self.overheads_s) if self.overheads_s else sweeping.RUN_OVERHEAD_GUESS_S
@@ -62,7 +70,6 @@ class PointRunner:
         drain(url, load.request_timeout_s + DRAIN_EXTRA_S)
         self.overheads_s.append(max(time.monotonic() - started - point.window_s, 0.0))
         append_point(self.out, point)
-        self.done += 1
         if not request_count(run_dir):
             self.progress("  -> no request in the run")
             return None
@@ -217,8 +224,7 @@ def reproduce_sweep(
         if derived:
             servers.start("sweep", derived)
         deadline = started + budget_s - sweeping.REPORT_RESERVE_S
-        runner = PointRunner(campaign, servers, targets, out, plan, deadline, progress)
-        runner.scale, runner.seed = scale, int(campaign.load.get("seed", 0))
+        runner = PointRunner(campaign, servers, targets, out, plan, scale, deadline, progress)
         for point in sweeping.grid_runs(rates, plan.profiles, runner.seed, scale, spec):
             runner.run(point)
         if guide_spec is not None and guide_spec.guide is not None:

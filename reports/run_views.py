@@ -11,9 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from reports import interactive as ia
-from reports import interactive_server, reconcile, server_plots, timeline
+from reports import interactive_server, server_plots, timeline
 from reports.interactive_timeline import timeline_chart
-from reports.runs import load_runs
 from reports.server_series import ServerSeries
 from runfolder.frame import RunData
 
@@ -53,25 +52,14 @@ def server_metrics_status(run: RunData) -> str:
     return f"{series.scrape_ts_s.size} scrapes" + (f", every {every:g} s" if every else "")
 
 
-def headline_counts(out: Path, folders: Mapping[str, str]) -> tuple[list[Section], list[str]]:
-    """The client/server reconciliation of the headline runs (reports.reconcile): its section when the
-    runs scraped the server, and its warnings."""
-    if not folders:
-        return [], []
-    found = reconcile.reconcile_runs(load_runs([out / f for f in folders.values()]))
-    counts = reconcile.section(found)
-    return ([counts] if counts else []), [w for r in found for w in r.warnings()]
-
-
 def headline_views(
-    out: Path, folders: Mapping[str, str], rate: float, plots: Path
+    runs: Sequence[RunData], folders: Mapping[str, str], rate: float, plots: Path
 ) -> tuple[Section, Figures, dict[Path, str]]:
     """At the sweep's headline load: every profile's timeline on one time axis, each one's server metrics,
     and a table naming the runs and whether they hold server metrics (older sweep folders do not)."""
     title = "At the headline load: per-request timeline and the server's metrics"
     if not folders:  # no profile ran at that load (a sweep stopped early)
         return (title, f"No run at the headline load ({rate:.2f} req/s).", pd.DataFrame()), [], {}
-    runs = load_runs([out / f for f in folders.values()])
     figures, charts = write_views(runs, plots, f" At the headline load, {rate:.2f} req/s offered.")
     cells = pd.DataFrame(
         {

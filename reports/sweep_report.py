@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from reports import curves, html, interactive_sweep, report, run_views
+from reports import curves, html, interactive_sweep, reconcile, report, run_views
 from reports import markdown as md
 from reports.errors import BadInput
 from reports.guide_match import guide_shares, mix_distance
@@ -100,11 +100,17 @@ def write(out: Path) -> report.Report:
     runs = [p for p in read_points(out) if (out / p.folder / "summary.json").is_file()]
     purposes = {(p.profile, p.rate_per_s): p.purpose for p in runs}
     folders = {(p.profile, p.rate_per_s): p.folder for p in runs}  # the last run at a load, as `points`
+    data = {
+        (p.profile, p.rate_per_s): run
+        for p, run in zip(runs, load_runs([out / p.folder for p in runs]), strict=True)
+    }
     points: dict[str, dict[float, PointFigures]] = {name: {} for name in plan.profiles}
     warnings = []
     for p in runs:
         try:
-            points[p.profile][p.rate_per_s] = figures_of(out, p, plan)
+            points[p.profile][p.rate_per_s] = point_figures(
+                data[(p.profile, p.rate_per_s)], plan.slo, plan.confidence
+            )
         except (ValueError, KeyError) as exc:
             warnings.append(f"{p.folder}: no figures ({exc})")
     knees = {
@@ -146,12 +152,14 @@ def write(out: Path) -> report.Report:
     write_json(out, plan, points, knees, rate, located, distance, sentence)
     figures = curves.write_curves(points, knees, plan, probe, folder / "plots")
     charts = interactive_sweep.charts(points, knees, plan, probe, folder / "plots")
+    at_runs = [data[(name, rate)] for name in at]
     views, more, more_charts = run_views.headline_views(
-        out, {name: folders[(name, rate)] for name in at}, rate, folder / "plots"
+        at_runs, {name: folders[(name, rate)] for name in at}, rate, folder / "plots"
     )
     figures, charts = figures + more, charts | more_charts
-    counts, count_warnings = run_views.headline_counts(out, {name: folders[(name, rate)] for name in at})
-    warnings += count_warnings
+    found = reconcile.reconcile_runs(at_runs)  # client and server counts of the headline runs
+    counts = [section] if (section := reconcile.section(found)) else []
+    warnings += [w for r in found for w in r.warnings()]
     sections = [
         (
             "Headline: "

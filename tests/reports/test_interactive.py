@@ -92,7 +92,7 @@ def test_sweep_report_shows_the_server_metrics_of_runs_that_scraped_them(tmp_pat
 
 
 def test_no_run_at_the_headline_load_is_said_not_drawn(tmp_path):
-    (_, note, cells), figures, charts = run_views.headline_views(tmp_path, {}, 1.5, tmp_path / "plots")
+    (_, note, cells), figures, charts = run_views.headline_views([], {}, 1.5, tmp_path / "plots")
     assert note == "No run at the headline load (1.50 req/s)." and cells.empty and not figures and not charts
 
 

@@ -5,6 +5,10 @@ tokens per message and 2 for the generation prompt, like a chat template."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 MAX_MODEL_LEN = 4096
@@ -38,3 +42,30 @@ def stream_chunk(chat: bool, text: str | None, finish: str | None = None) -> dic
         "object": "text_completion",
         "choices": [{"index": 0, "text": text or "", "finish_reason": finish}],
     }
+
+
+def serve_app_main(create_app: Callable[[], Any], name: str, doc: str, argv: list[str] | None) -> int:
+    """`python tests/support/NAME_server.py [--host H] [--port P]` for an aiohttp FAKE server: bind, print
+    "FAKE NAME server listening on http://HOST:PORT" (what tests.support.helpers.serve waits for), serve
+    until interrupted."""
+    from aiohttp import web  # here: the bare-asyncio delay server imports this module too
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    async def serve() -> None:
+        runner = web.AppRunner(create_app(), handler_cancellation=True, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, args.host, args.port).start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        print(f"FAKE {name} server listening on http://{bound_host}:{bound_port}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0

@@ -17,9 +17,7 @@ as a success, none as a rejection (the reconciliation's test); /fake/stats count
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import re
@@ -29,10 +27,10 @@ import time
 from aiohttp import web
 
 try:  # run as a script (python tests/support/fault_server.py) or imported as a module
-    from fake_shapes import fake_tokenize
+    from fake_shapes import fake_tokenize, serve_app_main
     from fake_shapes import stream_chunk as _chunk
 except ImportError:
-    from tests.support.fake_shapes import fake_tokenize
+    from tests.support.fake_shapes import fake_tokenize, serve_app_main
     from tests.support.fake_shapes import stream_chunk as _chunk
 
 MAX_SLEEP_S = 10.0  # a stalled reply never holds a test longer than this
@@ -353,27 +351,8 @@ def create_app() -> web.Application:
     return app
 
 
-async def _serve(host: str, port: int) -> None:
-    runner = web.AppRunner(create_app(), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    print(f"FAKE fault server listening on http://{bound_host}:{bound_port}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.host, args.port))
-    return 0
+    return serve_app_main(create_app, "fault", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,7 @@ answers with someone else's text, which `--check-outputs` must call `foreign`. A
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import json
@@ -21,9 +19,9 @@ import sys
 from aiohttp import web
 
 try:  # run as a script (python tests/support/swap_server.py) or imported as a module
-    from fake_shapes import fake_tokenize, stream_chunk
+    from fake_shapes import fake_tokenize, serve_app_main, stream_chunk
 except ImportError:
-    from tests.support.fake_shapes import fake_tokenize, stream_chunk
+    from tests.support.fake_shapes import fake_tokenize, serve_app_main, stream_chunk
 
 HOLD_S = 0.05  # long enough for concurrent users' requests to overlap
 _ids = itertools.count()
@@ -113,26 +111,8 @@ def create_app() -> web.Application:
     return app
 
 
-async def _serve(host: str, port: int) -> None:
-    runner = web.AppRunner(create_app(), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    print(f"FAKE swap server listening on http://{bound_host}:{bound_port}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.host, args.port))
-    return 0
+    return serve_app_main(create_app, "swap", __doc__, argv)
 
 
 if __name__ == "__main__":
