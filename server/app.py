@@ -44,6 +44,7 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         prefix_cache_entries=settings.prefix_cache.max_entries if settings.prefix_cache.enabled else 0,
         prefix_cache_bytes=settings.prefix_cache.max_bytes,
         prefix_cache_min_tokens=settings.prefix_cache.min_tokens,
+        slowdown_pct=settings.testing.slowdown_pct,
     )
 
 

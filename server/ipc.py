@@ -121,3 +121,5 @@ class RuntimeOptions:
     prefix_cache_entries: int = 0
     prefix_cache_bytes: int = 256 << 20
     prefix_cache_min_tokens: int = 16
+    # testing.slowdown_pct: each engine step made this much longer on purpose (0: off).
+    slowdown_pct: float = 0.0

@@ -201,6 +201,16 @@ class PythonRuntimeSettings(Strict):
     concurrency_limit: int | None = Field(None, ge=1)  # at most N sequences generating; null: no limit
 
 
+class TestingSettings(Strict):
+    """Settings that make the server worse on purpose, to test the tools that must notice (the CI gate's
+    error rates are measured against a server made a known amount slower). Off by default; a release
+    profile (config/profiles/) refuses them, so no comparison of releases can carry one by mistake."""
+
+    # Each engine step (prefill and decode) takes this much longer: after the step, the worker spins
+    # (burning CPU, as slower code would) for this share of the step's own time.
+    slowdown_pct: float = Field(0.0, ge=0.0, le=1000.0)
+
+
 class Settings(Strict):
     compat: Literal["v1.2.0", "v1.1.1"] = "v1.2.0"
     # The profile it runs, by name (the --profile file's name, e.g. guide-promise, whose compat is v1.2.0):
@@ -219,6 +229,7 @@ class Settings(Strict):
     model_concurrency_limiter: LimiterSettings | None = None
     stream_registry: StreamRegistrySettings = StreamRegistrySettings()
     python_runtime: PythonRuntimeSettings = PythonRuntimeSettings()
+    testing: TestingSettings = TestingSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -323,9 +334,19 @@ def load_settings(
     """The config file, with a profile overlaid section by section, then environment and overrides."""
     raw = read_yaml(path, "config file", ConfigError) if path is not None else {}
     source = str(path or "defaults")
+    release: Path | None = None
     if profile:
         overlay = profile_path(profile)
         raw = merge(raw, read_yaml(overlay, "config file", ConfigError))
         raw.setdefault("profile", Path(overlay).stem)
         source += f" + {overlay}"
-    return build_settings(raw, source, overrides, warn)
+        if overlay.resolve().parent == PROFILES_DIR.resolve():
+            release = overlay
+    settings = build_settings(raw, source, overrides, warn)
+    if release is not None and settings.testing != TestingSettings():
+        raise ConfigError(
+            f"{source}: testing.* settings make the server slower on purpose and the release profile "
+            f"{release.stem} refuses them; use them without a release profile (e.g. --profile "
+            f"config/testing/slowdown-10.yaml over config/runtime.yaml)"
+        )
+    return settings

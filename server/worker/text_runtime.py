@@ -308,6 +308,18 @@ class BatchRuntime:
             events.append(self.stats())
         return events
 
+    def timed_step(self) -> list:
+        """A step, made `slowdown_pct` longer when the testing setting asks (spinning: CPU is burnt as by
+        slower code, so CPU-time figures see the slowdown too)."""
+        if not self.options.slowdown_pct:
+            return self.step()
+        started = time.perf_counter()
+        events = self.step()
+        until = time.perf_counter() + (time.perf_counter() - started) * self.options.slowdown_pct / 100.0
+        while time.perf_counter() < until:
+            pass
+        return events
+
     def keep_prefixes(self, prompt_responses, responses) -> None:
         """Store the KV of each prompt just prefilled (so that requests arriving while it decodes can
         share it) and of each finished sequence (prompt and reply: the next turn's history)."""
@@ -417,7 +429,7 @@ class BatchRuntime:
                 self.send_events(self.admit_held())
             if self.sequences:
                 try:
-                    self.send_events(self.step())
+                    self.send_events(self.timed_step())
                 except Exception as exc:  # an engine fault must not leave requests hanging
                     log.exception("decode step failed")
                     self.send_events(self.fail_all(f"The engine failed: {exc}"))
