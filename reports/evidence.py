@@ -24,6 +24,7 @@ import numpy as np
 
 from runfolder.frame import RunData
 from runfolder.output_figures import WRONG_OUTPUT_KINDS
+from runfolder.server_usage import read_server_usage
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ class RunFigures:
     started_ts_s: float
     # --check-outputs: wrong replies (not numerical divergence) per checked reply; None when not checked
     wrong_output_rate: float | None = None
+    # The server's CPU-seconds per output token over the run (server_usage.json, written by the gate's
+    # block runner from the OS); None when nobody measured it.
+    server_cpu_s_per_output_token: float | None = None
 
     @property
     def cut_rate(self) -> float:
@@ -120,7 +124,32 @@ def run_figures(run: RunData) -> RunFigures:
         failed_share=float(1 - ok.sum() / n) if n else 1.0,
         started_ts_s=run.window_start_s,
         wrong_output_rate=wrong_output_rate(run),
+        server_cpu_s_per_output_token=cpu_per_output_token(run),
     )
+
+
+def cpu_per_output_token(run: RunData) -> float | None:
+    """Server CPU-seconds over the run per output token: the server's own token count when it gave one
+    (it covers exactly the CPU's span), else the tokens of every record (the run's requests all finish
+    inside the span: the block runner lets in-flight requests end)."""
+    usage = read_server_usage(run.path)
+    if usage is None:
+        return None
+    tokens = usage.output_tokens
+    if tokens is None:
+        tokens = int(run.records["output_tokens"].fillna(0).sum())
+    return usage.cpu_s / tokens if tokens > 0 else None
+
+
+def ttft_values_s(run: RunData) -> np.ndarray:
+    """Every attempted request's TTFT, a failed request as inf (beyond any threshold), for pooled
+    percentiles across runs."""
+    rec = run.records
+    ok = rec["outcome"].astype(str) == "success"
+    ttft = rec.loc[ok, "ttft_s"].to_numpy(dtype=float, na_value=np.nan)
+    ttft = ttft[~np.isnan(ttft)]
+    failed = int(len(rec) - ok.sum())
+    return np.concatenate([ttft, np.full(failed, np.inf)])
 
 
 def wrong_output_rate(run: RunData) -> float | None:

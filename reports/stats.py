@@ -4,13 +4,18 @@ Each run contributes one figure (its throughput, its TTFT p95). The test works o
 figures, so that a change is a ratio (a 10 % drop is the same step at 40 tok/s as at 400) and so that one
 slow run weighs as a ratio, not as an absolute gap. The estimate is the ratio of the geometric means.
 
-Its uncertainty comes from a t interval whose variance pools the repeats of both sides with a prior: the
-run-to-run noise measured on the development machine (`noise` in the gates file, from
-benchmarks/gate_noise.py), weighted as `prior_df` pseudo-repeats. Without repeats the prior alone sets the
-width; as repeats accumulate, the measured spread takes over (a conjugate normal model with a
-scaled-inverse-chi-square prior on the variance). When the two sides ran interleaved (baseline, candidate,
-baseline, candidate, ...) with equal counts, the test pairs run i of each side: a slow spell on a shared
-machine then hits both runs of a pair and cancels out of their ratio.
+Its uncertainty comes from a t interval on the spread of the runs themselves: the noise is learned in the
+job, from the runs being judged (the gate's blocks give it pairs - 1 degrees of freedom). A prior from
+elsewhere is optional (`noise` in the gates file, weighted as `prior_df` pseudo-repeats; a conjugate normal
+model with a scaled-inverse-chi-square prior on the variance); the gate ships without one, since a number
+measured on another machine says little about this runner. When the two sides ran interleaved (baseline,
+candidate, then candidate, baseline, ...) with equal counts, the test pairs run i of each side: a slow
+spell on a shared machine then hits both runs of a pair and cancels out of their ratio.
+
+A tail percentile (TTFT p95) of one short block rests on its two or three slowest requests, so for it the
+test pools every request of a side and takes the percentile of the pool; its uncertainty is a cluster
+bootstrap over the pairs (whole pairs resampled, so that the pairing and the requests' correlation within
+a block are kept), used as a normal interval with the t quantile of pairs - 1 degrees of freedom.
 
 Verdicts, for a threshold T (the change the gate must catch) and confidence 1 - alpha, on the "worse" scale
 (positive = worse):
@@ -67,13 +72,16 @@ class Comparison:
     df: float
     more_repeats: int | None  # more runs per side that would decide an inconclusive test (None: > cap)
 
+    method: str = "t"  # "t" on per-run figures, or "pooled" (a pooled percentile, cluster bootstrap)
+
     def describe(self) -> str:
         way = "worse" if self.worse_pct >= 0 else "better"
+        runs = f"{self.n_base} pairs" if self.paired else f"{self.n_base} vs {self.n_cand} runs"
+        how = "pooled requests, cluster bootstrap" if self.method == "pooled" else f"{self.df:.0f} df"
         return (
             f"{abs(self.worse_pct):.1f} % {way} "
-            f"(one-sided bounds {self.low_pct:+.1f} .. {self.high_pct:+.1f} % worse; "
-            f"{self.n_base} vs {self.n_cand} runs{', paired' if self.paired else ''}; "
-            f"noise {100 * self.sigma_log:.1f} % per run)"
+            f"[one-sided bounds {self.low_pct:+.1f} .. {self.high_pct:+.1f} % worse]; "
+            f"noise measured in this job {100 * self.sigma_log:.1f} % per run ({runs}, {how})"
         )
 
 
@@ -140,7 +148,8 @@ def compare(
         # One run per side and no prior: nothing says how noisy a run is.
         sigma = math.nan
     else:
-        prior_var = math.log1p(prior_sigma) ** 2 if prior_sigma is not None else 0.0
+        # The prior is stored as it is measured: a standard deviation on the log scale already.
+        prior_var = prior_sigma**2 if prior_sigma is not None else 0.0
         sigma = math.sqrt((prior_df * prior_var + data_df * data_var) / df)
 
     def half_width(n_b: int, n_c: int, dof: float) -> float:
@@ -168,6 +177,73 @@ def compare(
         sigma_log=sigma,
         df=df,
         more_repeats=more,
+    )
+
+
+def pooled_quantile(groups: Sequence[np.ndarray], q: float) -> float:
+    """The q-th percentile of every value of every group together (inf counts as beyond any value)."""
+    values = np.concatenate([np.asarray(g, dtype=float) for g in groups]) if groups else np.array([])
+    return float(np.percentile(values, q)) if values.size else math.nan
+
+
+def compare_pooled_quantile(
+    base: Sequence[np.ndarray],
+    cand: Sequence[np.ndarray],
+    *,
+    q: float,
+    threshold_pct: float,
+    alpha: float,
+    paired: bool,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Comparison:
+    """A lower-is-better percentile (latency) of the pooled requests of each side, as in the module
+    docstring. `base[i]`, `cand[i]`: the values of run i (paired: run i of each side ran side by side)."""
+    n_b, n_c = len(base), len(cand)
+    paired = paired and n_b == n_c and n_b >= 2
+    estimate = math.log(pooled_quantile(cand, q)) - math.log(pooled_quantile(base, q))
+    rng = np.random.default_rng(seed)
+    draws = np.empty(resamples)
+    for i in range(resamples):
+        pick_b = rng.integers(0, n_b, n_b)
+        pick_c = pick_b if paired else rng.integers(0, n_c, n_c)
+        draws[i] = math.log(pooled_quantile([cand[j] for j in pick_c], q)) - math.log(
+            pooled_quantile([base[j] for j in pick_b], q)
+        )
+    draws = draws[np.isfinite(draws)]
+    se = float(np.std(draws, ddof=1)) if draws.size > 1 else math.inf
+    df = float(n_b - 1 if paired else n_b + n_c - 2)
+    threshold = threshold_log(threshold_pct, higher_is_better=False)
+    # The per-run noise that this standard error corresponds to (se = sigma * sqrt(2 / n)): comparable
+    # with the t test's, and what scales with more runs.
+    sigma = se / math.sqrt(2.0 / n_b) if paired else se / math.sqrt(1.0 / n_b + 1.0 / n_c)
+
+    def half_width(nb: int, nc: int, dof: float) -> float:
+        if not dof > 0 or not math.isfinite(sigma):
+            return math.inf
+        spread = sigma * math.sqrt(2.0 / nb) if paired else sigma * math.sqrt(1.0 / nb + 1.0 / nc)
+        return t_quantile(1.0 - alpha, dof) * spread
+
+    width = half_width(n_b, n_c, df)
+    verdict = _decide(estimate, width, threshold) if math.isfinite(estimate) else "inconclusive"
+    more = (
+        0
+        if verdict != "inconclusive" or not math.isfinite(estimate)
+        else _more_repeats(estimate, threshold, n_b, n_c, df, 1 if paired else 2, half_width)
+    )
+    return Comparison(
+        worse_pct=_to_worse_pct(estimate, False),
+        low_pct=_to_worse_pct(estimate - width, False) if math.isfinite(width) else -math.inf,
+        high_pct=_to_worse_pct(estimate + width, False) if math.isfinite(width) else math.inf,
+        threshold_pct=threshold_pct,
+        verdict=verdict,
+        paired=paired,
+        n_base=n_b,
+        n_cand=n_c,
+        sigma_log=sigma,
+        df=df,
+        more_repeats=more,
+        method="pooled",
     )
 
 
