@@ -12,7 +12,8 @@ are interleaved, so that a slow spell of the machine is spread over the conditio
 
 Prints the table of counts (pass / fail / inconclusive per condition, how many were decided by the CPU
 stand-in, the job's wall time) and writes runs.jsonl (one line per job) and table.md in --out. --summarize
-re-reads runs.jsonl without running anything.
+re-reads runs.jsonl without running anything; --regate judges every job's kept runs again with the current
+gates file and code (the runs are the evidence; the verdict is a function of them), into regated.jsonl.
 """
 
 from __future__ import annotations
@@ -46,6 +47,34 @@ def interleave(plan: dict[str, int]) -> list[str]:
     return order
 
 
+def verdict_row(row: dict, verdict_path: Path) -> dict:
+    """The gate's verdict and its relative checks, from gate.json, into the job's row."""
+    verdict = json.loads(verdict_path.read_text())
+    row["verdict"] = verdict["verdict"]
+    for check in verdict["checks"]:
+        if check["gate"].startswith("max_") and check["gate"].endswith("_pct"):
+            row[check["gate"]] = {
+                "verdict": check["verdict"],
+                "worse_pct": check["value"],
+                "detail": check["detail"],
+            }
+    throughput = row.get("max_throughput_drop_pct", {})
+    row["decided_by_cpu"] = "CPU per output token decides" in throughput.get("detail", "")
+    return row
+
+
+def regate(job: Path, row: dict, gates: Path) -> dict:
+    """The job's kept runs judged again by the current gate (exactly as scripts/perf-gate calls it)."""
+    out = job / "regate"
+    cmd = [sys.executable, "-m", "reports.compare", "--gate", str(gates)]
+    cmd += [str(job / "base"), str(job / "cand")]
+    cmd += ["--shape-of", str(REPO / "benchmarks" / "gate_baseline"), "--no-report", "--out", str(out)]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    fresh = {k: row[k] for k in ("condition", "wall_s", "job")}
+    fresh["exit_code"] = result.returncode
+    return verdict_row(fresh, out / "gate.json")
+
+
 def run_job(condition: str, out: Path) -> dict:
     spec = CONDITIONS[condition]
     cmd = [str(REPO / "scripts" / "perf-gate"), "--out", str(out), "--no-report"]
@@ -65,17 +94,7 @@ def run_job(condition: str, out: Path) -> dict:
     row: dict = {"condition": condition, "exit_code": result.returncode, "wall_s": round(wall_s, 1)}
     verdict_path = out / "gate" / "gate.json"
     if verdict_path.is_file():
-        verdict = json.loads(verdict_path.read_text())
-        row["verdict"] = verdict["verdict"]
-        for check in verdict["checks"]:
-            if check["gate"].startswith("max_") and check["gate"].endswith("_pct"):
-                row[check["gate"]] = {
-                    "verdict": check["verdict"],
-                    "worse_pct": check["value"],
-                    "detail": check["detail"],
-                }
-        throughput = row.get("max_throughput_drop_pct", {})
-        row["decided_by_cpu"] = "CPU per output token decides" in throughput.get("detail", "")
+        verdict_row(row, verdict_path)
     else:
         row["verdict"] = "no-verdict"
         row["stderr_tail"] = result.stderr[-1500:]
@@ -109,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", nargs="+", default=["aa=10", "slow10=10", "slow20=5", "aa-busy=10"])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "gate-error-rates")
     parser.add_argument("--summarize", action="store_true", help="only print the table of runs.jsonl")
+    parser.add_argument("--regate", action="store_true", help="judge the kept runs again (current gate)")
+    parser.add_argument("--gates", type=Path, default=REPO / "config" / "gates.yaml")
     args = parser.parse_args(argv)
     plan: dict[str, int] = {}
     for item in args.plan:
@@ -127,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
                 sink.write(json.dumps(row) + "\n")
             print(f"job {index} {condition}: {row['verdict']} in {row['wall_s']:.0f} s", flush=True)
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    if args.regate:
+        rows = [regate(args.out / f"job{r['job']:03d}-{r['condition']}", r, args.gates) for r in rows]
+        with (args.out / "regated.jsonl").open("w", encoding="utf-8") as sink:
+            sink.writelines(json.dumps(r) + "\n" for r in rows)
     text = table(rows)
     (args.out / "table.md").write_text(text + "\n", encoding="utf-8")
     print(text)

@@ -1,5 +1,7 @@
 """`python -m reports.compare RUN_DIR [RUN_DIR ...] [--out DIR]`: tables, plots and an HTML report;
-`python -m reports.compare --gate config/gates.yaml [BASELINE] CANDIDATE`: a CI performance gate.
+`python -m reports.compare --gate config/gates.yaml [BASELINE] CANDIDATE`: a CI performance gate;
+`python -m reports.compare --history POINT [POINT ...]`: change points of the gated figures over a series
+(reports/history.py; a single folder of dated runs also works).
 
 A RUN_DIR is a run folder or a folder of run folders (its repeats). Exit codes: 0 pass, 1 regression
 (gate mode), 2 bad input or runs the gate refuses to judge (the message names the file and the problem),
@@ -15,7 +17,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from reports import gate, report
+from reports import gate, history, report
 from reports import markdown as md
 from reports.errors import BadInput, RegressionFound, ReportError
 from reports.metrics import label_stats, runs_frame
@@ -56,6 +58,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-report", action="store_true", help="gate mode: skip the tables and plots report"
     )
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="history mode: change points over the RUN_DIRs in order (or the dated runs of one folder)",
+    )
+    parser.add_argument(
+        "--permutations", type=int, default=199, help="history mode: permutations of the significance test"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return parser.parse_args(argv)
 
@@ -80,6 +90,22 @@ def run_compare(args: argparse.Namespace) -> int:
     for warning in built.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"\nreport: {built.html_path}\nmarkdown: {built.markdown_path}\ntables and plots: {out}")
+    return 0
+
+
+def run_history(args: argparse.Namespace) -> int:
+    if args.gate:
+        raise BadInput("--history and --gate are two modes: give one")
+    if args.permutations < 19:
+        raise BadInput(f"--permutations must be at least 19 (p can then reach 0.05), got {args.permutations}")
+    missing = [p for p in args.runs if not Path(p).is_dir()]
+    if missing:
+        raise BadInput(f"--history: no such folder: {', '.join(missing)}")
+    out = args.out or _default_out("history")
+    text = history.run_history([Path(p) for p in args.runs], out, permutations=args.permutations)
+    print(text)
+    print(f"\nhistory outputs: {out} (history.md, history.json, history.png)")
+    _write_step_summary(text)
     return 0
 
 
@@ -136,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        if args.history:
+            return run_history(args)
         return run_gate(args) if args.gate else run_compare(args)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)

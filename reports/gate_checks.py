@@ -26,6 +26,9 @@ class Check:
     verdict: Verdict
     detail: str = ""
     more_repeats: int | None = None  # inconclusive relative checks: more runs per side that would decide
+    # An advisory check fails the gate when it fails, but its "inconclusive" does not hold the gate up
+    # (a figure too noisy on the runner to demand a decision: relative.ttft_must_decide).
+    advisory: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,6 @@ class Evaluation:
     def verdict(self) -> Verdict:
         if any(c.verdict == "fail" for c in self.checks):
             return "fail"
-        if any(c.verdict == "inconclusive" for c in self.checks):
+        if any(c.verdict == "inconclusive" and not c.advisory for c in self.checks):
             return "inconclusive"
         return "pass"

@@ -62,7 +62,7 @@ def to_markdown(result: Evaluation, config_path: Path, candidate: str, baseline:
         "",
     ]
     if verdict == "inconclusive":
-        more = [c.more_repeats for c in checks if c.verdict == "inconclusive"]
+        more = [c.more_repeats for c in checks if c.verdict == "inconclusive" and not c.advisory]
         known = [m for m in more if m is not None]
         advice = (
             f"about {max(known)} more pair(s) of runs would decide it (scripts/perf-gate --pairs)"
@@ -77,7 +77,7 @@ def to_markdown(result: Evaluation, config_path: Path, candidate: str, baseline:
             "Gate": [c.gate for c in checks],
             "Measured": [_value_text(c) for c in checks],
             "Limit": [_limit_text(c) for c in checks],
-            "Verdict": [ICONS[c.verdict] for c in checks],
+            "Verdict": [ICONS[c.verdict] + (" (advisory)" if c.advisory else "") for c in checks],
             "Detail": [c.detail for c in checks],
         }
     )

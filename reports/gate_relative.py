@@ -148,9 +148,14 @@ def ttft_check(base: Side, cand: Side, config: GateConfig, paired: bool) -> Chec
         f"{fmt_metric('ttft_p95_s', stats.pooled_quantile(c, 95))} (p95 of every request); "
         f"{result.describe()}"
     )
+    advisory = not config.relative.ttft_must_decide
     if result.verdict == "inconclusive":
         detail += "; " + more_text(result.more_repeats, result.paired)
-    return Check(cand.label, gate, result.worse_pct, limit, "%", result.verdict, detail, result.more_repeats)
+        if advisory:
+            detail += " (advisory: relative.ttft_must_decide is false, so this does not hold the gate up)"
+    return Check(
+        cand.label, gate, result.worse_pct, limit, "%", result.verdict, detail, result.more_repeats, advisory
+    )
 
 
 def relative_checks(base: Side, cand: Side, config: GateConfig) -> list[Check]:

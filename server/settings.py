@@ -206,8 +206,9 @@ class TestingSettings(Strict):
     error rates are measured against a server made a known amount slower). Off by default; a release
     profile (config/profiles/) refuses them, so no comparison of releases can carry one by mistake."""
 
-    # Each engine step (prefill and decode) takes this much longer: after the step, the worker spins
-    # (burning CPU, as slower code would) for this share of the step's own time.
+    # Each cycle of the worker (its commands, one engine step, the events sent: one token of every running
+    # sequence) takes this much longer: after it, the worker spins (burning CPU, as slower code would) for
+    # this share of the cycle's own time, so generation runs at 1 / (1 + pct / 100) of its speed.
     slowdown_pct: float = Field(0.0, ge=0.0, le=1000.0)
 
 

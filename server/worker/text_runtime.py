@@ -308,17 +308,16 @@ class BatchRuntime:
             events.append(self.stats())
         return events
 
-    def timed_step(self) -> list:
-        """A step, made `slowdown_pct` longer when the testing setting asks (spinning: CPU is burnt as by
-        slower code, so CPU-time figures see the slowdown too)."""
+    def slow_down(self, cycle_started: float) -> None:
+        """testing.slowdown_pct: make the cycle that just ran (commands, step, events: all of the worker's
+        work for one token of each sequence) that much longer, by spinning, so that generation runs at
+        1 / (1 + pct/100) of its speed and CPU is burnt as by slower code (CPU-time figures see it too)."""
         if not self.options.slowdown_pct:
-            return self.step()
-        started = time.perf_counter()
-        events = self.step()
-        until = time.perf_counter() + (time.perf_counter() - started) * self.options.slowdown_pct / 100.0
+            return
+        now = time.perf_counter()
+        until = now + (now - cycle_started) * self.options.slowdown_pct / 100.0
         while time.perf_counter() < until:
             pass
-        return events
 
     def keep_prefixes(self, prompt_responses, responses) -> None:
         """Store the KV of each prompt just prefilled (so that requests arriving while it decodes can
@@ -409,6 +408,7 @@ class BatchRuntime:
             self.release_if_idle()
             busy = bool(self.sequences or self.held)
             commands = drain(inbox, block=not busy)
+            cycle_started = time.perf_counter()  # after any idle wait: the cycle is the work
             before = (len(self.sequences), len(self.held))
             for command in commands:
                 if isinstance(command, ipc.Shutdown):
@@ -429,10 +429,11 @@ class BatchRuntime:
                 self.send_events(self.admit_held())
             if self.sequences:
                 try:
-                    self.send_events(self.timed_step())
+                    self.send_events(self.step())
                 except Exception as exc:  # an engine fault must not leave requests hanging
                     log.exception("decode step failed")
                     self.send_events(self.fail_all(f"The engine failed: {exc}"))
+                self.slow_down(cycle_started)
 
     def send_events(self, events: list) -> None:
         if events:

@@ -34,26 +34,32 @@ def test_negative_slowdown_is_a_config_error():
         load_settings(RUNTIME, overrides={"testing": {"slowdown_pct": -5}})
 
 
-def _runtime(slowdown_pct: float, step_s: float) -> SimpleNamespace:
-    def step():
-        time.sleep(step_s)
-        return ["event"]
-
-    return SimpleNamespace(options=SimpleNamespace(slowdown_pct=slowdown_pct), step=step)
+def _runtime(slowdown_pct: float) -> SimpleNamespace:
+    return SimpleNamespace(options=SimpleNamespace(slowdown_pct=slowdown_pct))
 
 
-def test_a_slowed_step_lasts_at_least_its_share_longer():
-    runtime = _runtime(100.0, 0.02)
-    started = time.perf_counter()
-    events = BatchRuntime.timed_step(runtime)
-    assert events == ["event"]  # the step's own events pass through
-    assert time.perf_counter() - started >= 2 * 0.02  # the spin adds at least the step's own time
+def test_a_slowed_cycle_lasts_at_least_its_share_longer():
+    runtime = _runtime(100.0)
+    cycle_started = time.perf_counter()
+    time.sleep(0.02)  # the cycle's own work
+    BatchRuntime.slow_down(runtime, cycle_started)
+    assert time.perf_counter() - cycle_started >= 2 * 0.02  # the spin adds at least the cycle's own time
 
 
-def test_a_slowed_step_burns_cpu_not_sleep():
-    runtime = _runtime(500.0, 0.02)
+def test_a_slowed_cycle_burns_cpu_not_sleep():
+    runtime = _runtime(500.0)
+    cycle_started = time.perf_counter()
+    time.sleep(0.02)
     cpu_before = time.process_time()
-    BatchRuntime.timed_step(runtime)
+    BatchRuntime.slow_down(runtime, cycle_started)
     # 0.1 s of spinning: even a machine that gives this process a tenth of a core shows CPU time spent
     # (a sleep would spend none), so CPU-time figures see the slowdown too.
     assert time.process_time() - cpu_before >= 0.01
+
+
+def test_no_slowdown_returns_at_once():
+    runtime = _runtime(0.0)
+    cycle_started = time.perf_counter() - 10.0  # a long cycle: with the setting off, nothing is added
+    started = time.perf_counter()
+    BatchRuntime.slow_down(runtime, cycle_started)
+    assert time.perf_counter() - started < 1.0
