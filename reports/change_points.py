@@ -46,14 +46,31 @@ def energy_statistic(values: np.ndarray, tau: int) -> float:
     return m * n / (m + n) * (2 * between - within_x - within_y)
 
 
+def split_scores(values: np.ndarray, min_segment: int = MIN_SEGMENT) -> tuple[np.ndarray, np.ndarray]:
+    """(taus, Q(tau)) for every allowed split at once: block sums of the distance matrix from its 2-D
+    prefix sums, so a whole segment costs one n x n matrix (the permutation test calls this hundreds of
+    times)."""
+    n = len(values)
+    taus = np.arange(min_segment, n - min_segment + 1)
+    if taus.size == 0:
+        return taus, np.array([])
+    distances = np.abs(values[:, None] - values[None, :])
+    prefix = np.zeros((n + 1, n + 1))
+    prefix[1:, 1:] = distances.cumsum(0).cumsum(1)
+    m, k = taus.astype(float), (n - taus).astype(float)
+    between = (prefix[taus, n] - prefix[taus, taus]) / (m * k)
+    within_x = prefix[taus, taus] / (m * (m - 1))
+    within_y = (prefix[n, n] - prefix[taus, n] - prefix[n, taus] + prefix[taus, taus]) / (k * (k - 1))
+    return taus, m * k / (m + k) * (2 * between - within_x - within_y)
+
+
 def best_split(values: np.ndarray, min_segment: int = MIN_SEGMENT) -> tuple[int, float] | None:
     """The split of a segment with the largest Q, or None when the segment is too short to split."""
-    candidates = range(min_segment, len(values) - min_segment + 1)
-    if not candidates:
+    taus, scores = split_scores(values, min_segment)
+    if taus.size == 0:
         return None
-    scores = [(energy_statistic(values, tau), tau) for tau in candidates]
-    score, tau = max(scores)
-    return tau, score
+    best = int(np.argmax(scores))
+    return int(taus[best]), float(scores[best])
 
 
 def permutation_p(values: np.ndarray, observed: float, permutations: int, rng: np.random.Generator) -> float:
@@ -67,7 +84,7 @@ def permutation_p(values: np.ndarray, observed: float, permutations: int, rng: n
 
 
 def find_change_points(
-    series: list[float] | np.ndarray, *, alpha: float = 0.05, permutations: int = 199, seed: int = 0
+    series: list[float] | np.ndarray, *, alpha: float = 0.01, permutations: int = 499, seed: int = 0
 ) -> list[ChangePoint]:
     """Every significant change point of the series, in order of position."""
     values = np.asarray(series, dtype=float)

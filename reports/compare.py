@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="history mode: change points over the RUN_DIRs in order (or the dated runs of one folder)",
     )
     parser.add_argument(
-        "--permutations", type=int, default=199, help="history mode: permutations of the significance test"
+        "--permutations", type=int, default=499, help="history mode: permutations of the significance test"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return parser.parse_args(argv)
@@ -96,8 +96,8 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_history(args: argparse.Namespace) -> int:
     if args.gate:
         raise BadInput("--history and --gate are two modes: give one")
-    if args.permutations < 19:
-        raise BadInput(f"--permutations must be at least 19 (p can then reach 0.05), got {args.permutations}")
+    if args.permutations < 99:
+        raise BadInput(f"--permutations must be at least 99 (p can then reach 0.01), got {args.permutations}")
     missing = [p for p in args.runs if not Path(p).is_dir()]
     if missing:
         raise BadInput(f"--history: no such folder: {', '.join(missing)}")

@@ -90,11 +90,24 @@ def throughput_check(base: Side, cand: Side, config: GateConfig, paired: bool) -
         f"{vs}: {fmt_metric('output_tokens_per_s', _geomean(b))} -> "
         f"{fmt_metric('output_tokens_per_s', _geomean(c))}; {result.describe()}"
     )
-    if result.verdict != "inconclusive":
-        return Check(cand.label, gate, result.worse_pct, limit, "%", result.verdict, detail)
     stand_in = None
     if config.relative.cpu_per_token_decides:
         stand_in = _cpu_stand_in(b_figs, c_figs, limit, alpha, paired)
+    if result.verdict == "pass":
+        return Check(cand.label, gate, result.worse_pct, limit, "%", "pass", detail)
+    if result.verdict == "fail":
+        cpu_threshold = 100 * _cpu_threshold(limit)
+        if stand_in is not None and stand_in.high_pct < cpu_threshold / 2:
+            # Wall-clock throughput down, CPU per token shown not even half the matching rise: either
+            # the machine took time from the candidate's runs (a busy runner's bursts can hit several
+            # blocks of one side), or the change makes the server wait rather than compute. Not a pass.
+            detail += (
+                f"; but the server's CPU per output token did not rise ({stand_in.describe()}; under half "
+                f"of the {cpu_threshold:.1f} % that a {limit:g} % drop would take): machine contention or a "
+                "change that makes the server wait rather than compute; run the gate again"
+            )
+            return Check(cand.label, gate, result.worse_pct, limit, "%", "inconclusive", detail, 0)
+        return Check(cand.label, gate, result.worse_pct, limit, "%", "fail", detail)
     if stand_in is not None and stand_in.verdict != "inconclusive":
         detail += (
             "; wall-clock tok/s cannot tell, so the server's CPU per output token decides (lower noise): "

@@ -150,7 +150,7 @@ def plot(points: list[Point], found: dict[str, list[ChangePoint]], path: Path) -
     plt.close(fig)
 
 
-def run_history(paths: list[Path], out: Path, alpha: float = 0.05, permutations: int = 199) -> str:
+def run_history(paths: list[Path], out: Path, alpha: float = 0.01, permutations: int = 499) -> str:
     points = load_points(paths)
     found = changes(points, alpha, permutations)
     out.mkdir(parents=True, exist_ok=True)

@@ -336,6 +336,9 @@ def load_settings(
     raw = read_yaml(path, "config file", ConfigError) if path is not None else {}
     source = str(path or "defaults")
     release: Path | None = None
+    if path is not None and not profile:
+        # No overlay: the config file is what runs (runtime.yaml: "runtime"), not the compat it declares.
+        raw.setdefault("profile", Path(path).stem)
     if profile:
         overlay = profile_path(profile)
         raw = merge(raw, read_yaml(overlay, "config file", ConfigError))

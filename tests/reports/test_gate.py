@@ -150,7 +150,7 @@ def test_interleaved_runs_are_paired(tmp_path: Path) -> None:
     paired = relative_gates(tmp_path)
     out = tmp_path / "o1"
     assert gate("--gate", str(paired), str(base), str(cand), "--out", str(out)) == 1
-    assert "paired" in verdict_of(out)["checks"][0]["detail"]
+    assert "3 pairs" in verdict_of(out)["checks"][0]["detail"]
     unpaired = relative_gates(tmp_path, pairing="off")
     assert gate("--gate", str(unpaired), str(base), str(cand), "--out", str(tmp_path / "o2")) == 3
 

@@ -77,3 +77,18 @@ def test_the_stand_in_can_be_turned_off(tmp_path) -> None:
     code, check = run_gate(tmp_path, base, cand, cpu_per_token_decides=False)
     assert (code, check["verdict"]) == (3, "inconclusive")
     assert "CPU" not in check["detail"]
+
+
+def test_a_tok_s_drop_without_a_cpu_rise_is_not_called_a_regression(tmp_path) -> None:
+    """Contention bursts can hit several blocks of one side: wall-clock tok/s then drops while the CPU each
+    token costs does not move. The gate says it cannot tell (exit 3), not "regression" and not "pass"."""
+    tight = [100, 101, 99, 100, 100]
+    base = blocks(tmp_path / "base", tight, 0, STEADY)
+    cand = blocks(tmp_path / "cand", [80, 81, 79, 80, 80], 50, STEADY)
+    code, check = run_gate(tmp_path, base, cand)
+    assert (code, check["verdict"]) == (3, "inconclusive")
+    assert "CPU per output token did not rise" in check["detail"] and "run the gate again" in check["detail"]
+    # The same drop with the CPU per token rising to match it: a regression.
+    slower = blocks(tmp_path / "slower", [80, 81, 79, 80, 80], 50, [v * 1.25 for v in STEADY])
+    code, check = run_gate(tmp_path, base, slower)
+    assert (code, check["verdict"]) == (1, "fail")

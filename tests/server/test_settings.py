@@ -129,7 +129,7 @@ def test_server_prints_the_warnings_and_runs_unlimited(tmp_path):
     log = tmp_path / "server.log"
     with running_server(config, log_file=log) as url:
         health = requests.get(f"{url}/health", timeout=10).json()
-    assert health["profile"] == "v1.2.0"
+    assert (health["profile"], health["compat"]) == ("config", "v1.2.0")  # the file that runs, by name
     assert health["models"]["tiny-llama"]["limiter"] is None
     warnings = [line for line in log.read_text().splitlines() if "DEPRECATION WARNING" in line]
     assert len(warnings) == 3
