@@ -127,7 +127,6 @@ def compare(
     """The test of the module docstring on per-run figures (all finite and positive)."""
     b, c = worse_log(base, cand, higher_is_better)
     paired = paired and len(b) == len(c) and len(b) >= 2
-    threshold = threshold_log(threshold_pct, higher_is_better)
     if paired:
         estimate = float(np.mean(c - b))
         # The spread of the pair differences, per run (the difference of two runs has twice a run's variance).
@@ -152,18 +151,29 @@ def compare(
         prior_var = prior_sigma**2 if prior_sigma is not None else 0.0
         sigma = math.sqrt((prior_df * prior_var + data_df * data_var) / df)
 
-    def half_width(n_b: int, n_c: int, dof: float) -> float:
-        if not dof > 0 or math.isnan(sigma):
+    return _conclude(estimate, sigma, df, len(b), len(c), paired, threshold_pct, higher_is_better, alpha)
+
+
+def _conclude(
+    estimate: float, sigma: float, df: float, n_b: int, n_c: int, paired: bool, threshold_pct: float,
+    higher_is_better: bool, alpha: float, method: str = "t",
+) -> Comparison:  # fmt: skip
+    """The verdict of an estimate (log scale, positive = worse) with a per-run noise `sigma` of `df`
+    degrees of freedom: its one-sided bounds, and for an undecided test how many more runs would decide."""
+    threshold = threshold_log(threshold_pct, higher_is_better)
+
+    def half_width(nb: int, nc: int, dof: float) -> float:
+        if not dof > 0 or not math.isfinite(sigma):
             return math.inf
-        spread = sigma * math.sqrt(2.0 / n_b) if paired else sigma * math.sqrt(1.0 / n_b + 1.0 / n_c)
+        spread = sigma * math.sqrt(2.0 / nb) if paired else sigma * math.sqrt(1.0 / nb + 1.0 / nc)
         return t_quantile(1.0 - alpha, dof) * spread
 
-    width = half_width(len(b), len(c), df)
-    verdict = _decide(estimate, width, threshold)
+    width = half_width(n_b, n_c, df)
+    verdict = _decide(estimate, width, threshold) if math.isfinite(estimate) else "inconclusive"
     more = (
         0
-        if verdict != "inconclusive"
-        else _more_repeats(estimate, threshold, len(b), len(c), df, 1 if paired else 2, half_width)
+        if verdict != "inconclusive" or not math.isfinite(estimate)
+        else _more_repeats(estimate, threshold, n_b, n_c, df, 1 if paired else 2, half_width)
     )
     return Comparison(
         worse_pct=_to_worse_pct(estimate, higher_is_better),
@@ -172,11 +182,12 @@ def compare(
         threshold_pct=threshold_pct,
         verdict=verdict,
         paired=paired,
-        n_base=len(b),
-        n_cand=len(c),
+        n_base=n_b,
+        n_cand=n_c,
         sigma_log=sigma,
         df=df,
         more_repeats=more,
+        method=method,
     )
 
 
@@ -213,38 +224,10 @@ def compare_pooled_quantile(
     draws = draws[np.isfinite(draws)]
     se = float(np.std(draws, ddof=1)) if draws.size > 1 else math.inf
     df = float(n_b - 1 if paired else n_b + n_c - 2)
-    threshold = threshold_log(threshold_pct, higher_is_better=False)
     # The per-run noise that this standard error corresponds to (se = sigma * sqrt(2 / n)): comparable
     # with the t test's, and what scales with more runs.
     sigma = se / math.sqrt(2.0 / n_b) if paired else se / math.sqrt(1.0 / n_b + 1.0 / n_c)
-
-    def half_width(nb: int, nc: int, dof: float) -> float:
-        if not dof > 0 or not math.isfinite(sigma):
-            return math.inf
-        spread = sigma * math.sqrt(2.0 / nb) if paired else sigma * math.sqrt(1.0 / nb + 1.0 / nc)
-        return t_quantile(1.0 - alpha, dof) * spread
-
-    width = half_width(n_b, n_c, df)
-    verdict = _decide(estimate, width, threshold) if math.isfinite(estimate) else "inconclusive"
-    more = (
-        0
-        if verdict != "inconclusive" or not math.isfinite(estimate)
-        else _more_repeats(estimate, threshold, n_b, n_c, df, 1 if paired else 2, half_width)
-    )
-    return Comparison(
-        worse_pct=_to_worse_pct(estimate, False),
-        low_pct=_to_worse_pct(estimate - width, False) if math.isfinite(width) else -math.inf,
-        high_pct=_to_worse_pct(estimate + width, False) if math.isfinite(width) else math.inf,
-        threshold_pct=threshold_pct,
-        verdict=verdict,
-        paired=paired,
-        n_base=n_b,
-        n_cand=n_c,
-        sigma_log=sigma,
-        df=df,
-        more_repeats=more,
-        method="pooled",
-    )
+    return _conclude(estimate, sigma, df, n_b, n_c, paired, threshold_pct, False, alpha, method="pooled")
 
 
 def _more_repeats(
