@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -63,11 +64,22 @@ def verdict_row(row: dict, verdict_path: Path) -> dict:
     return row
 
 
-def regate(job: Path, row: dict, gates: Path) -> dict:
-    """The job's kept runs judged again by the current gate (exactly as scripts/perf-gate calls it)."""
+def regate(job: Path, row: dict, gates: Path, skip_pairs: int) -> dict:
+    """The job's kept runs judged again by the current gate (exactly as scripts/perf-gate calls it),
+    leaving out its first `skip_pairs` pairs: a job made without the block runner's warm-up pair then
+    counts as one made with it (the same blocks, run in the same order)."""
     out = job / "regate"
-    cmd = [sys.executable, "-m", "reports.compare", "--gate", str(gates)]
-    cmd += [str(job / "base"), str(job / "cand")]
+    sides = []
+    for side in ("base", "cand"):
+        kept = job / "regate-in" / side
+        if kept.parent.exists():
+            shutil.rmtree(kept.parent / side, ignore_errors=True)
+        kept.mkdir(parents=True)
+        for block in sorted((job / side).glob("block*")):
+            if block.is_dir() and int(block.name.removeprefix("block")) > skip_pairs:
+                shutil.copytree(block, kept / block.name)
+        sides.append(str(kept))
+    cmd = [sys.executable, "-m", "reports.compare", "--gate", str(gates), *sides]
     cmd += ["--shape-of", str(REPO / "benchmarks" / "gate_baseline"), "--no-report", "--out", str(out)]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     fresh = {k: row[k] for k in ("condition", "wall_s", "job")}
@@ -130,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summarize", action="store_true", help="only print the table of runs.jsonl")
     parser.add_argument("--regate", action="store_true", help="judge the kept runs again (current gate)")
     parser.add_argument("--gates", type=Path, default=REPO / "config" / "gates.yaml")
+    parser.add_argument("--skip-pairs", type=int, default=0, help="--regate: leave out the first N pairs")
     args = parser.parse_args(argv)
     plan: dict[str, int] = {}
     for item in args.plan:
@@ -149,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"job {index} {condition}: {row['verdict']} in {row['wall_s']:.0f} s", flush=True)
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     if args.regate:
-        rows = [regate(args.out / f"job{r['job']:03d}-{r['condition']}", r, args.gates) for r in rows]
+        rows = [
+            regate(args.out / f"job{r['job']:03d}-{r['condition']}", r, args.gates, args.skip_pairs)
+            for r in rows
+        ]
         with (args.out / "regated.jsonl").open("w", encoding="utf-8") as sink:
             sink.writelines(json.dumps(r) + "\n" for r in rows)
     text = table(rows)

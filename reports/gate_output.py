@@ -57,19 +57,24 @@ def to_markdown(result: Evaluation, config_path: Path, candidate: str, baseline:
         f"Gates `{config_path}`; candidate `{candidate}`"
         + (f"; baseline `{baseline}`." if baseline else "."),
         f"{sum(c.verdict == 'fail' for c in checks)} failed, "
-        f"{sum(c.verdict == 'inconclusive' for c in checks)} inconclusive, "
+        f"{sum(c.verdict == 'inconclusive' and not c.advisory for c in checks)} inconclusive"
+        + (f" (and {n} advisory)" if (n := sum(c.verdict == "inconclusive" and c.advisory for c in checks)) else "")
+        + ", "
         f"{sum(c.verdict == 'pass' for c in checks)} passed.",
         "",
     ]
     if verdict == "inconclusive":
         more = [c.more_repeats for c in checks if c.verdict == "inconclusive" and not c.advisory]
         known = [m for m in more if m is not None]
-        advice = (
-            f"about {max(known)} more pair(s) of runs would decide it (scripts/perf-gate --pairs)"
-            if known and len(known) == len(more)
-            else "more runs than are practical would be needed: "
-            "lower the noise (a quieter runner, longer blocks) or widen the threshold"
-        )
+        if known and len(known) == len(more) and max(known) == 0:
+            advice = "wall-clock and CPU figures disagree (see the detail): run the gate again"
+        elif known and len(known) == len(more):
+            advice = f"about {max(known)} more pair(s) of runs would decide it (scripts/perf-gate --pairs)"
+        else:
+            advice = (
+                "more runs than are practical would be needed: "
+                "lower the noise (a quieter runner, longer blocks) or widen the threshold"
+            )
         lines += [f"The runs cannot tell a change from noise (not a pass): {advice}.", ""]
     cells = pd.DataFrame(
         {
