@@ -51,6 +51,7 @@ def _limit_text(check: Check) -> str:
 def to_markdown(result: Evaluation, config_path: Path, candidate: str, baseline: str | None) -> str:
     checks = result.checks
     verdict = result.verdict
+    advisory = sum(c.verdict == "inconclusive" and c.advisory for c in checks)
     lines = [
         f"## Performance gate: {HEADS[verdict]}",
         "",
@@ -58,9 +59,8 @@ def to_markdown(result: Evaluation, config_path: Path, candidate: str, baseline:
         + (f"; baseline `{baseline}`." if baseline else "."),
         f"{sum(c.verdict == 'fail' for c in checks)} failed, "
         f"{sum(c.verdict == 'inconclusive' and not c.advisory for c in checks)} inconclusive"
-        + (f" (and {n} advisory)" if (n := sum(c.verdict == "inconclusive" and c.advisory for c in checks)) else "")
-        + ", "
-        f"{sum(c.verdict == 'pass' for c in checks)} passed.",
+        + (f" (and {advisory} advisory), " if advisory else ", ")
+        + f"{sum(c.verdict == 'pass' for c in checks)} passed.",
         "",
     ]
     if verdict == "inconclusive":
