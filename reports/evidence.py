@@ -44,7 +44,7 @@ SHAPE_KEYS = (
     "rate_per_s",
     "users",
     "prompt_length_method",
-    "check_outputs",  # issue 28: a few prompts reused (prefix caches hit); absent in a run means 0
+    "check_outputs",  # --check-outputs: a few prompts reused (prefix caches hit); absent in a run means 0
 )
 # Open loop: completing fewer than this share of the offered requests per second means the server could
 # not keep up with the offered load.

@@ -1,4 +1,4 @@
-"""Interactive charts for report.html (issue 28): Plotly figures, offline, beside the static PNG/SVG.
+"""Interactive charts for report.html: Plotly figures, offline, beside the static PNG/SVG.
 
 plotly.js comes from the `plotly` Python package (its bundled plotly.min.js, about 4.8 MB) and is written
 once per page, inline: the page needs no network when generated or opened. Each chart is a <div> with its

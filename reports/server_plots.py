@@ -1,4 +1,4 @@
-"""The server's metrics over a run (issue 28), on the same time axis as the client's view of it.
+"""The server's metrics over a run, on the same time axis as the client's view of it.
 
 Panels: requests in flight as the client saw them against what the server held (in flight, limiter slots
 and queue); the engine (sequences decoding and waiting, batch size); arrivals and refusals per second,

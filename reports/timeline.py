@@ -1,4 +1,4 @@
-"""Per-request timeline (issue 28): one bar per request, one panel per run, on a shared time axis.
+"""Per-request timeline: one bar per request, one panel per run, on a shared time axis.
 
 A bar runs from the request's send time (a dotted lead-in from its scheduled time when it left late)
 through its first token to its end: grey while waiting for the first token, then in its outcome's colour;
