@@ -261,22 +261,41 @@ class Campaign(Strict):
     def is_sweep(self) -> bool:
         return self.sweep is not None
 
+    # A sweep campaign has all three sections (checked at load): these give them without the None.
+    @property
+    def probe_spec(self) -> ProbeSpec:
+        if self.probe is None:
+            raise ValueError(f"campaign {self.name!r} has no 'probe' section (not a sweep campaign)")
+        return self.probe
+
+    @property
+    def slo_spec(self) -> SloSpec:
+        if self.slo is None:
+            raise ValueError(f"campaign {self.name!r} has no 'slo' section (not a sweep campaign)")
+        return self.slo
+
+    @property
+    def sweep_spec(self) -> SweepSpec:
+        if self.sweep is None:
+            raise ValueError(f"campaign {self.name!r} has no 'sweep' section (not a sweep campaign)")
+        return self.sweep
+
     def quick_form(self) -> Campaign:
         """The same campaign with --quick's fewer points and shorter windows."""
         if not self.is_sweep:
             return self
         q = self.quick
-        probe = self.probe.model_copy(
+        probe = self.probe_spec.model_copy(
             update={
                 "first_step_s": q.first_step_s,
                 "first_warmup_s": q.first_warmup_s,
                 "min_first_step_requests": q.min_first_step_requests,
-                "step_s": self.probe.step_s.model_copy(update={"at_most": q.step_s_at_most}),
+                "step_s": self.probe_spec.step_s.model_copy(update={"at_most": q.step_s_at_most}),
                 "growth": q.growth,
                 "patience": q.patience,
             }
         )
-        sweep = self.sweep.model_copy(
+        sweep = self.sweep_spec.model_copy(
             update={
                 "points": q.points,
                 "budget_min": q.budget_min,

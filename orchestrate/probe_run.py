@@ -71,7 +71,7 @@ def run_probe(
 ) -> probing.ProbeResult:
     results = []
     started = time.monotonic()
-    growth = campaign.probe.growth
+    growth = campaign.probe_spec.growth
     for done, target in enumerate(targets):
         progress(f"probe {target.name}: closed loop, concurrency 1, {growth}, {growth**2}, ...")
         url = urls[target.name]
@@ -105,7 +105,7 @@ def run_probe(
             return step_result(run_dir, concurrency)
 
         result = probing.probe_profile(
-            target.name, campaign.probe, run_step, progress, hints.get(target.name)
+            target.name, campaign.probe_spec, run_step, progress, hints.get(target.name)
         )
         if not result.single or not result.single.e2e_p50_s:
             raise RunFailed(f"probe {target.name}: no single-stream request completed; see {out / 'logs'}")
@@ -114,7 +114,7 @@ def run_probe(
             f"probe {target.name}: one stream TTFT {1000 * (single.ttft_p50_s or 0):.0f} ms, E2E "
             f"{single.e2e_p50_s:.2f} s; saturated at {result.capacity_rps:.2f} req/s "
             f"({result.capacity_tokens_per_s:.0f} tok/s{_interval_text(result)}) at concurrency "
-            f"{result.best.concurrency}"
+            f"{result.best.concurrency if result.best else '-'}"
         )
         results.append(result)
         if left := len(targets) - done - 1:

@@ -305,6 +305,7 @@ class LocustProcess:
         self.process = subprocess.Popen(
             self.cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
         )
+        assert self.process.stdout is not None and self.process.stderr is not None  # both are PIPE
         self._out = _Lines(self.process.stdout, self._sink, lock, on_line)
         self._err = _Lines(self.process.stderr, self._sink, lock, on_line)
 

@@ -113,7 +113,7 @@ def reproduce(
         if real_limits:
             campaign = campaign.model_copy(update={"derived_limits": False})
         if budget_min is not None:
-            sweep = campaign.sweep.model_copy(update={"budget_min": budget_min})
+            sweep = campaign.sweep_spec.model_copy(update={"budget_min": budget_min})
             campaign = campaign.model_copy(update={"sweep": sweep})
         return reproduce_sweep(campaign, campaign_path, out, progress, report_only, external, model)
     if quick or external is not None or model is not None or budget_min is not None:

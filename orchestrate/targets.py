@@ -100,7 +100,7 @@ class Servers:
 
         with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
             futures = {t.name: pool.submit(launch, t) for t in chosen}
-            failures = [f.exception() for f in futures.values() if f.exception() is not None]
+            failures = [e for f in futures.values() if (e := f.exception()) is not None]
             if failures:
                 raise failures[0]  # the others stop with the stack
             for name, future in futures.items():

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -57,7 +58,7 @@ class Interval:
         """True when the two intervals do not overlap (False when either has nan bounds: cannot tell)."""
         return bool(self.high < other.low or other.high < self.low)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """For JSON: non-finite numbers become None (JSON has no nan)."""
         return {
             "estimate": _json_number(self.estimate),
@@ -88,7 +89,8 @@ def _z(confidence: float) -> float:
 
 def _finite(values: ArrayLike) -> np.ndarray:
     array = np.asarray(values, dtype=float).ravel()
-    return array[~np.isnan(array)]
+    finite: np.ndarray = array[~np.isnan(array)]
+    return finite
 
 
 def wilson(successes: float, n: float, confidence: float = 0.95) -> Interval:
@@ -109,7 +111,8 @@ def wilson(successes: float, n: float, confidence: float = 0.95) -> Interval:
 def _batch_means(values: np.ndarray, batches: int) -> np.ndarray:
     """Means of `batches` equal consecutive batches; the last n % batches values are left out."""
     size = len(values) // batches
-    return values[: size * batches].reshape(batches, size).mean(axis=1)
+    means: np.ndarray = values[: size * batches].reshape(batches, size).mean(axis=1)
+    return means
 
 
 def effective_n(flags: ArrayLike, batches: int = 10) -> float:

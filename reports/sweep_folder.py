@@ -138,7 +138,7 @@ def read_probe(folder: Path) -> list[ProbedProfile]:
     data = json.loads((folder / PROBE_FILE).read_text(encoding="utf-8"))
     out = []
     for p in data["profiles"]:
-        single = next((s for s in p["steps"] if s["concurrency"] == 1), {})
+        single: dict[str, Any] = next((s for s in p["steps"] if s["concurrency"] == 1), {})
         out.append(
             ProbedProfile(
                 name=p["name"],
