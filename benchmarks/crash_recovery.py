@@ -57,7 +57,9 @@ async def crash_loop(url: str, kills: int, streams: int) -> tuple[list[float], d
         users = [asyncio.create_task(user(session)) for _ in range(streams)]
         for _ in range(kills):
             await asyncio.sleep(2.0)  # under load
-            os.kill(worker_pid(server_pid), signal.SIGKILL)
+            pid = worker_pid(server_pid)
+            assert pid is not None, "the server has no worker process to kill"
+            os.kill(pid, signal.SIGKILL)
             killed = time.monotonic()
             await asyncio.sleep(0.05)
             while not await asyncio.to_thread(healthy, url):

@@ -75,7 +75,7 @@ WORDS = [
 
 
 @dataclass
-class RequestRecord:
+class TimedTurn:
     """One request of a workload; times in seconds from the workload's start."""
 
     user: int
@@ -90,11 +90,21 @@ class RequestRecord:
 
     @property
     def ttft_s(self) -> float:
+        if self.first_token_s is None:
+            raise ValueError(f"user {self.user}, turn {self.turn}: no content arrived")
         return self.first_token_s - self.sent_s
+
+    @property
+    def end_s(self) -> float:
+        if self.finish_s is None:
+            raise ValueError(f"user {self.user}, turn {self.turn}: never finished")
+        return self.finish_s
 
 
 @dataclass
-class Target:
+class Endpoint:
+    """A running server under test: its label in the tables, base URL, and the model id to ask for."""
+
     name: str
     url: str
     model: str
@@ -104,7 +114,7 @@ def words(rng: random.Random, count: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(count))
 
 
-async def chat(session, target: Target, messages, args, eos_id: int, record: RequestRecord, start: float):
+async def chat(session, target: Endpoint, messages, args, eos_id: int, record: TimedTurn, start: float):
     """One streamed chat request; fills `record` (first content, usage with cached tokens, the text)."""
     body = {
         "model": target.model,
@@ -137,19 +147,19 @@ async def chat(session, target: Target, messages, args, eos_id: int, record: Req
     record.text = "".join(parts)
 
 
-async def multi_turn(target: Target, args, eos_id: int, seed: int) -> list[RequestRecord]:
+async def multi_turn(target: Endpoint, args, eos_id: int, seed: int) -> list[TimedTurn]:
     async with aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=900), connector=aiohttp.TCPConnector(limit=0)
     ) as session:
         start = time.perf_counter()
 
-        async def user(index: int) -> list[RequestRecord]:
+        async def user(index: int) -> list[TimedTurn]:
             rng = random.Random(seed * 1000 + index)
             history = [{"role": "system", "content": f"You are guide {index}. {words(rng, 12)}"}]
             out = []
             for turn in range(1, args.turns + 1):
                 history.append({"role": "user", "content": words(rng, args.turn_words)})
-                record = RequestRecord(index, turn, time.perf_counter() - start)
+                record = TimedTurn(index, turn, time.perf_counter() - start)
                 await chat(session, target, history, args, eos_id, record, start)
                 history.append({"role": "assistant", "content": record.text})
                 out.append(record)
@@ -161,7 +171,7 @@ async def multi_turn(target: Target, args, eos_id: int, seed: int) -> list[Reque
     return [r for records in per_user for r in records]
 
 
-async def shared_prefix(target: Target, args, eos_id: int, seed: int) -> list[RequestRecord]:
+async def shared_prefix(target: Endpoint, args, eos_id: int, seed: int) -> list[TimedTurn]:
     pool_rng = random.Random(seed)
     pool = [f"Shared context {k}. {words(pool_rng, args.prefix_words)}" for k in range(args.pool)]
     async with aiohttp.ClientSession(
@@ -169,7 +179,7 @@ async def shared_prefix(target: Target, args, eos_id: int, seed: int) -> list[Re
     ) as session:
         start = time.perf_counter()
 
-        async def user(index: int) -> list[RequestRecord]:
+        async def user(index: int) -> list[TimedTurn]:
             rng = random.Random(seed * 1000 + index)
             out = []
             for turn in range(1, args.requests + 1):
@@ -177,7 +187,7 @@ async def shared_prefix(target: Target, args, eos_id: int, seed: int) -> list[Re
                     {"role": "system", "content": rng.choice(pool)},
                     {"role": "user", "content": f"Question {index}.{turn}: {words(rng, 8)}"},
                 ]
-                record = RequestRecord(index, turn, time.perf_counter() - start)
+                record = TimedTurn(index, turn, time.perf_counter() - start)
                 await chat(session, target, messages, args, eos_id, record, start)
                 out.append(record)
             return out
@@ -194,8 +204,8 @@ class Figures:
     cached_share: float  # cached prompt tokens / prompt tokens
 
 
-def figures(records: list[RequestRecord]) -> Figures:
-    wall_s = max(r.finish_s for r in records) - min(r.sent_s for r in records)
+def figures(records: list[TimedTurn]) -> Figures:
+    wall_s = max(r.end_s for r in records) - min(r.sent_s for r in records)
     by_turn: dict[int, list[float]] = {}
     for r in records:
         by_turn.setdefault(r.turn, []).append(r.ttft_s)
@@ -292,11 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         targets = [
-            Target(CACHE_ON, stack.enter_context(running_server(RUNTIME_CONFIG)), "tiny-llama"),
-            Target(CACHE_OFF, stack.enter_context(running_server(cache_off_config(folder))), "tiny-llama"),
+            Endpoint(CACHE_ON, stack.enter_context(running_server(RUNTIME_CONFIG)), "tiny-llama"),
+            Endpoint(CACHE_OFF, stack.enter_context(running_server(cache_off_config(folder))), "tiny-llama"),
         ]
         if not args.no_peer:
-            targets.append(Target(PEER, stack.enter_context(peer_server(model_dir)), str(model_dir)))
+            targets.append(Endpoint(PEER, stack.enter_context(peer_server(model_dir)), str(model_dir)))
         for target in targets:  # first-request costs out of the figures, with prompts nobody reuses
             warm = {**vars(args), "users": 2, "requests": 1, "pool": 2, "prefix_words": 8}
             asyncio.run(shared_prefix(target, argparse.Namespace(**warm), eos_id, seed=-1))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from orchestrate import campaign as camp
 from orchestrate import probe as probing
-from orchestrate.locust_runs import DRAIN_EXTRA_S, Progress, drain, run_locust
-from orchestrate.targets import Target, base_load
+from orchestrate.locust_runs import DRAIN_EXTRA_S, Progress, drain, run_campaign_load
+from orchestrate.targets import CampaignTarget, base_load
 from reports.errors import RunFailed
 from reports.intervals import rate_interval
 from reports.metrics import run_metrics, token_arrivals
@@ -63,7 +63,7 @@ def step_result(run_dir: Path, concurrency: int) -> probing.StepResult:
 
 def run_probe(
     campaign: camp.Campaign,
-    targets: list[Target],
+    targets: list[CampaignTarget],
     urls: dict[str, str],
     hints: dict[str, float | None],
     out: Path,
@@ -81,7 +81,7 @@ def run_probe(
             concurrency: int,
             warmup_s: float,
             window_s: float,
-            target: Target = target,
+            target: CampaignTarget = target,
             url=url,
         ) -> probing.StepResult:
             load = camp.LoadSpec.model_validate(
@@ -100,7 +100,7 @@ def run_probe(
             if run_dir.exists():  # a repeated first step
                 run_dir = run_dir.with_name(f"{run_dir.name}-{time.monotonic_ns()}")
             label = f"{name}-probe-c{concurrency}"
-            run_locust(load, url, run_dir, label, out / "logs" / f"{label}.locust.log", progress)
+            run_campaign_load(load, url, run_dir, label, out / "logs" / f"{label}.locust.log", progress)
             drain(url, load.request_timeout_s + DRAIN_EXTRA_S)
             return step_result(run_dir, concurrency)
 

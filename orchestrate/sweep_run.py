@@ -10,9 +10,9 @@ from pathlib import Path
 
 from orchestrate import campaign as camp
 from orchestrate import sweep as sweeping
-from orchestrate.locust_runs import DRAIN_EXTRA_S, Progress, build_model, drain, run_locust
+from orchestrate.locust_runs import DRAIN_EXTRA_S, Progress, build_model, drain, run_campaign_load
 from orchestrate.probe_run import request_count, run_probe
-from orchestrate.targets import Servers, Target, base_load
+from orchestrate.targets import CampaignTarget, Servers, base_load
 from reports import sweep_report
 from reports.errors import BadInput
 from reports.guide_match import mix_distance, next_guide_rate
@@ -31,7 +31,7 @@ class PointRunner:
         self,
         campaign: camp.Campaign,
         servers: Servers,
-        targets: list[Target],
+        targets: list[CampaignTarget],
         out: Path,
         plan: SweepPlan,
         scale: sweeping.WindowScale,
@@ -66,7 +66,7 @@ class PointRunner:
         url = self.servers.urls[point.profile]
         label = f"{point.profile}-{point.purpose}"
         log_path = self.out / "logs" / f"sweep-{point.profile}-{run_dir.name}.locust.log"
-        run_locust(load, url, run_dir, label, log_path, self.progress)
+        run_campaign_load(load, url, run_dir, label, log_path, self.progress)
         drain(url, load.request_timeout_s + DRAIN_EXTRA_S)
         self.overheads_s.append(max(time.monotonic() - started - point.window_s, 0.0))
         append_point(self.out, point)
@@ -131,7 +131,7 @@ def bisect_knees(runner: PointRunner, profiles: list[str], spec: camp.SweepSpec)
 
 def make_plan(
     campaign: camp.Campaign,
-    targets: list[Target],
+    targets: list[CampaignTarget],
     urls: dict[str, str],
     rates: list[float],
     q: dict[str, float],
@@ -186,7 +186,7 @@ def reproduce_sweep(
     out: Path,
     progress: Progress,
     report_only: bool = False,
-    external: Target | None = None,
+    external: CampaignTarget | None = None,
     model: str | None = None,
 ) -> Report:
     if report_only:  # a folder with a plan is reported by orchestrate.reproduce without a campaign
@@ -194,7 +194,7 @@ def reproduce_sweep(
     started = time.monotonic()
     spec = campaign.sweep_spec
     budget_s = 60 * spec.budget_min
-    targets = [external] if external else [Target(p.name, p, model=model) for p in campaign.profiles]
+    targets = [external] if external else [CampaignTarget(p.name, p, model=model) for p in campaign.profiles]
     progress(
         f"campaign '{campaign.name}' ({campaign_path}): {', '.join(t.name for t in targets)}; budget "
         f"{spec.budget_min:g} min (probe, then the sweep); output {out}"

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -72,7 +73,7 @@ def chat_body(max_tokens: int, stream: bool = False, content: str = "Keep talkin
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory) -> str:
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One v1.2.0 server for the whole session (model loading is the slow part)."""
     with running_server(RUNTIME_CONFIG) as url:
         yield url

@@ -140,6 +140,8 @@ def test_reports_do_not_name_orchestration_even_for_annotations():
         if not under(name, "reports") or name == FORWARDER:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
             target = node.module if isinstance(node, ast.ImportFrom) else None
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [target or ""]
             bad += [f"{name}:{node.lineno} {n}" for n in names if under(n, "orchestrate")]

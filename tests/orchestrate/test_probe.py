@@ -49,7 +49,7 @@ def test_probe_doubles_until_throughput_stops_rising():
     result = probe_profile("batching", DEFAULT.probe_spec, run, lambda _: None)
     # 8 reaches 6 req/s; 16, 32 and 64 add nothing: three flat steps, saturated
     assert [c for c, _, _ in calls] == [1, 2, 4, 8, 16, 32, 64]
-    assert result.capacity_rps == 6.0 and result.best.concurrency == 8
+    assert result.capacity_rps == 6.0 and result.best is not None and result.best.concurrency == 8
     low, high = result.capacity_interval_rps()
     assert low == pytest.approx(6.0 * 0.98) and high == pytest.approx(6.0 * 1.02)
 

@@ -50,10 +50,11 @@ def test_grid_is_rate_by_rate_with_the_profiles_rotating_and_one_exact_schedule_
         (3.0, "c"), (3.0, "a"), (3.0, "b"),
     ]  # fmt: skip
     loads = [point_load(dict(DEFAULT.load), DEFAULT.sweep_spec, r, Q) for r in runs]
-    by_rate = {}
+    by_rate: dict[float, set[tuple[int | None, float | None, float]]] = {}
     for run, load in zip(runs, loads, strict=True):
         by_rate.setdefault(run.rate_per_s, set()).add((load.seed, load.rate, load.duration_s))
         assert load.arrival == "poisson-exact" and load.warmup_s == 0
+        assert load.rate is not None
         assert load.users >= load.rate * load.request_timeout_s  # Little's law: never short of users
         assert load.duration_s % 5 == 0  # whole segments of the exact schedule
     assert (

@@ -23,6 +23,7 @@ import json
 import re
 import sys
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -190,6 +191,7 @@ async def _stream(
     elif fault == "cut":
         pass  # a clean end of body with no [DONE]
     elif fault == "reset":
+        assert request.transport is not None  # the connection is open while its handler runs
         request.transport.abort()
         return resp
     elif fault == "stall":
@@ -268,7 +270,7 @@ async def _reply(request: web.Request, chat: bool, body: dict, fault: str, arriv
     finish, extra_tokens, claimed = STRICT_FAULTS.get(fault, ("length", 0, None))
     n += extra_tokens
     text = "" if fault == "empty" else "t " * n
-    choice = {"index": 0, "finish_reason": None if fault == "body_no_finish" else finish}
+    choice: dict[str, Any] = {"index": 0, "finish_reason": None if fault == "body_no_finish" else finish}
     choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
     usage = _usage_doc(4, _claimed(len(text.split()), claimed), fault)
     return web.json_response({"choices": [choice], "usage": usage})
