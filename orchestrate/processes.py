@@ -7,13 +7,15 @@ servers, mlx_lm.server). Both return the ServerProcess, for a caller that signal
 (headless run, distributed master and workers, web UI) and returns a LocustProcess without waiting.
 Bounded everywhere: a server that does not print its URL or answer /health in time is stopped (SIGTERM,
 then kill) and reported as ServerFailed with its last output.
-What the children print is collected; it goes to `log_file` when given, and to our stderr as well when
-MLXBENCH_ECHO_CHILD_OUTPUT is set, and to the file MLXBENCH_CHILD_LOG names when it is set (the test suite
-sets both: tests/support/server_logs.py searches them for ERROR records).
+What the children print is collected; it goes to `log_file` when given, to our stderr as well when
+MLXBENCH_ECHO_CHILD_OUTPUT is set, and to the file MLXBENCH_CHILD_LOG names when that is set (the test suite
+sets the file only: tests/support/server_logs.py searches it for ERROR records and shows a failed test the
+lines of its phase; echoed, a long-lived server's lines between tests would land on the terminal).
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
@@ -50,14 +52,23 @@ def echo_child_output() -> bool:
 
 
 _child_log_lock = threading.Lock()
-_child_logs: dict[str, IO[str]] = {}  # path -> open file, kept for the session: no open per line
+_child_logs: dict[str, IO[str]] = {}  # path -> open file, kept for the process's life: no open per line
 
 
-def echo_line(line: str) -> None:
-    """Pass a child's line on to our stderr, and append it to MLXBENCH_CHILD_LOG's file when that is set:
-    pytest's capture misses what a long-lived server prints while pytest reports between tests; the file
-    misses nothing."""
-    sys.stderr.write(line)
+@atexit.register
+def _close_child_logs() -> None:
+    with _child_log_lock:
+        for sink in _child_logs.values():
+            sink.close()
+        _child_logs.clear()
+
+
+def pass_on(line: str, echo: bool) -> None:
+    """A child's line to our stderr when `echo` (echo_child_output()), and appended to MLXBENCH_CHILD_LOG's
+    file when that is set: the file misses nothing, also not what a long-lived server prints between the
+    tests of a pytest session."""
+    if echo:
+        sys.stderr.write(line)
     if path := os.environ.get(CHILD_LOG_ENV):
         with _child_log_lock:
             if (sink := _child_logs.get(path)) is None:
@@ -108,8 +119,7 @@ class ServerProcess:
             if self._log is not None:
                 self._log.write(line)
                 self._log.flush()
-            if echo:
-                echo_line(line)
+            pass_on(line, echo)
             if self.url is None and (match := self._pattern.search(line)):
                 self.url = match.group(match.lastindex or 0)
                 self._printed.set()
@@ -281,8 +291,7 @@ class _Lines:
             with self._lock:
                 if self._sink is not None:
                     self._sink.write(line)
-                if echo:
-                    echo_line(line)
+                pass_on(line, echo)
             if self._on_line is not None:
                 self._on_line(line)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,10 +18,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-
-# The launchers echo what their servers and Locust runs print to our stderr, where pytest captures it
-# per test phase and server_logs checks it. Set before anything starts a process.
-os.environ["MLXBENCH_ECHO_CHILD_OUTPUT"] = "1"
 
 from configkit import REPO_ROOT, merge
 from orchestrate.processes import running_server

@@ -3,6 +3,7 @@
 import pytest
 
 from configkit import REPO_ROOT
+from orchestrate.processes import pass_on
 from tests.support.server_logs import problems, unexpected
 
 SERVER_LOG = """\
@@ -96,3 +97,34 @@ def test_a_child_line_that_pytest_did_not_capture_still_fails_the_test(pytester,
     result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*unexpected ERROR record*", "*decode step failed*"])
+
+
+def test_a_failed_test_shows_what_its_children_printed(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    monkeypatch.delenv("MLXBENCH_CHILD_LOG", raising=False)
+    pytester.makeconftest('pytest_plugins = ["tests.support.server_logs"]')
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(
+        """
+        import os
+
+        def test_fails_after_a_child_spoke():
+            with open(os.environ["MLXBENCH_CHILD_LOG"], "a") as f:
+                f.write("2026-12-02 01:00:00,000 aiohttp.access INFO GET /health 200\\n")
+            assert False
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Captured children's output call*", "*GET /health 200*"])
+
+
+def test_the_launcher_writes_children_lines_to_the_file_and_echoes_only_when_asked(
+    tmp_path, monkeypatch, capsys
+):
+    log = tmp_path / "children.log"
+    monkeypatch.setenv("MLXBENCH_CHILD_LOG", str(log))
+    pass_on("quiet line\n", echo=False)
+    pass_on("echoed line\n", echo=True)
+    assert capsys.readouterr().err == "echoed line\n"
+    assert log.read_text() == "quiet line\nechoed line\n"
