@@ -22,7 +22,7 @@ import psutil
 import requests
 
 from benchmarks.soak import one_stream, server_pid_for
-from configkit import REPO_ROOT
+from configkit import RUNTIME_CONFIG
 from orchestrate.processes import running_server
 
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "config" / "runtime.yaml")
+    parser.add_argument("--config", type=Path, default=RUNTIME_CONFIG)
     args = parser.parse_args(argv)
     with running_server(args.config) as url:
         recoveries, outcomes = asyncio.run(crash_loop(url, args.kills, args.streams))

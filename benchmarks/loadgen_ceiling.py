@@ -26,8 +26,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from configkit import REPO_ROOT
-from orchestrate.processes import run_locust, serve
+from configkit import REPO_ROOT, RUNTIME_CONFIG
+from orchestrate.processes import run_locust, running_server, serve
 from runfolder import read_run, read_summary
 
 FAKE = REPO_ROOT / "tests" / "support" / "fault_server.py"
@@ -144,9 +144,8 @@ def bias(host: str, work: Path, duration: str, max_tokens: int) -> list[dict]:
 
 def reference(work: Path) -> list[dict]:
     """Closed loop needs runs much longer than one request (16 users x 128 tokens is several seconds)."""
-    cmd = [sys.executable, "-m", "server", "--config", "config/runtime.yaml", "--port", "0"]
     rows = []
-    with serve(cmd, timeout_s=300) as host:
+    with running_server(RUNTIME_CONFIG, ready_timeout_s=300) as host:
         for users in (4, 8, 16):
             s, _ = load(
                 host, work, f"reference-{users}", "-u", str(users), "-r", str(users), "-t", "20s",

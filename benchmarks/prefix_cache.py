@@ -33,12 +33,11 @@ import aiohttp
 import yaml
 
 from benchmarks.server_vs_engine import PEER, peer_server, percentile
-from configkit import REPO_ROOT
+from configkit import REPO_ROOT, RUNTIME_CONFIG
 from orchestrate.processes import running_server
 from server.models.embedded import build_embedded_model
 
 REPO = REPO_ROOT
-RUNTIME_CONFIG = REPO / "config" / "runtime.yaml"
 CACHE_ON, CACHE_OFF = "ours[cache on]", "ours[cache off]"
 # Words the embedded tokenizer splits into about 2.4 tokens each.
 WORDS = [

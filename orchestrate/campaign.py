@@ -11,32 +11,35 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from configkit import REPO_ROOT, Strict, merge, read_yaml, validation_message
+from configkit import REPO_ROOT, RUNTIME_CONFIG, Strict, merge, read_yaml, validation_message
+from loadgen.options import DEFAULT_SCENARIO, LoadSettings
 from reports.errors import BadInput
 
 log = logging.getLogger(__name__)
 
 CAMPAIGNS_DIR = REPO_ROOT / "config" / "campaigns"
 PROFILES_DIR = REPO_ROOT / "config" / "profiles"
+# A campaign's load takes the load generator's own defaults, but for `ignore_eos` (see LoadSpec).
+LOAD_DEFAULTS = LoadSettings()
 DEFAULT_CAMPAIGN = CAMPAIGNS_DIR / "default.yaml"
 
 
 class LoadSpec(Strict):
     """The Locust load of one run (`python -m locust -f loadtest --headless ...`)."""
 
-    scenario: str = "ChatStreamUser"
+    scenario: str = DEFAULT_SCENARIO
     users: int = Field(ge=1, le=4096)
     spawn_rate: float | None = Field(None, gt=0)  # default: every user at once
     arrival: Literal["closed", "constant", "poisson", "poisson-exact"] = "closed"
     rate: float | None = Field(None, gt=0)
-    seed: int = 0  # prompts and Poisson arrivals: the same for every profile and repeat
+    seed: int = LOAD_DEFAULTS.seed  # prompts and Poisson arrivals: the same for every profile and repeat
     warmup_s: float = Field(0.0, ge=0)  # excluded from the results, before the measured window
     duration_s: float = Field(gt=0, le=3600)  # the measured window
-    max_tokens: int = Field(128, ge=1)
+    max_tokens: int = Field(LOAD_DEFAULTS.max_tokens, ge=1)
     ignore_eos: bool = True  # fixed-length replies: the tiny model may otherwise stop at once
-    prompt_tokens: int = Field(64, ge=1)
+    prompt_tokens: int = Field(LOAD_DEFAULTS.prompt_tokens, ge=1)
     think_time_s: float = Field(0.0, ge=0)
-    request_timeout_s: float = Field(60.0, gt=0)
+    request_timeout_s: float = Field(LOAD_DEFAULTS.request_timeout_s, gt=0)
     stop_timeout_s: float | None = Field(
         None, ge=0
     )  # after the run, for in-flight replies (default: the above)
@@ -222,7 +225,8 @@ class Campaign(Strict):
     schema_version: Literal[1] = 1
     name: str
     description: str = ""
-    config: str = "config/runtime.yaml"  # the server's base config, relative to the repository
+    # The server's base config, relative to the repository.
+    config: str = str(RUNTIME_CONFIG.relative_to(REPO_ROOT))
     repeats: int = Field(1, ge=1, le=20)
     load: dict[str, Any]
     profiles: list[ProfileSpec] = Field(min_length=1)

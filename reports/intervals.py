@@ -32,6 +32,9 @@ from numpy.typing import ArrayLike
 
 from reports.stats import t_quantile
 
+# The confidence of every interval the reports give, unless a caller asks for another.
+CONFIDENCE = 0.95
+
 MIN_QUANTILE_VALUES = 5  # below this a bootstrap of a quantile resamples the same few values: no interval
 MSER_BATCH = 5  # MSER-5: batch means of 5 observations smooth the noise the truncation rule reacts to
 
@@ -93,7 +96,7 @@ def _finite(values: ArrayLike) -> np.ndarray:
     return finite
 
 
-def wilson(successes: float, n: float, confidence: float = 0.95) -> Interval:
+def wilson(successes: float, n: float, confidence: float = CONFIDENCE) -> Interval:
     """Wilson score interval for a share; `successes` and `n` may be fractional (an effective sample size).
     n == 0: estimate nan, interval [0, 1] (nothing is known)."""
     label = f"wilson(n={n:.4g})"
@@ -132,7 +135,7 @@ def effective_n(flags: ArrayLike, batches: int = 10) -> float:
     return float(max(min(n, 1), n * binomial_var / batch_var))
 
 
-def share_interval(flags: ArrayLike, batches: int = 10, confidence: float = 0.95) -> Interval:
+def share_interval(flags: ArrayLike, batches: int = 10, confidence: float = CONFIDENCE) -> Interval:
     """The share of 1s (the plain share) with a Wilson interval on the effective sample size."""
     x = _finite(flags)
     if len(x) == 0:
@@ -153,7 +156,7 @@ def _block_indices(n: int, block: int, resamples: int, rng: np.random.Generator)
 def quantile_interval(
     values: ArrayLike,
     q: float,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
     resamples: int = 1000,
     block: int | None = None,
     seed: int = 0,
@@ -181,7 +184,7 @@ def rate_interval(
     start_s: float,
     end_s: float,
     batches: int = 10,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
 ) -> Interval:
     """A rate over [start_s, end_s) (events per second, or weight per second: tokens with weight = tokens)
     with a batch-means t interval over `batches` equal sub-windows; low clipped at 0. `n` is the number of

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from reports.intervals import CONFIDENCE
 from runfolder.figures import Slo
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class SweepPlan:
     guide_source: str | None = None
     rules: list[str] = field(default_factory=list)  # how loads, windows, limits and SLOs were derived
     budget_s: float | None = None
-    confidence: float = 0.95
+    confidence: float = CONFIDENCE
     target_half_width: float = 0.08  # the success share's interval half-width each point aims at
 
     @property

@@ -19,12 +19,10 @@ import aiohttp
 import pytest
 import yaml
 
-from configkit import REPO_ROOT, merge
+from configkit import REPO_ROOT, RUNTIME_CONFIG, merge
 from orchestrate.processes import running_server
 
 pytest_plugins = ["tests.support.server_logs", "pytester"]
-
-RUNTIME_CONFIG = REPO_ROOT / "config" / "runtime.yaml"
 
 
 def write_config(
