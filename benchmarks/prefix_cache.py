@@ -34,6 +34,7 @@ import yaml
 
 from benchmarks.server_vs_engine import PEER, peer_server, percentile
 from configkit import REPO_ROOT, RUNTIME_CONFIG
+from loadgen.responses import StreamParser
 from orchestrate.processes import running_server
 from server.models.embedded import build_embedded_model
 
@@ -125,25 +126,20 @@ async def chat(session, target: Endpoint, messages, args, eos_id: int, record: T
         "ignore_eos": True,
         "logit_bias": {str(eos_id): -100.0},
     }
-    parts = []
+    parser = StreamParser()
     async with session.post(f"{target.url}/v1/chat/completions", json=body) as response:
         response.raise_for_status()
-        async for raw in response.content:
-            line = raw.strip()
-            if not line.startswith(b"data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            usage = chunk.get("usage")
-            if usage:
-                record.prompt_tokens = usage["prompt_tokens"]
-                record.output_tokens = usage["completion_tokens"]
-                record.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-            if chunk.get("choices") and (content := chunk["choices"][0]["delta"].get("content")):
-                if record.first_token_s is None:
-                    record.first_token_s = time.perf_counter() - start
-                parts.append(content)
+        async for line in response.content:
+            parser.feed(line, time.perf_counter() - start)
     record.finish_s = time.perf_counter() - start
-    record.text = "".join(parts)
+    outcome, detail = parser.outcome()
+    if outcome != "success":
+        raise RuntimeError(f"{target.name}: user {record.user}, turn {record.turn}: {outcome} ({detail})")
+    record.first_token_s = parser.first_content_s
+    record.prompt_tokens = parser.prompt_tokens or 0
+    record.output_tokens = parser.completion_tokens or 0
+    record.cached_tokens = parser.cached_tokens or 0
+    record.text = parser.text
 
 
 async def multi_turn(target: Endpoint, args, eos_id: int, seed: int) -> list[TimedTurn]:

@@ -44,13 +44,19 @@ def test_declared_patterns_allow_only_what_they_match():
     assert len(unexpected(SERVER_LOG, [r"worker exited"])) == 1
 
 
+def with_the_plugin(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An inner session (run in a subprocess) with this plugin and a children's file of its own."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    monkeypatch.delenv("MLXBENCH_CHILD_LOG", raising=False)
+    pytester.makeconftest('pytest_plugins = ["tests.support.server_logs"]')
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+
+
 # The inner run's report (printed into this test's capture) is full of the errors it provoked.
 @pytest.mark.expected_errors(r"unhandled error in GET /|failed on purpose|unexpected ERROR record")
 def test_a_passing_test_that_logged_an_error_fails(pytester, monkeypatch):
     # In a subprocess: the inner tests' records must not reach this test's own capture.
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    pytester.makeconftest('pytest_plugins = ["tests.support.server_logs"]')
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    with_the_plugin(pytester, monkeypatch)
     pytester.makepyfile(
         """
         import logging
@@ -78,10 +84,7 @@ def test_a_passing_test_that_logged_an_error_fails(pytester, monkeypatch):
 def test_a_child_line_that_pytest_did_not_capture_still_fails_the_test(pytester, monkeypatch):
     # A session server's line written while pytest reports between tests reaches no capture, only the
     # children's file the launcher appends to; -s turns capture off altogether to show the file suffices.
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    monkeypatch.delenv("MLXBENCH_CHILD_LOG", raising=False)
-    pytester.makeconftest('pytest_plugins = ["tests.support.server_logs"]')
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    with_the_plugin(pytester, monkeypatch)
     pytester.makepyfile(
         """
         import os
@@ -100,10 +103,7 @@ def test_a_child_line_that_pytest_did_not_capture_still_fails_the_test(pytester,
 
 
 def test_a_failed_test_shows_what_its_children_printed(pytester, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    monkeypatch.delenv("MLXBENCH_CHILD_LOG", raising=False)
-    pytester.makeconftest('pytest_plugins = ["tests.support.server_logs"]')
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    with_the_plugin(pytester, monkeypatch)
     pytester.makepyfile(
         """
         import os
