@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,53 +143,65 @@ async def chat(session, target: Endpoint, messages, args, eos_id: int, record: T
     record.text = parser.text
 
 
-async def multi_turn(target: Endpoint, args, eos_id: int, seed: int) -> list[TimedTurn]:
+# send(user index, turn, messages) -> its timed record; a user(send, index) -> its records.
+Send = Callable[[int, int, list[dict[str, str]]], Awaitable[TimedTurn]]
+UserTurns = Callable[[Send, int], Awaitable[list[TimedTurn]]]
+
+
+async def run_users(
+    target: Endpoint, args: argparse.Namespace, eos_id: int, user: UserTurns
+) -> list[TimedTurn]:
+    """`args.users` users side by side on one session and one clock; `user(send, index)` sends each request
+    with `await send(index, turn, messages)`, which times it from the workload's start."""
     async with aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=900), connector=aiohttp.TCPConnector(limit=0)
     ) as session:
         start = time.perf_counter()
 
-        async def user(index: int) -> list[TimedTurn]:
-            rng = random.Random(seed * 1000 + index)
-            history = [{"role": "system", "content": f"You are guide {index}. {words(rng, 12)}"}]
-            out = []
-            for turn in range(1, args.turns + 1):
-                history.append({"role": "user", "content": words(rng, args.turn_words)})
-                record = TimedTurn(index, turn, time.perf_counter() - start)
-                await chat(session, target, history, args, eos_id, record, start)
-                history.append({"role": "assistant", "content": record.text})
-                out.append(record)
-                if turn < args.turns:
-                    await asyncio.sleep(args.think_s * rng.uniform(0.75, 1.25))
-            return out
+        async def send(index: int, turn: int, messages: list[dict[str, str]]) -> TimedTurn:
+            record = TimedTurn(index, turn, time.perf_counter() - start)
+            await chat(session, target, messages, args, eos_id, record, start)
+            return record
 
-        per_user = await asyncio.gather(*(user(i) for i in range(args.users)))
+        per_user = await asyncio.gather(*(user(send, i) for i in range(args.users)))
     return [r for records in per_user for r in records]
 
 
-async def shared_prefix(target: Endpoint, args, eos_id: int, seed: int) -> list[TimedTurn]:
+async def multi_turn(target: Endpoint, args: argparse.Namespace, eos_id: int, seed: int) -> list[TimedTurn]:
+    async def user(send: Send, index: int) -> list[TimedTurn]:
+        rng = random.Random(seed * 1000 + index)
+        history = [{"role": "system", "content": f"You are guide {index}. {words(rng, 12)}"}]
+        out = []
+        for turn in range(1, args.turns + 1):
+            history.append({"role": "user", "content": words(rng, args.turn_words)})
+            record = await send(index, turn, history)
+            history.append({"role": "assistant", "content": record.text})
+            out.append(record)
+            if turn < args.turns:
+                await asyncio.sleep(args.think_s * rng.uniform(0.75, 1.25))
+        return out
+
+    return await run_users(target, args, eos_id, user)
+
+
+async def shared_prefix(
+    target: Endpoint, args: argparse.Namespace, eos_id: int, seed: int
+) -> list[TimedTurn]:
     pool_rng = random.Random(seed)
     pool = [f"Shared context {k}. {words(pool_rng, args.prefix_words)}" for k in range(args.pool)]
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=900), connector=aiohttp.TCPConnector(limit=0)
-    ) as session:
-        start = time.perf_counter()
 
-        async def user(index: int) -> list[TimedTurn]:
-            rng = random.Random(seed * 1000 + index)
-            out = []
-            for turn in range(1, args.requests + 1):
-                messages = [
-                    {"role": "system", "content": rng.choice(pool)},
-                    {"role": "user", "content": f"Question {index}.{turn}: {words(rng, 8)}"},
-                ]
-                record = TimedTurn(index, turn, time.perf_counter() - start)
-                await chat(session, target, messages, args, eos_id, record, start)
-                out.append(record)
-            return out
+    async def user(send: Send, index: int) -> list[TimedTurn]:
+        rng = random.Random(seed * 1000 + index)
+        out = []
+        for turn in range(1, args.requests + 1):
+            messages = [
+                {"role": "system", "content": rng.choice(pool)},
+                {"role": "user", "content": f"Question {index}.{turn}: {words(rng, 8)}"},
+            ]
+            out.append(await send(index, turn, messages))
+        return out
 
-        per_user = await asyncio.gather(*(user(i) for i in range(args.users)))
-    return [r for records in per_user for r in records]
+    return await run_users(target, args, eos_id, user)
 
 
 @dataclass

@@ -20,7 +20,6 @@ import collections
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import loadtest
 from configkit import REPO_ROOT
@@ -75,6 +74,19 @@ def pass_on(line: str, echo: bool) -> None:
                 sink = _child_logs[path] = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
             sink.write(line)
             sink.flush()  # the log check reads the file after each test phase
+
+
+def terminate(process: subprocess.Popen[Any], timeout_s: float = STOP_TIMEOUT_S) -> int:
+    """SIGTERM, then kill after `timeout_s`; returns the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    code: int = process.returncode
+    return code
 
 
 class ServerFailed(RuntimeError):
@@ -163,13 +175,7 @@ class ServerProcess:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, then kill after `timeout_s`; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout_s)
         if self._reader.is_alive():
             self._reader.join(5)  # the pipe reaches EOF once the process is gone
         if self.process.stdout is not None:
@@ -335,13 +341,7 @@ class LocustProcess:
 
     def stop(self) -> subprocess.CompletedProcess:
         """SIGTERM (Locust stops its users and writes what it has), then kill after STOP_TIMEOUT_S."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         return self._finish()
 
     def _finish(self) -> subprocess.CompletedProcess:
