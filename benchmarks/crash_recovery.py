@@ -22,7 +22,7 @@ import psutil
 import requests
 
 from benchmarks.soak import one_stream, server_pid_for
-from configkit import REPO_ROOT
+from configkit import RUNTIME_CONFIG
 from orchestrate.processes import running_server
 
 
@@ -57,7 +57,9 @@ async def crash_loop(url: str, kills: int, streams: int) -> tuple[list[float], d
         users = [asyncio.create_task(user(session)) for _ in range(streams)]
         for _ in range(kills):
             await asyncio.sleep(2.0)  # under load
-            os.kill(worker_pid(server_pid), signal.SIGKILL)
+            pid = worker_pid(server_pid)
+            assert pid is not None, "the server has no worker process to kill"
+            os.kill(pid, signal.SIGKILL)
             killed = time.monotonic()
             await asyncio.sleep(0.05)
             while not await asyncio.to_thread(healthy, url):
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "config" / "runtime.yaml")
+    parser.add_argument("--config", type=Path, default=RUNTIME_CONFIG)
     args = parser.parse_args(argv)
     with running_server(args.config) as url:
         recoveries, outcomes = asyncio.run(crash_loop(url, args.kills, args.streams))

@@ -18,11 +18,13 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from orchestrate.processes import run_locust, serve
+from configkit import RUNTIME_CONFIG
+from loadgen.options import LoadSettings
+from orchestrate.processes import run_locust, running_server
 from runfolder import read_run
 from server.models import embedded
 
-MAX_TOKENS = 128  # the load test's default
+MAX_TOKENS = LoadSettings().max_tokens  # the load test's default, which this run uses
 
 
 def _before_model(cache: Path) -> Path:
@@ -36,9 +38,8 @@ def _before_model(cache: Path) -> Path:
 
 
 def _measure(name: str, model_args: list[str], users: int, run_time_s: float, work: Path) -> None:
-    cmd = [sys.executable, "-m", "server", "--config", "config/runtime.yaml", "--port", "0", *model_args]
     run_dir = work / name
-    with serve(cmd) as url:
+    with running_server(RUNTIME_CONFIG, extra_args=model_args) as url:
         load = ("-u", str(users), "-r", str(users), "-t", f"{run_time_s:g}s", "--stop-timeout", "120")
         proc = run_locust(url, run_dir, *load)
     if proc.returncode not in (0, 1):

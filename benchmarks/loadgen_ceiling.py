@@ -26,8 +26,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from configkit import REPO_ROOT
-from orchestrate.processes import run_locust, serve
+from configkit import REPO_ROOT, RUNTIME_CONFIG
+from orchestrate.processes import run_locust, running_server, serve
 from runfolder import read_run, read_summary
 
 FAKE = REPO_ROOT / "tests" / "support" / "fault_server.py"
@@ -118,7 +118,7 @@ def bias(host: str, work: Path, duration: str, max_tokens: int) -> list[dict]:
         )  # fmt: skip
         ok = [r for r in read_run(work / name).records if r.outcome == "success"]
         served = fake_timings(host)
-        ttft = [r.ttft_s - r.schedule_lag_s for r in ok]
+        ttft = [(r.ttft_s or 0.0) - r.schedule_lag_s for r in ok]  # a streamed success has its TTFT
         e2e = [r.e2e_s - r.schedule_lag_s for r in ok]
         lag = [r.schedule_lag_s for r in ok]
         fake_ttft = [t["ttft_s"] for t in served]
@@ -132,7 +132,7 @@ def bias(host: str, work: Path, duration: str, max_tokens: int) -> list[dict]:
                 "ttft_bias_p50_ms": _ms(statistics.median(ttft) - statistics.median(fake_ttft)),
                 "e2e_bias_mean_ms": _ms(statistics.mean(e2e) - statistics.mean(fake_e2e)),
                 "e2e_bias_p50_ms": _ms(statistics.median(e2e) - statistics.median(fake_e2e)),
-                "ttfb_p50_ms": _ms(statistics.median(r.ttfb_s - r.schedule_lag_s for r in ok)),
+                "ttfb_p50_ms": _ms(statistics.median((r.ttfb_s or 0.0) - r.schedule_lag_s for r in ok)),
                 "lag_p50_ms": _ms(statistics.median(lag)),
                 "lag_p99_ms": _ms(s["schedule_lag_s"]["p99"] or 0.0),
                 "achieved_per_s": s["attempted_requests_per_s"],
@@ -144,9 +144,8 @@ def bias(host: str, work: Path, duration: str, max_tokens: int) -> list[dict]:
 
 def reference(work: Path) -> list[dict]:
     """Closed loop needs runs much longer than one request (16 users x 128 tokens is several seconds)."""
-    cmd = [sys.executable, "-m", "server", "--config", "config/runtime.yaml", "--port", "0"]
     rows = []
-    with serve(cmd, timeout_s=300) as host:
+    with running_server(RUNTIME_CONFIG, ready_timeout_s=300) as host:
         for users in (4, 8, 16):
             s, _ = load(
                 host, work, f"reference-{users}", "-u", str(users), "-r", str(users), "-t", "20s",

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +34,12 @@ import aiohttp
 import yaml
 
 from benchmarks.server_vs_engine import PEER, peer_server, percentile
-from configkit import REPO_ROOT
+from configkit import REPO_ROOT, RUNTIME_CONFIG
+from loadgen.responses import StreamParser
 from orchestrate.processes import running_server
 from server.models.embedded import build_embedded_model
 
 REPO = REPO_ROOT
-RUNTIME_CONFIG = REPO / "config" / "runtime.yaml"
 CACHE_ON, CACHE_OFF = "ours[cache on]", "ours[cache off]"
 # Words the embedded tokenizer splits into about 2.4 tokens each.
 WORDS = [
@@ -75,7 +76,7 @@ WORDS = [
 
 
 @dataclass
-class RequestRecord:
+class TimedTurn:
     """One request of a workload; times in seconds from the workload's start."""
 
     user: int
@@ -90,11 +91,21 @@ class RequestRecord:
 
     @property
     def ttft_s(self) -> float:
+        if self.first_token_s is None:
+            raise ValueError(f"user {self.user}, turn {self.turn}: no content arrived")
         return self.first_token_s - self.sent_s
+
+    @property
+    def end_s(self) -> float:
+        if self.finish_s is None:
+            raise ValueError(f"user {self.user}, turn {self.turn}: never finished")
+        return self.finish_s
 
 
 @dataclass
-class Target:
+class Endpoint:
+    """A running server under test: its label in the tables, base URL, and the model id to ask for."""
+
     name: str
     url: str
     model: str
@@ -104,7 +115,7 @@ def words(rng: random.Random, count: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(count))
 
 
-async def chat(session, target: Target, messages, args, eos_id: int, record: RequestRecord, start: float):
+async def chat(session, target: Endpoint, messages, args, eos_id: int, record: TimedTurn, start: float):
     """One streamed chat request; fills `record` (first content, usage with cached tokens, the text)."""
     body = {
         "model": target.model,
@@ -116,74 +127,81 @@ async def chat(session, target: Target, messages, args, eos_id: int, record: Req
         "ignore_eos": True,
         "logit_bias": {str(eos_id): -100.0},
     }
-    parts = []
+    parser = StreamParser()
     async with session.post(f"{target.url}/v1/chat/completions", json=body) as response:
         response.raise_for_status()
-        async for raw in response.content:
-            line = raw.strip()
-            if not line.startswith(b"data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            usage = chunk.get("usage")
-            if usage:
-                record.prompt_tokens = usage["prompt_tokens"]
-                record.output_tokens = usage["completion_tokens"]
-                record.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-            if chunk.get("choices") and (content := chunk["choices"][0]["delta"].get("content")):
-                if record.first_token_s is None:
-                    record.first_token_s = time.perf_counter() - start
-                parts.append(content)
+        async for line in response.content:
+            parser.feed(line, time.perf_counter() - start)
     record.finish_s = time.perf_counter() - start
-    record.text = "".join(parts)
+    outcome, detail = parser.outcome()
+    if outcome != "success":
+        raise RuntimeError(f"{target.name}: user {record.user}, turn {record.turn}: {outcome} ({detail})")
+    record.first_token_s = parser.first_content_s
+    record.prompt_tokens = parser.prompt_tokens or 0
+    record.output_tokens = parser.completion_tokens or 0
+    record.cached_tokens = parser.cached_tokens or 0
+    record.text = parser.text
 
 
-async def multi_turn(target: Target, args, eos_id: int, seed: int) -> list[RequestRecord]:
+# send(user index, turn, messages) -> its timed record; a user(send, index) -> its records.
+Send = Callable[[int, int, list[dict[str, str]]], Awaitable[TimedTurn]]
+UserTurns = Callable[[Send, int], Awaitable[list[TimedTurn]]]
+
+
+async def run_users(
+    target: Endpoint, args: argparse.Namespace, eos_id: int, user: UserTurns
+) -> list[TimedTurn]:
+    """`args.users` users side by side on one session and one clock; `user(send, index)` sends each request
+    with `await send(index, turn, messages)`, which times it from the workload's start."""
     async with aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=900), connector=aiohttp.TCPConnector(limit=0)
     ) as session:
         start = time.perf_counter()
 
-        async def user(index: int) -> list[RequestRecord]:
-            rng = random.Random(seed * 1000 + index)
-            history = [{"role": "system", "content": f"You are guide {index}. {words(rng, 12)}"}]
-            out = []
-            for turn in range(1, args.turns + 1):
-                history.append({"role": "user", "content": words(rng, args.turn_words)})
-                record = RequestRecord(index, turn, time.perf_counter() - start)
-                await chat(session, target, history, args, eos_id, record, start)
-                history.append({"role": "assistant", "content": record.text})
-                out.append(record)
-                if turn < args.turns:
-                    await asyncio.sleep(args.think_s * rng.uniform(0.75, 1.25))
-            return out
+        async def send(index: int, turn: int, messages: list[dict[str, str]]) -> TimedTurn:
+            record = TimedTurn(index, turn, time.perf_counter() - start)
+            await chat(session, target, messages, args, eos_id, record, start)
+            return record
 
-        per_user = await asyncio.gather(*(user(i) for i in range(args.users)))
+        per_user = await asyncio.gather(*(user(send, i) for i in range(args.users)))
     return [r for records in per_user for r in records]
 
 
-async def shared_prefix(target: Target, args, eos_id: int, seed: int) -> list[RequestRecord]:
+async def multi_turn(target: Endpoint, args: argparse.Namespace, eos_id: int, seed: int) -> list[TimedTurn]:
+    async def user(send: Send, index: int) -> list[TimedTurn]:
+        rng = random.Random(seed * 1000 + index)
+        history = [{"role": "system", "content": f"You are guide {index}. {words(rng, 12)}"}]
+        out = []
+        for turn in range(1, args.turns + 1):
+            history.append({"role": "user", "content": words(rng, args.turn_words)})
+            record = await send(index, turn, history)
+            history.append({"role": "assistant", "content": record.text})
+            out.append(record)
+            if turn < args.turns:
+                await asyncio.sleep(args.think_s * rng.uniform(0.75, 1.25))
+        return out
+
+    return await run_users(target, args, eos_id, user)
+
+
+async def shared_prefix(
+    target: Endpoint, args: argparse.Namespace, eos_id: int, seed: int
+) -> list[TimedTurn]:
     pool_rng = random.Random(seed)
     pool = [f"Shared context {k}. {words(pool_rng, args.prefix_words)}" for k in range(args.pool)]
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=900), connector=aiohttp.TCPConnector(limit=0)
-    ) as session:
-        start = time.perf_counter()
 
-        async def user(index: int) -> list[RequestRecord]:
-            rng = random.Random(seed * 1000 + index)
-            out = []
-            for turn in range(1, args.requests + 1):
-                messages = [
-                    {"role": "system", "content": rng.choice(pool)},
-                    {"role": "user", "content": f"Question {index}.{turn}: {words(rng, 8)}"},
-                ]
-                record = RequestRecord(index, turn, time.perf_counter() - start)
-                await chat(session, target, messages, args, eos_id, record, start)
-                out.append(record)
-            return out
+    async def user(send: Send, index: int) -> list[TimedTurn]:
+        rng = random.Random(seed * 1000 + index)
+        out = []
+        for turn in range(1, args.requests + 1):
+            messages = [
+                {"role": "system", "content": rng.choice(pool)},
+                {"role": "user", "content": f"Question {index}.{turn}: {words(rng, 8)}"},
+            ]
+            out.append(await send(index, turn, messages))
+        return out
 
-        per_user = await asyncio.gather(*(user(i) for i in range(args.users)))
-    return [r for records in per_user for r in records]
+    return await run_users(target, args, eos_id, user)
 
 
 @dataclass
@@ -194,8 +212,8 @@ class Figures:
     cached_share: float  # cached prompt tokens / prompt tokens
 
 
-def figures(records: list[RequestRecord]) -> Figures:
-    wall_s = max(r.finish_s for r in records) - min(r.sent_s for r in records)
+def figures(records: list[TimedTurn]) -> Figures:
+    wall_s = max(r.end_s for r in records) - min(r.sent_s for r in records)
     by_turn: dict[int, list[float]] = {}
     for r in records:
         by_turn.setdefault(r.turn, []).append(r.ttft_s)
@@ -292,11 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         targets = [
-            Target(CACHE_ON, stack.enter_context(running_server(RUNTIME_CONFIG)), "tiny-llama"),
-            Target(CACHE_OFF, stack.enter_context(running_server(cache_off_config(folder))), "tiny-llama"),
+            Endpoint(CACHE_ON, stack.enter_context(running_server(RUNTIME_CONFIG)), "tiny-llama"),
+            Endpoint(CACHE_OFF, stack.enter_context(running_server(cache_off_config(folder))), "tiny-llama"),
         ]
         if not args.no_peer:
-            targets.append(Target(PEER, stack.enter_context(peer_server(model_dir)), str(model_dir)))
+            targets.append(Endpoint(PEER, stack.enter_context(peer_server(model_dir)), str(model_dir)))
         for target in targets:  # first-request costs out of the figures, with prompts nobody reuses
             warm = {**vars(args), "users": 2, "requests": 1, "pool": 2, "prefix_words": 8}
             asyncio.run(shared_prefix(target, argparse.Namespace(**warm), eos_id, seed=-1))

@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = [
                 p for p in r["points"] if p["profile"] == name and p["rate_per_s"] == r["headline_rate_per_s"]
             ]
-            at.append(rows[0] if rows else None)
-        if any(a is None for a in at):
+            if rows:
+                at.append(rows[0])
+        if len(at) < len(runs):  # a run without this profile at its headline load
             continue
         for figure in FIGURES:
             ivs = [a[figure] for a in at]

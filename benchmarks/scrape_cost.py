@@ -21,7 +21,7 @@ import time
 import psutil
 import requests
 
-from configkit import REPO_ROOT
+from configkit import RUNTIME_CONFIG
 from loadgen.server_scrape import Scraper
 from orchestrate.processes import running_server
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="wall time of each phase (default 30)")
     parser.add_argument("--intervals", type=float, nargs="+", default=[1.0, 0.1], help="scrape intervals (s)")
     args = parser.parse_args(argv)
-    launched = running_server(REPO_ROOT / "config" / "runtime.yaml")
+    launched = running_server(RUNTIME_CONFIG)
     with launched as url:
         server = psutil.Process(
             launched.process.pid

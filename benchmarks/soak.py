@@ -20,7 +20,8 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from configkit import REPO_ROOT
+from configkit import RUNTIME_CONFIG
+from loadgen.options import LoadSettings
 from orchestrate.processes import running_server
 
 
@@ -120,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--streams", type=int, default=16)
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "config" / "runtime.yaml")
+    parser.add_argument("--max-tokens", type=int, default=LoadSettings().max_tokens)
+    parser.add_argument("--config", type=Path, default=RUNTIME_CONFIG)
     args = parser.parse_args(argv)
     result = run(args.minutes, args.streams, args.max_tokens, args.config)
     warmup_s = 60.0 if args.minutes >= 2 else 0.0

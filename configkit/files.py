@@ -9,6 +9,8 @@ import yaml
 
 # The checkout: config/, .cache/ and the launchers' working directory are found from here.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The reference server's settings file when none is named (`python -m server`, campaigns, benchmarks).
+RUNTIME_CONFIG = REPO_ROOT / "config" / "runtime.yaml"
 
 
 def read_yaml(path: Path, what: str, error: type[Exception]) -> dict[str, Any]:

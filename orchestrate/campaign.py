@@ -11,32 +11,35 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from configkit import REPO_ROOT, Strict, merge, read_yaml, validation_message
+from configkit import REPO_ROOT, RUNTIME_CONFIG, Strict, merge, read_yaml, validation_message
+from loadgen.options import DEFAULT_SCENARIO, LoadSettings
 from reports.errors import BadInput
 
 log = logging.getLogger(__name__)
 
 CAMPAIGNS_DIR = REPO_ROOT / "config" / "campaigns"
 PROFILES_DIR = REPO_ROOT / "config" / "profiles"
+# A campaign's load takes the load generator's own defaults, but for `ignore_eos` (see LoadSpec).
+LOAD_DEFAULTS = LoadSettings()
 DEFAULT_CAMPAIGN = CAMPAIGNS_DIR / "default.yaml"
 
 
 class LoadSpec(Strict):
     """The Locust load of one run (`python -m locust -f loadtest --headless ...`)."""
 
-    scenario: str = "ChatStreamUser"
+    scenario: str = DEFAULT_SCENARIO
     users: int = Field(ge=1, le=4096)
     spawn_rate: float | None = Field(None, gt=0)  # default: every user at once
     arrival: Literal["closed", "constant", "poisson", "poisson-exact"] = "closed"
     rate: float | None = Field(None, gt=0)
-    seed: int = 0  # prompts and Poisson arrivals: the same for every profile and repeat
+    seed: int = LOAD_DEFAULTS.seed  # prompts and Poisson arrivals: the same for every profile and repeat
     warmup_s: float = Field(0.0, ge=0)  # excluded from the results, before the measured window
     duration_s: float = Field(gt=0, le=3600)  # the measured window
-    max_tokens: int = Field(128, ge=1)
+    max_tokens: int = Field(LOAD_DEFAULTS.max_tokens, ge=1)
     ignore_eos: bool = True  # fixed-length replies: the tiny model may otherwise stop at once
-    prompt_tokens: int = Field(64, ge=1)
+    prompt_tokens: int = Field(LOAD_DEFAULTS.prompt_tokens, ge=1)
     think_time_s: float = Field(0.0, ge=0)
-    request_timeout_s: float = Field(60.0, gt=0)
+    request_timeout_s: float = Field(LOAD_DEFAULTS.request_timeout_s, gt=0)
     stop_timeout_s: float | None = Field(
         None, ge=0
     )  # after the run, for in-flight replies (default: the above)
@@ -222,7 +225,8 @@ class Campaign(Strict):
     schema_version: Literal[1] = 1
     name: str
     description: str = ""
-    config: str = "config/runtime.yaml"  # the server's base config, relative to the repository
+    # The server's base config, relative to the repository.
+    config: str = str(RUNTIME_CONFIG.relative_to(REPO_ROOT))
     repeats: int = Field(1, ge=1, le=20)
     load: dict[str, Any]
     profiles: list[ProfileSpec] = Field(min_length=1)
@@ -261,22 +265,41 @@ class Campaign(Strict):
     def is_sweep(self) -> bool:
         return self.sweep is not None
 
+    # A sweep campaign has all three sections (checked at load): these give them without the None.
+    @property
+    def probe_spec(self) -> ProbeSpec:
+        if self.probe is None:
+            raise ValueError(f"campaign {self.name!r} has no 'probe' section (not a sweep campaign)")
+        return self.probe
+
+    @property
+    def slo_spec(self) -> SloSpec:
+        if self.slo is None:
+            raise ValueError(f"campaign {self.name!r} has no 'slo' section (not a sweep campaign)")
+        return self.slo
+
+    @property
+    def sweep_spec(self) -> SweepSpec:
+        if self.sweep is None:
+            raise ValueError(f"campaign {self.name!r} has no 'sweep' section (not a sweep campaign)")
+        return self.sweep
+
     def quick_form(self) -> Campaign:
         """The same campaign with --quick's fewer points and shorter windows."""
         if not self.is_sweep:
             return self
         q = self.quick
-        probe = self.probe.model_copy(
+        probe = self.probe_spec.model_copy(
             update={
                 "first_step_s": q.first_step_s,
                 "first_warmup_s": q.first_warmup_s,
                 "min_first_step_requests": q.min_first_step_requests,
-                "step_s": self.probe.step_s.model_copy(update={"at_most": q.step_s_at_most}),
+                "step_s": self.probe_spec.step_s.model_copy(update={"at_most": q.step_s_at_most}),
                 "growth": q.growth,
                 "patience": q.patience,
             }
         )
-        sweep = self.sweep.model_copy(
+        sweep = self.sweep_spec.model_copy(
             update={
                 "points": q.points,
                 "budget_min": q.budget_min,

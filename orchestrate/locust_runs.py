@@ -15,7 +15,7 @@ from pathlib import Path
 
 from configkit import REPO_ROOT
 from orchestrate import campaign as camp
-from orchestrate.processes import run_locust as run_locust_process
+from orchestrate.processes import run_locust
 from reports.errors import RunFailed
 from runfolder.folder import SUMMARY_FILE
 
@@ -48,7 +48,7 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def run_locust(
+def run_campaign_load(
     load: camp.LoadSpec, host: str, run_dir: Path, label: str, log_path: Path, progress: Progress
 ) -> None:
     """One headless Locust run writing `run_dir`; a progress line every PROGRESS_EVERY_S from its stats."""
@@ -72,7 +72,7 @@ def run_locust(
 
     try:
         # Not --only-summary: the periodic stats lines are where the progress counts come from.
-        proc = run_locust_process(
+        proc = run_locust(
             host,
             run_dir,
             *load.locust_args(label),

@@ -99,7 +99,7 @@ class ProbeResult:
         capacities = [p.capacity_rps for p in self.profiles if p.capacity_rps > 0]
         if not capacities:
             raise ValueError("the probe measured no throughput")
-        e2e = statistics.median(s.e2e_p50_s for s in singles)
+        e2e = statistics.median(s.e2e_p50_s for s in singles if s.e2e_p50_s is not None)
         ttft = statistics.median(s.ttft_p50_s for s in singles if s.ttft_p50_s is not None)
         return {
             "single_ttft_s": ttft,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from orchestrate import campaign as camp
 from orchestrate import probe as probing
-from orchestrate.locust_runs import DRAIN_EXTRA_S, Progress, drain, run_locust
-from orchestrate.targets import Target, base_load
+from orchestrate.locust_runs import DRAIN_EXTRA_S, Progress, drain, run_campaign_load
+from orchestrate.targets import CampaignTarget, base_load
 from reports.errors import RunFailed
 from reports.intervals import rate_interval
 from reports.metrics import run_metrics, token_arrivals
@@ -63,7 +63,7 @@ def step_result(run_dir: Path, concurrency: int) -> probing.StepResult:
 
 def run_probe(
     campaign: camp.Campaign,
-    targets: list[Target],
+    targets: list[CampaignTarget],
     urls: dict[str, str],
     hints: dict[str, float | None],
     out: Path,
@@ -71,7 +71,7 @@ def run_probe(
 ) -> probing.ProbeResult:
     results = []
     started = time.monotonic()
-    growth = campaign.probe.growth
+    growth = campaign.probe_spec.growth
     for done, target in enumerate(targets):
         progress(f"probe {target.name}: closed loop, concurrency 1, {growth}, {growth**2}, ...")
         url = urls[target.name]
@@ -81,7 +81,7 @@ def run_probe(
             concurrency: int,
             warmup_s: float,
             window_s: float,
-            target: Target = target,
+            target: CampaignTarget = target,
             url=url,
         ) -> probing.StepResult:
             load = camp.LoadSpec.model_validate(
@@ -100,12 +100,12 @@ def run_probe(
             if run_dir.exists():  # a repeated first step
                 run_dir = run_dir.with_name(f"{run_dir.name}-{time.monotonic_ns()}")
             label = f"{name}-probe-c{concurrency}"
-            run_locust(load, url, run_dir, label, out / "logs" / f"{label}.locust.log", progress)
+            run_campaign_load(load, url, run_dir, label, out / "logs" / f"{label}.locust.log", progress)
             drain(url, load.request_timeout_s + DRAIN_EXTRA_S)
             return step_result(run_dir, concurrency)
 
         result = probing.probe_profile(
-            target.name, campaign.probe, run_step, progress, hints.get(target.name)
+            target.name, campaign.probe_spec, run_step, progress, hints.get(target.name)
         )
         if not result.single or not result.single.e2e_p50_s:
             raise RunFailed(f"probe {target.name}: no single-stream request completed; see {out / 'logs'}")
@@ -114,7 +114,7 @@ def run_probe(
             f"probe {target.name}: one stream TTFT {1000 * (single.ttft_p50_s or 0):.0f} ms, E2E "
             f"{single.e2e_p50_s:.2f} s; saturated at {result.capacity_rps:.2f} req/s "
             f"({result.capacity_tokens_per_s:.0f} tok/s{_interval_text(result)}) at concurrency "
-            f"{result.best.concurrency}"
+            f"{result.best.concurrency if result.best else '-'}"
         )
         results.append(result)
         if left := len(targets) - done - 1:

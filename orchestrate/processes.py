@@ -7,18 +7,19 @@ servers, mlx_lm.server). Both return the ServerProcess, for a caller that signal
 (headless run, distributed master and workers, web UI) and returns a LocustProcess without waiting.
 Bounded everywhere: a server that does not print its URL or answer /health in time is stopped (SIGTERM,
 then kill) and reported as ServerFailed with its last output.
-What the children print is collected; it goes to `log_file` when given, and to our stderr as well when
-MLXBENCH_ECHO_CHILD_OUTPUT is set, and to the file MLXBENCH_CHILD_LOG names when it is set (the test suite
-sets both: tests/support/server_logs.py searches them for ERROR records).
+What the children print is collected; it goes to `log_file` when given, to our stderr as well when
+MLXBENCH_ECHO_CHILD_OUTPUT is set, and to the file MLXBENCH_CHILD_LOG names when that is set (the test suite
+sets the file only: tests/support/server_logs.py searches it for ERROR records and shows a failed test the
+lines of its phase; echoed, a long-lived server's lines between tests would land on the terminal).
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import loadtest
 from configkit import REPO_ROOT
@@ -50,20 +51,42 @@ def echo_child_output() -> bool:
 
 
 _child_log_lock = threading.Lock()
-_child_logs: dict[str, IO[str]] = {}  # path -> open file, kept for the session: no open per line
+_child_logs: dict[str, IO[str]] = {}  # path -> open file, kept for the process's life: no open per line
 
 
-def echo_line(line: str) -> None:
-    """Pass a child's line on to our stderr, and append it to MLXBENCH_CHILD_LOG's file when that is set:
-    pytest's capture misses what a long-lived server prints while pytest reports between tests; the file
-    misses nothing."""
-    sys.stderr.write(line)
+@atexit.register
+def _close_child_logs() -> None:
+    with _child_log_lock:
+        for sink in _child_logs.values():
+            sink.close()
+        _child_logs.clear()
+
+
+def pass_on(line: str, echo: bool) -> None:
+    """A child's line to our stderr when `echo` (echo_child_output()), and appended to MLXBENCH_CHILD_LOG's
+    file when that is set: the file misses nothing, also not what a long-lived server prints between the
+    tests of a pytest session."""
+    if echo:
+        sys.stderr.write(line)
     if path := os.environ.get(CHILD_LOG_ENV):
         with _child_log_lock:
             if (sink := _child_logs.get(path)) is None:
                 sink = _child_logs[path] = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
             sink.write(line)
             sink.flush()  # the log check reads the file after each test phase
+
+
+def terminate(process: subprocess.Popen[Any], timeout_s: float = STOP_TIMEOUT_S) -> int:
+    """SIGTERM, then kill after `timeout_s`; returns the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    code: int = process.returncode
+    return code
 
 
 class ServerFailed(RuntimeError):
@@ -108,8 +131,7 @@ class ServerProcess:
             if self._log is not None:
                 self._log.write(line)
                 self._log.flush()
-            if echo:
-                echo_line(line)
+            pass_on(line, echo)
             if self.url is None and (match := self._pattern.search(line)):
                 self.url = match.group(match.lastindex or 0)
                 self._printed.set()
@@ -153,13 +175,7 @@ class ServerProcess:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, then kill after `timeout_s`; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout_s)
         if self._reader.is_alive():
             self._reader.join(5)  # the pipe reaches EOF once the process is gone
         if self.process.stdout is not None:
@@ -281,8 +297,7 @@ class _Lines:
             with self._lock:
                 if self._sink is not None:
                     self._sink.write(line)
-                if echo:
-                    echo_line(line)
+                pass_on(line, echo)
             if self._on_line is not None:
                 self._on_line(line)
 
@@ -305,6 +320,7 @@ class LocustProcess:
         self.process = subprocess.Popen(
             self.cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
         )
+        assert self.process.stdout is not None and self.process.stderr is not None  # both are PIPE
         self._out = _Lines(self.process.stdout, self._sink, lock, on_line)
         self._err = _Lines(self.process.stderr, self._sink, lock, on_line)
 
@@ -325,13 +341,7 @@ class LocustProcess:
 
     def stop(self) -> subprocess.CompletedProcess:
         """SIGTERM (Locust stops its users and writes what it has), then kill after STOP_TIMEOUT_S."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         return self._finish()
 
     def _finish(self) -> subprocess.CompletedProcess:

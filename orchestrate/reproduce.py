@@ -24,7 +24,7 @@ from orchestrate import campaign as camp
 from orchestrate.locust_runs import Progress, make_progress
 from orchestrate.single_point import reproduce_single
 from orchestrate.sweep_run import reproduce_sweep
-from orchestrate.targets import Target
+from orchestrate.targets import CampaignTarget
 from reports import report, sweep_report
 from reports.errors import BadInput, ReportError
 from reports.sweep_folder import PLAN_FILE
@@ -98,7 +98,7 @@ def reproduce(
     progress: Progress,
     report_only: bool = False,
     quick: bool = False,
-    external: Target | None = None,
+    external: CampaignTarget | None = None,
     real_limits: bool = False,
     model: str | None = None,
     budget_min: float | None = None,
@@ -113,7 +113,7 @@ def reproduce(
         if real_limits:
             campaign = campaign.model_copy(update={"derived_limits": False})
         if budget_min is not None:
-            sweep = campaign.sweep.model_copy(update={"budget_min": budget_min})
+            sweep = campaign.sweep_spec.model_copy(update={"budget_min": budget_min})
             campaign = campaign.model_copy(update={"sweep": sweep})
         return reproduce_sweep(campaign, campaign_path, out, progress, report_only, external, model)
     if quick or external is not None or model is not None or budget_min is not None:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         campaign_path = camp.find(args.campaign)
         if args.report_only and (out / "campaign.yaml").is_file():
             campaign_path = out / "campaign.yaml"  # the campaign those runs were made with
-        external = Target(args.label, url=args.url, model=args.model) if args.url else None
+        external = CampaignTarget(args.label, url=args.url, model=args.model) if args.url else None
         model = None if args.url else args.model
         built = reproduce(
             campaign_path,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrate import campaign as camp
-from orchestrate.locust_runs import Progress, build_model, run_locust, warm_up
+from orchestrate.locust_runs import Progress, build_model, run_campaign_load, warm_up
 from orchestrate.processes import ServerFailed, running_server
 from reports import markdown as md
 from reports import report
@@ -42,7 +42,9 @@ def run_profile(
             # Two unmeasured requests first: a fresh server's first replies build its kernels, and a
             # measured window that starts cold charges that to whichever side of a comparison ran first.
             warm_up(url, None, load.max_tokens)
-            run_locust(load, url, run_dir, spec.name, logs / f"{spec.name}-rep{rep}.locust.log", progress)
+            run_campaign_load(
+                load, url, run_dir, spec.name, logs / f"{spec.name}-rep{rep}.locust.log", progress
+            )
     except ServerFailed as exc:  # did not start or not healthy; the message ends with its last output
         raise RunFailed(f"{spec.name}: {exc}\nserver log {server_log}") from None
     progress(f"{spec.name}: server stopped; run folder {run_dir}")

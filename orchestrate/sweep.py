@@ -127,6 +127,6 @@ def point_load(
 def with_slo(campaign: camp.Campaign, quantities: dict[str, float]) -> dict[str, float]:
     """The probed quantities plus the campaign's SLOs derived from them."""
     out = dict(quantities)
-    out["slo_ttft_s"] = campaign.slo.ttft_s.value(quantities)
-    out["slo_e2e_s"] = campaign.slo.e2e_s.value(quantities)
+    out["slo_ttft_s"] = campaign.slo_spec.ttft_s.value(quantities)
+    out["slo_e2e_s"] = campaign.slo_spec.e2e_s.value(quantities)
     return out

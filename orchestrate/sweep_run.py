@@ -10,9 +10,9 @@ from pathlib import Path
 
 from orchestrate import campaign as camp
 from orchestrate import sweep as sweeping
-from orchestrate.locust_runs import DRAIN_EXTRA_S, Progress, build_model, drain, run_locust
+from orchestrate.locust_runs import DRAIN_EXTRA_S, Progress, build_model, drain, run_campaign_load
 from orchestrate.probe_run import request_count, run_probe
-from orchestrate.targets import Servers, Target, base_load
+from orchestrate.targets import CampaignTarget, Servers, base_load
 from reports import sweep_report
 from reports.errors import BadInput
 from reports.guide_match import mix_distance, next_guide_rate
@@ -31,7 +31,7 @@ class PointRunner:
         self,
         campaign: camp.Campaign,
         servers: Servers,
-        targets: list[Target],
+        targets: list[CampaignTarget],
         out: Path,
         plan: SweepPlan,
         scale: sweeping.WindowScale,
@@ -52,7 +52,7 @@ class PointRunner:
         return time.monotonic() + window_s + self.overhead_s() <= self.deadline
 
     def run(self, point: PointRun) -> PointFigures | None:
-        spec = self.campaign.sweep
+        spec = self.campaign.sweep_spec
         load = sweeping.point_load(
             base_load(self.campaign, self.by_name[point.profile]), spec, point, self.plan.quantities
         )
@@ -66,7 +66,7 @@ class PointRunner:
         url = self.servers.urls[point.profile]
         label = f"{point.profile}-{point.purpose}"
         log_path = self.out / "logs" / f"sweep-{point.profile}-{run_dir.name}.locust.log"
-        run_locust(load, url, run_dir, label, log_path, self.progress)
+        run_campaign_load(load, url, run_dir, label, log_path, self.progress)
         drain(url, load.request_timeout_s + DRAIN_EXTRA_S)
         self.overheads_s.append(max(time.monotonic() - started - point.window_s, 0.0))
         append_point(self.out, point)
@@ -104,9 +104,11 @@ def search_guide(runner: PointRunner, profile: str, guide: GuideMix, spec: camp.
         if figures is not None and figures.settled and figures.shares["success"].contains(target):
             break  # the guide's success share is inside a settled point's interval
     seen = runner.of(profile)
-    scored = {r: mix_distance({k: iv.estimate for k, iv in f.shares.items()}, guide) for r, f in seen.items()}
-    scored = {r: d for r, d in scored.items() if d is not None}
-    return min(scored, key=scored.get) if scored else None
+    distances = {
+        r: mix_distance({k: iv.estimate for k, iv in f.shares.items()}, guide) for r, f in seen.items()
+    }
+    scored = {r: d for r, d in distances.items() if d is not None}
+    return min(scored, key=lambda rate: scored[rate]) if scored else None
 
 
 def bisect_knees(runner: PointRunner, profiles: list[str], spec: camp.SweepSpec) -> None:
@@ -129,14 +131,14 @@ def bisect_knees(runner: PointRunner, profiles: list[str], spec: camp.SweepSpec)
 
 def make_plan(
     campaign: camp.Campaign,
-    targets: list[Target],
+    targets: list[CampaignTarget],
     urls: dict[str, str],
     rates: list[float],
     q: dict[str, float],
     guide_spec: camp.ProfileSpec | None,
     budget_s: float,
 ) -> SweepPlan:
-    spec = campaign.sweep
+    spec, slo = campaign.sweep_spec, campaign.slo_spec
     guides = {
         p.name: GuideMix(**p.guide.model_dump())
         for p in campaign.profiles
@@ -144,7 +146,7 @@ def make_plan(
     }
     comparison = min(rates, key=lambda r: abs(r - spec.comparison.value(q)))
     rules = [
-        f"SLO: TTFT <= {campaign.slo.ttft_s.describe()}, E2E <= {campaign.slo.e2e_s.describe()}; grid from "
+        f"SLO: TTFT <= {slo.ttft_s.describe()}, E2E <= {slo.e2e_s.describe()}; grid from "
         f"{spec.lowest.describe()} to {spec.highest.describe()}; client deadline "
         f"{spec.request_timeout_s.describe()}.",
         f"Runs: at least {spec.min_requests_per_point} arrivals and {spec.min_window_s:g} s each before the "
@@ -184,15 +186,15 @@ def reproduce_sweep(
     out: Path,
     progress: Progress,
     report_only: bool = False,
-    external: Target | None = None,
+    external: CampaignTarget | None = None,
     model: str | None = None,
 ) -> Report:
     if report_only:  # a folder with a plan is reported by orchestrate.reproduce without a campaign
         raise BadInput(f"{out}: no earlier sweep to report on (no {PLAN_FILE})")
     started = time.monotonic()
-    spec = campaign.sweep
+    spec = campaign.sweep_spec
     budget_s = 60 * spec.budget_min
-    targets = [external] if external else [Target(p.name, p, model=model) for p in campaign.profiles]
+    targets = [external] if external else [CampaignTarget(p.name, p, model=model) for p in campaign.profiles]
     progress(
         f"campaign '{campaign.name}' ({campaign_path}): {', '.join(t.name for t in targets)}; budget "
         f"{spec.budget_min:g} min (probe, then the sweep); output {out}"

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class CampaignTarget:
     """A server under test: a campaign profile (started here, on `model` when given) or an external URL."""
 
     name: str
@@ -35,7 +35,7 @@ class Target:
 
 @contextlib.contextmanager
 def target_server(
-    campaign: camp.Campaign, target: Target, out: Path, phase: str, derived: dict | None = None
+    campaign: camp.Campaign, target: CampaignTarget, out: Path, phase: str, derived: dict | None = None
 ) -> Iterator[str]:
     """The target's base URL: an external one as given, else our server started with the profile."""
     logs = out / "logs"
@@ -55,7 +55,7 @@ def target_server(
         raise RunFailed(f"{target.name}: {exc}\nserver log {server_log}") from None
 
 
-def base_load(campaign: camp.Campaign, target: Target) -> dict:
+def base_load(campaign: camp.Campaign, target: CampaignTarget) -> dict:
     load = dict(campaign.load)
     if target.spec is not None:
         load.update(target.spec.load)
@@ -67,7 +67,7 @@ def base_load(campaign: camp.Campaign, target: Target) -> dict:
 class Servers:
     """The campaign's servers, running for the whole campaign (the idle ones wait on their queues)."""
 
-    def __init__(self, campaign: camp.Campaign, targets: list[Target], out: Path, progress: Progress):
+    def __init__(self, campaign: camp.Campaign, targets: list[CampaignTarget], out: Path, progress: Progress):
         self.campaign, self.targets, self.out, self.progress = campaign, targets, out, progress
         self.stack = contextlib.ExitStack()
         self.servers: dict[str, contextlib.ExitStack] = {}
@@ -92,7 +92,7 @@ class Servers:
         self.progress(f"starting {len(names)} server(s) side by side ({phase}): {', '.join(names)}")
         chosen = [t for t in self.targets if t.name in names]
 
-        def launch(target: Target) -> str:
+        def launch(target: CampaignTarget) -> str:
             extra = derived.get(target.name) if derived else None
             return self.servers[target.name].enter_context(
                 target_server(self.campaign, target, self.out, phase, extra)
@@ -100,7 +100,7 @@ class Servers:
 
         with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
             futures = {t.name: pool.submit(launch, t) for t in chosen}
-            failures = [f.exception() for f in futures.values() if f.exception() is not None]
+            failures = [e for f in futures.values() if (e := f.exception()) is not None]
             if failures:
                 raise failures[0]  # the others stop with the stack
             for name, future in futures.items():

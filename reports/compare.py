@@ -86,6 +86,7 @@ def run_compare(args: argparse.Namespace) -> int:
     runs = load_runs(args.runs)
     out = args.out or _default_out("report")
     built = report.build(runs, out, title=args.title, slo=_slo(args))
+    assert built.tables is not None  # built from runs
     print(md.table(summary_cells(built.tables.summary)))
     for warning in built.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from reports.knee import Knee
@@ -36,7 +38,9 @@ SHARES = (
 Points = dict[str, dict[float, PointFigures]]
 
 
-def _band(ax, rows: list[PointFigures], figure: str, color: str, scale: float, label: str, style: str = "-"):
+def _band(
+    ax: Axes, rows: list[PointFigures], figure: str, color: str, scale: float, label: str, style: str = "-"
+) -> None:
     xs = [f.offered_per_s for f in rows]
     ivs = [f.figure(figure) for f in rows]
     ys = [scale * iv.estimate for iv in ivs]
@@ -130,7 +134,7 @@ def outcomes_figure(points: Points, knees: dict[str, Knee]) -> Figure:
         ax.set_xlabel("offered load (req/s; * not steady)")
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     axes[0][0].set_ylabel("% of requests (bars: success share's 95 % interval)")
-    handles: dict = {}
+    handles: dict[str, Any] = {}
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
@@ -148,7 +152,7 @@ def knee_text(knee: Knee | None) -> str:
 
 
 def write_curves(
-    points: Points, knees: dict[str, Knee], plan: SweepPlan, probe, folder: Path
+    points: Points, knees: dict[str, Knee], plan: SweepPlan, probe: dict[str, ProbedProfile], folder: Path
 ) -> list[tuple[Path, str]]:
     return [
         (

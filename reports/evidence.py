@@ -45,7 +45,7 @@ SHAPE_KEYS = (
     "rate_per_s",
     "users",
     "prompt_length_method",
-    "check_outputs",  # issue 28: a few prompts reused (prefix caches hit); absent in a run means 0
+    "check_outputs",  # --check-outputs: a few prompts reused (prefix caches hit); absent in a run means 0
 )
 # Open loop: completing fewer than this share of the offered requests per second means the server could
 # not keep up with the offered load.
@@ -108,7 +108,7 @@ def run_figures(run: RunData) -> RunFigures:
     duration = run.duration_s
     # Newer summaries count the tokens that arrived inside the window (smoother than whole requests).
     if run.summary.get("output_tokens_in_window") is not None and duration > 0:
-        tokens_per_s = float(run.summary["output_tokens_in_window"]) / duration
+        tokens_per_s: float | None = float(run.summary["output_tokens_in_window"]) / duration
     else:
         tokens = float(rec.loc[ok, "output_tokens"].fillna(0).sum())
         tokens_per_s = tokens / duration if duration > 0 else None
@@ -186,7 +186,7 @@ def refusals(
             f"{figures.requests}; evidence.max_cut_rate {100 * max_cut_rate:g} %): give Locust a "
             "--stop-timeout of at least the request timeout"
         )
-    arrival = run.summary.get("arrival") if isinstance(run.summary.get("arrival"), dict) else {}
+    arrival = _section(run.summary, "arrival")
     if refuse_generator_behind and (GENERATOR_BEHIND in codes or arrival.get("behind") is True):
         achieved, requested = arrival.get("achieved_rate_per_s"), arrival.get("requested_rate_per_s")
         rates = f" (achieved {achieved:.2f} of {requested:.2f} req/s)" if achieved and requested else ""
@@ -218,8 +218,7 @@ def workload_shape(run: RunData) -> Shape:
         values["check_outputs"] = given.get("check_outputs") or 0
         return Shape(values, "workload")
     meta = run.metadata
-    options = meta.get("options") if isinstance(meta.get("options"), dict) else {}
-    load = meta.get("load") if isinstance(meta.get("load"), dict) else {}
+    options, load = _section(meta, "options"), _section(meta, "load")
     scenarios = meta.get("scenarios")
     shape: dict[str, Any] = {
         "scenario": scenarios[0] if isinstance(scenarios, list) and len(scenarios) == 1 else scenarios,
@@ -254,11 +253,17 @@ class Saturation:
     reason: str = ""
 
 
+def _section(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    """A JSON object inside a summary or metadata document, {} when absent or not an object."""
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def saturation(run: RunData, figures: RunFigures) -> Saturation:
     """Was the server at capacity for the offered load? From the load test's own code, else the rates."""
     if SERVER_SATURATED in _codes(run):
         return Saturation(True, "the load test flagged the server as saturated (warning server_saturated)")
-    arrival = run.summary.get("arrival") if isinstance(run.summary.get("arrival"), dict) else {}
+    arrival = _section(run.summary, "arrival")
     requested = arrival.get("requested_rate_per_s")
     duration = run.duration_s
     if requested and duration > 0:

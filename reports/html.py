@@ -31,7 +31,8 @@ ul.warnings li { color: #a34700; }
 
 
 def _table(cells: pd.DataFrame) -> str:
-    return cells.to_html(index=False, escape=True, border=0, na_rep="—")
+    table: str = cells.to_html(index=False, escape=True, border=0, na_rep="—")
+    return table
 
 
 def _image(png: Path, caption: str) -> str:

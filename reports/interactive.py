@@ -1,4 +1,4 @@
-"""Interactive charts for report.html (issue 28): Plotly figures, offline, beside the static PNG/SVG.
+"""Interactive charts for report.html: Plotly figures, offline, beside the static PNG/SVG.
 
 plotly.js comes from the `plotly` Python package (its bundled plotly.min.js, about 4.8 MB) and is written
 once per page, inline: the page needs no network when generated or opened. Each chart is a <div> with its
@@ -32,7 +32,8 @@ def plotly_js() -> str:
     """plotly.min.js as the package ships it (cached: several reports in one process share it)."""
     from plotly.offline import get_plotlyjs
 
-    return get_plotlyjs()
+    js: str = get_plotlyjs()
+    return js
 
 
 def script_tag() -> str:
@@ -41,7 +42,7 @@ def script_tag() -> str:
 
 def to_div(fig: go.Figure, name: str) -> str:
     """The chart's <div> and its newPlot call; `name` makes its id (chart-NAME), which tests look up."""
-    return pio.to_html(
+    div: str = pio.to_html(
         fig,
         include_plotlyjs=False,
         full_html=False,
@@ -49,6 +50,7 @@ def to_div(fig: go.Figure, name: str) -> str:
         div_id=f"chart-{name}",
         validate=False,  # the figures are built here from known keys; validation costs ~30 % of the time
     )
+    return div
 
 
 def label_colors(labels: Sequence[str]) -> dict[str, str]:
@@ -77,7 +79,9 @@ def style(fig: go.Figure, *, title: str, height: int, legend_title: str | None =
     return fig
 
 
-def step_xy(starts: np.ndarray, values: np.ndarray, width: float | np.ndarray) -> tuple[list, list]:
+def step_xy(
+    starts: np.ndarray, values: np.ndarray, width: float | np.ndarray
+) -> tuple[list[float], list[float]]:
     """A value held over [start, start + width): the points of a 'hv' line that also covers the last one."""
     if len(starts) == 0:
         return [], []
@@ -85,10 +89,10 @@ def step_xy(starts: np.ndarray, values: np.ndarray, width: float | np.ndarray) -
     return [*np.asarray(starts).tolist(), float(ends[-1])], [*np.asarray(values).tolist(), float(values[-1])]
 
 
-def segments(x0: np.ndarray, x1: np.ndarray, y: np.ndarray) -> tuple[list, list]:
+def segments(x0: np.ndarray, x1: np.ndarray, y: np.ndarray) -> tuple[list[float | None], list[float | None]]:
     """Horizontal segments as one line trace: (x0, y) -> (x1, y), separated by gaps (None)."""
-    xs: list = []
-    ys: list = []
+    xs: list[float | None] = []
+    ys: list[float | None] = []
     for a, b, c in zip(x0.tolist(), x1.tolist(), y.tolist(), strict=True):
         xs += [a, b, None]
         ys += [c, c, None]

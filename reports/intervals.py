@@ -25,11 +25,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from reports.stats import t_quantile
+
+# The confidence of every interval the reports give, unless a caller asks for another.
+CONFIDENCE = 0.95
 
 MIN_QUANTILE_VALUES = 5  # below this a bootstrap of a quantile resamples the same few values: no interval
 MSER_BATCH = 5  # MSER-5: batch means of 5 observations smooth the noise the truncation rule reacts to
@@ -57,7 +61,7 @@ class Interval:
         """True when the two intervals do not overlap (False when either has nan bounds: cannot tell)."""
         return bool(self.high < other.low or other.high < self.low)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """For JSON: non-finite numbers become None (JSON has no nan)."""
         return {
             "estimate": _json_number(self.estimate),
@@ -88,10 +92,11 @@ def _z(confidence: float) -> float:
 
 def _finite(values: ArrayLike) -> np.ndarray:
     array = np.asarray(values, dtype=float).ravel()
-    return array[~np.isnan(array)]
+    finite: np.ndarray = array[~np.isnan(array)]
+    return finite
 
 
-def wilson(successes: float, n: float, confidence: float = 0.95) -> Interval:
+def wilson(successes: float, n: float, confidence: float = CONFIDENCE) -> Interval:
     """Wilson score interval for a share; `successes` and `n` may be fractional (an effective sample size).
     n == 0: estimate nan, interval [0, 1] (nothing is known)."""
     label = f"wilson(n={n:.4g})"
@@ -109,7 +114,8 @@ def wilson(successes: float, n: float, confidence: float = 0.95) -> Interval:
 def _batch_means(values: np.ndarray, batches: int) -> np.ndarray:
     """Means of `batches` equal consecutive batches; the last n % batches values are left out."""
     size = len(values) // batches
-    return values[: size * batches].reshape(batches, size).mean(axis=1)
+    means: np.ndarray = values[: size * batches].reshape(batches, size).mean(axis=1)
+    return means
 
 
 def effective_n(flags: ArrayLike, batches: int = 10) -> float:
@@ -129,7 +135,7 @@ def effective_n(flags: ArrayLike, batches: int = 10) -> float:
     return float(max(min(n, 1), n * binomial_var / batch_var))
 
 
-def share_interval(flags: ArrayLike, batches: int = 10, confidence: float = 0.95) -> Interval:
+def share_interval(flags: ArrayLike, batches: int = 10, confidence: float = CONFIDENCE) -> Interval:
     """The share of 1s (the plain share) with a Wilson interval on the effective sample size."""
     x = _finite(flags)
     if len(x) == 0:
@@ -150,7 +156,7 @@ def _block_indices(n: int, block: int, resamples: int, rng: np.random.Generator)
 def quantile_interval(
     values: ArrayLike,
     q: float,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
     resamples: int = 1000,
     block: int | None = None,
     seed: int = 0,
@@ -178,7 +184,7 @@ def rate_interval(
     start_s: float,
     end_s: float,
     batches: int = 10,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
 ) -> Interval:
     """A rate over [start_s, end_s) (events per second, or weight per second: tokens with weight = tokens)
     with a batch-means t interval over `batches` equal sub-windows; low clipped at 0. `n` is the number of

@@ -80,7 +80,8 @@ def run_slo(run: RunData, override: Slo | None) -> Slo | None:
 
 
 def _floats(column: pd.Series) -> np.ndarray:
-    return column.to_numpy(dtype=float, na_value=np.nan)
+    floats: np.ndarray = column.to_numpy(dtype=float, na_value=np.nan)
+    return floats
 
 
 def run_metrics(run: RunData, slo: Slo | None = None) -> dict[str, Any]:
@@ -167,7 +168,8 @@ def timeline(run: RunData, bin_s: float) -> pd.DataFrame:
     n_bins = max(int(np.ceil(run.duration_s / bin_s)), 1)
 
     def bins(epoch: np.ndarray) -> np.ndarray:
-        return np.clip(((epoch - run.window_start_s) // bin_s).astype(int), 0, n_bins - 1)
+        index: np.ndarray = np.clip(((epoch - run.window_start_s) // bin_s).astype(int), 0, n_bins - 1)
+        return index
 
     ends = rec["end_ts_s"].to_numpy(dtype=float)
     # Requests that ended after the window (finished during --stop-timeout) are not drawn: piled into the

@@ -54,7 +54,7 @@ plt.rcParams.update(
 PLAIN = FuncFormatter(lambda value, _pos: f"{value:g}")  # 2000, not 2x10^3, on log axes
 
 
-def _two_and_five(value: float, _pos) -> str:
+def _two_and_five(value: float, _pos: object) -> str:
     # Minor ticks of a log axis: label only 2x and 5x each decade, so that 60, 70, 80, 90 do not overlap.
     if value <= 0:
         return ""

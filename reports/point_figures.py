@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reports.intervals import (
+    CONFIDENCE,
     Interval,
     SteadyState,
     mser5,
@@ -123,7 +124,7 @@ def latency_interval(values: np.ndarray, q: float, confidence: float) -> Interva
     return quantile_interval(values, q, confidence=confidence, block=max(1, round(math.sqrt(n))))
 
 
-def point_figures(run: RunData, slo: Slo, confidence: float = 0.95) -> PointFigures:
+def point_figures(run: RunData, slo: Slo, confidence: float = CONFIDENCE) -> PointFigures:
     steady, start_s = steady_window(run)
     end_s = run.window_start_s + run.duration_s
     settled = steady.settled and end_s - start_s >= 2 * SEGMENT_S - 1e-9

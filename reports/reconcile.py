@@ -1,4 +1,4 @@
-"""Client and server reconciled (issue 28): what the load generator counted against the server's counters.
+"""Client and server reconciled: what the load generator counted against the server's counters.
 
 From the run folder only. The client's side is records.csv plus the requests it left out of the measured
 window (warm-up, after the stop: summary.json `server_metrics.client_outside_window`), counted with

@@ -27,7 +27,7 @@ Section = tuple[str, str, pd.DataFrame]  # (title, note, formatted cells)
 @dataclass(slots=True)
 class Report:
     folder: Path
-    tables: Tables
+    tables: Tables | None  # None: a sweep's report, whose tables are its own sections
     plots: list[tuple[Path, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     charts: dict[Path, str] = field(default_factory=dict)  # PNG -> its interactive chart, for report.html

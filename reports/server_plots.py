@@ -1,4 +1,4 @@
-"""The server's metrics over a run (issue 28), on the same time axis as the client's view of it.
+"""The server's metrics over a run, on the same time axis as the client's view of it.
 
 Panels: requests in flight as the client saw them against what the server held (in flight, limiter slots
 and queue); the engine (sequences decoding and waiting, batch size); arrivals and refusals per second,
@@ -12,8 +12,10 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from reports import plots
@@ -43,7 +45,8 @@ def client_in_flight(run: RunData, edges: np.ndarray) -> np.ndarray:
     start, end = sent - run.window_start_s, rec["end_ts_s"].to_numpy(dtype=float) - run.window_start_s
     lo, hi = edges[:-1, None], edges[1:, None]
     overlap = np.clip(np.minimum(end[None, :], hi) - np.maximum(start[None, :], lo), 0.0, None)
-    return overlap.sum(axis=1) / np.diff(edges)
+    share: np.ndarray = overlap.sum(axis=1) / np.diff(edges)
+    return share
 
 
 def per_s(times: np.ndarray, weights: np.ndarray | None, edges: np.ndarray) -> np.ndarray:
@@ -51,7 +54,7 @@ def per_s(times: np.ndarray, weights: np.ndarray | None, edges: np.ndarray) -> n
     return counts / np.diff(edges)
 
 
-def _step(ax, starts: np.ndarray, values: np.ndarray, width: float | np.ndarray, **style) -> None:
+def _step(ax: Axes, starts: np.ndarray, values: np.ndarray, width: float | np.ndarray, **style: Any) -> None:
     """Values held over [start, start + width): a post step that also covers the last interval."""
     if starts.size == 0:
         return
@@ -59,7 +62,7 @@ def _step(ax, starts: np.ndarray, values: np.ndarray, width: float | np.ndarray,
     ax.step(np.append(starts, ends[-1]), np.append(values, values[-1]), where="post", **style)
 
 
-def _concurrency(ax, run: RunData, series: ServerSeries, t: np.ndarray, edges: np.ndarray) -> None:
+def _concurrency(ax: Axes, run: RunData, series: ServerSeries, t: np.ndarray, edges: np.ndarray) -> None:
     """The client's requests out against the server's in flight; a limiter's slots and queue stacked under
     it (their sum is the limiter's share of the in-flight requests)."""
     if series.exports(LIMITER_ACTIVE[0]):
@@ -80,7 +83,7 @@ def _concurrency(ax, run: RunData, series: ServerSeries, t: np.ndarray, edges: n
     ax.set_title("Requests in flight: the client's (mean per bin), the server's (at each scrape)", fontsize=9)
 
 
-def _engine(ax, series: ServerSeries, t: np.ndarray) -> None:
+def _engine(ax: Axes, series: ServerSeries, t: np.ndarray) -> None:
     """Sequences in the engine, stacked: decoding, then waiting (prefill, a batch slot, a hold); and the
     latest step's batch size. Stacked areas, because the lines would lie on top of each other."""
     running, waiting = series.gauge(RUNNING), series.gauge(WAITING)
@@ -95,7 +98,7 @@ def _engine(ax, series: ServerSeries, t: np.ndarray) -> None:
     ax.set_title("The server's engine at each scrape", fontsize=9)
 
 
-def _arrivals(ax, run: RunData, series: ServerSeries, edges: np.ndarray) -> None:
+def _arrivals(ax: Axes, run: RunData, series: ServerSeries, edges: np.ndarray) -> None:
     rec = run.records
     start = run.window_start_s
     sent = rec["scheduled_ts_s"].to_numpy(dtype=float) - start
@@ -117,7 +120,7 @@ def min_width(series: ServerSeries) -> float:
     return 0.5 * float(series.summary.get("interval_s") or 0)
 
 
-def _tokens(ax, run: RunData, series: ServerSeries, edges: np.ndarray) -> None:
+def _tokens(ax: Axes, run: RunData, series: ServerSeries, edges: np.ndarray) -> None:
     times, tokens = token_arrivals(run)
     width = float(edges[1] - edges[0])
     _step(ax, edges[:-1], per_s(times - run.window_start_s, tokens, edges), width, color=CLIENT_COLOR,

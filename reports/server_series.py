@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ IN_FLIGHT = ("mlxserving_requests_in_flight", "vllm:num_requests_running", "vllm
 class ServerSeries:
     frame: pd.DataFrame  # ts_s, name, labels (JSON text), value
     scrape_ts_s: np.ndarray  # every scrape's time, ascending
-    summary: dict  # summary.json `server_metrics`
+    summary: dict[str, Any]  # summary.json `server_metrics`
 
     @classmethod
     def of(cls, run: RunData) -> ServerSeries | None:

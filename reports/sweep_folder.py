@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from reports.intervals import CONFIDENCE
 from runfolder.figures import Slo
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class SweepPlan:
     guide_source: str | None = None
     rules: list[str] = field(default_factory=list)  # how loads, windows, limits and SLOs were derived
     budget_s: float | None = None
-    confidence: float = 0.95
+    confidence: float = CONFIDENCE
     target_half_width: float = 0.08  # the success share's interval half-width each point aims at
 
     @property
@@ -138,7 +139,7 @@ def read_probe(folder: Path) -> list[ProbedProfile]:
     data = json.loads((folder / PROBE_FILE).read_text(encoding="utf-8"))
     out = []
     for p in data["profiles"]:
-        single = next((s for s in p["steps"] if s["concurrency"] == 1), {})
+        single: dict[str, Any] = next((s for s in p["steps"] if s["concurrency"] == 1), {})
         out.append(
             ProbedProfile(
                 name=p["name"],

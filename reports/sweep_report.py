@@ -16,7 +16,7 @@ from reports.guide_match import guide_shares, mix_distance
 from reports.knee import CurvePoint, Knee, find_knee
 from reports.point_figures import PointFigures, point_figures
 from reports.runs import load_runs
-from reports.sweep_folder import PointRun, SweepPlan, read_points, read_probe
+from reports.sweep_folder import PointRun, ProbedProfile, SweepPlan, read_points, read_probe
 from reports.sweep_tables import (
     capacity_text,
     curve_frame,
@@ -194,7 +194,7 @@ def write(out: Path) -> report.Report:
     title = f"Sweep '{plan.campaign}': {' vs '.join(plan.profiles)}"
     if plan.external:
         title = ", ".join(f"{n} ({t['url']})" for n, t in plan.external.items()) + " across offered load"
-    built = report.Report(folder, {}, plots=figures, warnings=warnings, charts=charts)
+    built = report.Report(folder, None, plots=figures, warnings=warnings, charts=charts)
     built.markdown_path.write_text(
         report.to_markdown(title, intro, sections, figures, warnings, 1), encoding="utf-8"
     )
@@ -214,22 +214,30 @@ def locate_guide(
     # Only loads every profile ran at can head the table (the guide runs end with the others at the load
     # the search found); a point that did not settle is flagged in the table, not skipped.
     shared = set.intersection(*(set(p) for p in points.values()))
-    scored = {
+    distances = {
         rate: mix_distance({k: iv.estimate for k, iv in f.shares.items()}, plan.guide[name])
         for rate, f in points[name].items()
         if rate in shared
     }
-    scored = {r: d for r, d in scored.items() if d is not None}
+    scored = {r: d for r, d in distances.items() if d is not None}
     if not scored:
         return None, None
-    best = min(scored, key=scored.get)
+    best = min(scored, key=lambda rate: scored[rate])
     return best, scored[best]
 
 
-def headline_sentence(plan, probe, at, rate, located, distance, knees: dict[str, Knee]) -> str:
+def headline_sentence(
+    plan: SweepPlan,
+    probe: dict[str, ProbedProfile],
+    at: dict[str, PointFigures],
+    rate: float,
+    located: float | None,
+    distance: float | None,
+    knees: dict[str, Knee],
+) -> str:
     name = plan.guide_profile
     parts = []
-    if located is not None and name in at:
+    if located is not None and distance is not None and name in at:
         f = at[name]
         mix = guide_shares(plan.guide[name]) or {}
         inside = all(
@@ -284,7 +292,16 @@ def intro_lines(plan: SweepPlan) -> list[str]:
     return lines
 
 
-def write_json(out, plan, points, knees, rate, located, distance, sentence) -> None:
+def write_json(
+    out: Path,
+    plan: SweepPlan,
+    points: dict[str, dict[float, PointFigures]],
+    knees: dict[str, Knee],
+    rate: float,
+    located: float | None,
+    distance: float | None,
+    sentence: str,
+) -> None:
     data = {
         "headline_rate_per_s": rate,
         "guide_located_rate_per_s": located,

@@ -4,6 +4,7 @@ guide's table at the located load), the knees, the failure-mode onsets and the p
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import pandas as pd
 
@@ -94,7 +95,7 @@ def headline_table(at: dict[str, PointFigures], guides: dict[str, GuideMix]) -> 
 
 
 def curve_frame(
-    points: dict[str, dict[float, PointFigures]], purposes: dict[tuple[str, float], str]
+    points: dict[str, dict[float, PointFigures]], purposes: Mapping[tuple[str, float], str]
 ) -> pd.DataFrame:
     rows = []
     for name, by_rate in points.items():

@@ -1,4 +1,4 @@
-"""Per-request timeline (issue 28): one bar per request, one panel per run, on a shared time axis.
+"""Per-request timeline: one bar per request, one panel per run, on a shared time axis.
 
 A bar runs from the request's send time (a dotted lead-in from its scheduled time when it left late)
 through its first token to its end: grey while waiting for the first token, then in its outcome's colour;
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -74,7 +75,8 @@ def timeline_data(
     start = run.window_start_s
 
     def column(name: str) -> np.ndarray:
-        return rec[name].to_numpy(dtype=float, na_value=np.nan)[rows]
+        values: np.ndarray = rec[name].to_numpy(dtype=float, na_value=np.nan)[rows]
+        return values
 
     scheduled = column("scheduled_ts_s") - start
     sent = scheduled + np.nan_to_num(column("schedule_lag_s"))
@@ -132,11 +134,12 @@ def draws_chunk_ticks(bars: int) -> bool:
     return line_width(bars) >= CHUNK_TICKS_MIN_LW
 
 
-def _segments(x0: np.ndarray, x1: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.stack([np.column_stack([x0, y]), np.column_stack([x1, y])], axis=1)
+def _segments(x0: np.ndarray, x1: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+    """One ((x0, y), (x1, y)) pair a bar, as LineCollection takes them."""
+    return list(np.stack([np.column_stack([x0, y]), np.column_stack([x1, y])], axis=1))
 
 
-def draw(ax, t: Timeline) -> None:
+def draw(ax: Axes, t: Timeline) -> None:
     """One run's bars on `ax`; rasterized in the SVG too (thousands of marks would make it megabytes)."""
     y = np.arange(t.rows.size, dtype=float)
     lw = line_width(t.rows.size)

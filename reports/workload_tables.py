@@ -1,4 +1,4 @@
-"""Report sections for the realistic workloads (issue 15): TTFT by conversation turn, TTFT with and
+"""Report sections for the realistic workloads: TTFT by conversation turn, TTFT with and
 without a shared prefix, and cached prompt tokens, per label over the pooled successful requests of its
 runs. A section appears only when some run had that workload."""
 

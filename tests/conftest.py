@@ -9,26 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
 
-# The launchers echo what their servers and Locust runs print to our stderr, where pytest captures it
-# per test phase and server_logs checks it. Set before anything starts a process.
-os.environ["MLXBENCH_ECHO_CHILD_OUTPUT"] = "1"
-
-from configkit import REPO_ROOT, merge
+from configkit import REPO_ROOT, RUNTIME_CONFIG, merge
 from orchestrate.processes import running_server
 
 pytest_plugins = ["tests.support.server_logs", "pytester"]
-
-RUNTIME_CONFIG = REPO_ROOT / "config" / "runtime.yaml"
 
 
 def write_config(
@@ -72,7 +66,7 @@ def chat_body(max_tokens: int, stream: bool = False, content: str = "Keep talkin
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory) -> str:
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One v1.2.0 server for the whole session (model loading is the slow part)."""
     with running_server(RUNTIME_CONFIG) as url:
         yield url

@@ -1,7 +1,7 @@
-"""The dependency rules of the layout (docs/architecture.md), read from the source with `ast`: what each of
-our packages may import, and no import cycles. Runtime imports only: an import under `if TYPE_CHECKING:` is
-for annotations and loads nothing; reports/ may not name orchestrate/ even there (the sweep folder is its
-only input: reports/sweep_folder.py).
+"""The dependency rules of the layout (docs/architecture.md: every row of its table, and module sizes), read
+from the source with `ast`: what each of our packages may import, and no import cycles. Runtime imports
+only: an import under `if TYPE_CHECKING:` is for annotations and loads nothing; reports/ may not name
+orchestrate/ even there (the sweep folder is its only input: reports/sweep_folder.py).
 (The load generator's freedom from Locust and gevent is checked by running it: tests/loadgen/test_core.py.)
 """
 
@@ -12,14 +12,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from configkit import REPO_ROOT as REPO
 
-PACKAGES = ("server", "loadtest", "loadgen", "runfolder", "configkit", "reports", "orchestrate")
+PACKAGES = ("server", "loadtest", "loadgen", "runfolder", "configkit", "reports", "orchestrate", "benchmarks")
 # The forwarder that keeps `python -m reports.reproduce` working; it imports orchestrate inside main() only.
 FORWARDER = "reports.reproduce"
 # Worker-process code, and the one module outside it that may import it.
 WORKER_PACKAGE = "server.worker"
 WORKER_HANDLE = "server.worker_handle"
+MODELS_PACKAGE = "server.models"
+MAX_MODULE_LINES = 400
+# Modules still over MAX_MODULE_LINES while their owners split them; an entry goes once its file is small
+# (the test below fails for an entry that no longer needs to be here).
+BEING_SPLIT = {
+    "reports/gate.py",
+    "server/routes.py",
+    "server/worker/text_runtime.py",
+    "tests/loadgen/test_core.py",
+    "tests/loadgen/test_runs.py",
+    "tests/reports/test_gate.py",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,19 +154,20 @@ def test_reports_do_not_name_orchestration_even_for_annotations():
         if not under(name, "reports") or name == FORWARDER:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
             target = node.module if isinstance(node, ast.ImportFrom) else None
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [target or ""]
             bad += [f"{name}:{node.lineno} {n}" for n in names if under(n, "orchestrate")]
     assert not bad, bad
 
 
-def test_orchestration_modules_stay_small():
-    sizes = {
-        name: len(path.read_text().splitlines())
-        for name, path in MODULES.items()
-        if under(name, "orchestrate")
-    }
-    assert max(sizes.values()) <= 400, {n: s for n, s in sizes.items() if s > 400}
+def test_no_module_passes_400_lines_tests_included():
+    paths = [*MODULES.values(), *sorted((REPO / "tests").rglob("*.py"))]
+    sizes = {str(p.relative_to(REPO)): len(p.read_text(encoding="utf-8").splitlines()) for p in paths}
+    large = {name: size for name, size in sizes.items() if size > MAX_MODULE_LINES}
+    assert set(large) <= BEING_SPLIT, {n: s for n, s in large.items() if n not in BEING_SPLIT}
+    assert set(large) >= BEING_SPLIT, f"small now, take them off BEING_SPLIT: {BEING_SPLIT - set(large)}"
 
 
 def test_the_reproduce_forwarder_loads_orchestration_only_when_run():
@@ -163,12 +178,84 @@ def test_the_reproduce_forwarder_loads_orchestration_only_when_run():
 
 
 def test_only_the_worker_handle_imports_worker_process_code():
+    """Of the packages that run in the server's HTTP process or beside it; benchmarks/ may drive the engine
+    in-process (benchmarks/worker_steps.py), as tests/ do."""
     bad = [
         i
         for i in IMPORTS
         if under(i.target, WORKER_PACKAGE)
-        and not under(i.module, WORKER_PACKAGE)
+        and not under(i.module, WORKER_PACKAGE, "benchmarks")
         and i.module != WORKER_HANDLE
+    ]
+    assert not bad, shown(bad)
+
+
+def only(package: str, allowed: tuple[str, ...], *, besides: tuple[str, ...] = ()) -> list[Import]:
+    """The imports of ours in `package` (less its subpackages `besides`) that `allowed` does not cover."""
+    return [
+        i
+        for i in IMPORTS
+        if under(i.module, package)
+        and not (besides and under(i.module, *besides))
+        and ours(i.target)
+        and not under(i.target, *allowed)
+    ]
+
+
+def test_configkit_imports_none_of_our_packages():
+    bad = only("configkit", ("configkit",))
+    assert not bad, shown(bad)
+
+
+def test_the_load_generator_imports_only_run_folders_and_config_of_ours():
+    bad = only("loadgen", ("loadgen", "runfolder", "configkit"))
+    assert not bad, shown(bad)
+
+
+def test_the_server_imports_only_itself_and_config_of_ours():
+    """The HTTP process (its orchestrate/ import is the next test's)."""
+    bad = [
+        i
+        for i in only("server", ("server", "configkit"), besides=(WORKER_PACKAGE, MODELS_PACKAGE))
+        if not under(i.target, "orchestrate")
+    ]
+    assert not bad, shown(bad)
+
+
+@pytest.mark.xfail(
+    reason="server/demo.py starts its server with orchestrate.processes; the demo's launcher moves out of "
+    "server/ on another branch (delete this mark when merged)",
+    strict=True,
+)
+def test_the_server_imports_nothing_of_orchestration():
+    bad = [i for i in IMPORTS if under(i.module, "server") and under(i.target, "orchestrate")]
+    assert not bad, shown(bad)
+
+
+def test_worker_process_code_imports_only_the_pipe_models_settings_and_config_of_ours():
+    allowed = (WORKER_PACKAGE, "server.ipc", MODELS_PACKAGE, "server.settings", "configkit")
+    bad = only(WORKER_PACKAGE, allowed)
+    assert not bad, shown(bad)
+
+
+def test_model_lookup_imports_only_config_of_ours():
+    bad = only(MODELS_PACKAGE, (MODELS_PACKAGE, "configkit"))
+    assert not bad, shown(bad)
+
+
+def test_orchestration_imports_neither_benchmarks_nor_tests():
+    bad = [i for i in IMPORTS if under(i.module, "orchestrate") and under(i.target, "benchmarks", "tests")]
+    assert not bad, shown(bad)
+
+
+def test_only_benchmarks_import_benchmarks():
+    """benchmarks/ sit on top, beside tests/: they may import everything of ours and tests/support (FAKE
+    servers, synthetic series), and tests/ may import them; nothing below imports them."""
+    bad = [i for i in IMPORTS if under(i.target, "benchmarks") and not under(i.module, "benchmarks")]
+    bad += [
+        i
+        for i in IMPORTS
+        if under(i.module, "benchmarks") and under(i.target, "tests") and not under(i.target, "tests.support")
     ]
     assert not bad, shown(bad)
 

@@ -7,13 +7,13 @@ import pytest
 
 from runfolder import read_run
 from server.models.embedded import build_embedded_model
-from tests.support.helpers import run_locust
+from tests.support.helpers import run_locust_with_stats
 
 SCENARIOS = ("ChatStreamUser", "ChatUser", "CompletionUser")
 
 
 def _run(url, run_dir, *args):
-    proc = run_locust(
+    proc = run_locust_with_stats(
         url, run_dir, "-u", "3", "-r", "3", "-t", "4s", "--stop-timeout", "30", "--max-tokens", "8",
         *args, *SCENARIOS,
     )  # fmt: skip
@@ -55,12 +55,14 @@ def test_local_tokenizer_makes_exact_prompts_of_a_distribution(server_url, tmp_p
 
 @pytest.mark.expected_errors(r"chat template alone is")
 def test_a_prompt_shorter_than_the_chat_template_exits_2(server_url, tmp_path):
-    proc = run_locust(server_url, tmp_path / "short", "-t", "2s", "--prompt-tokens", "3", timeout_s=60)
+    proc = run_locust_with_stats(
+        server_url, tmp_path / "short", "-t", "2s", "--prompt-tokens", "3", timeout_s=60
+    )
     assert proc.returncode == 2 and "chat template alone is" in proc.stderr
 
 
 @pytest.mark.expected_errors(r"exceeds the model's context")
 def test_prompt_and_max_tokens_beyond_the_context_exit_2(server_url, tmp_path):
     args = ("-t", "2s", "--prompt-tokens", "4000", "--max-tokens", "200")
-    proc = run_locust(server_url, tmp_path / "long", *args, timeout_s=60)
+    proc = run_locust_with_stats(server_url, tmp_path / "long", *args, timeout_s=60)
     assert proc.returncode == 2 and "exceeds the model's context of 4096 tokens" in proc.stderr

@@ -10,7 +10,7 @@ import pytest
 
 from runfolder import read_run
 from server.models.embedded import build_embedded_model
-from tests.support.helpers import run_locust, swap_server
+from tests.support.helpers import run_locust_with_stats, swap_server
 
 CHECK = ("--check-outputs", "--check-outputs-prompts", "4")
 WRONG = ("empty", "truncated", "overlong", "foreign")
@@ -23,7 +23,7 @@ def ran(proc, *codes: int) -> None:
 @pytest.mark.slow
 def test_our_server_under_load_gives_no_wrong_outputs(server_url, tmp_path: Path):
     run_dir = tmp_path / "ours"
-    proc = run_locust(
+    proc = run_locust_with_stats(
         server_url, run_dir, "-u", "3", "-r", "3", "-t", "4s", "--stop-timeout", "30",
         "--max-tokens", "16", "--ignore-eos", "--prompt-tokens", "16", *CHECK,
         "--tokenizer", str(build_embedded_model()),
@@ -49,7 +49,7 @@ def test_our_server_under_load_gives_no_wrong_outputs(server_url, tmp_path: Path
 def test_replies_swapped_between_concurrent_requests_are_foreign(tmp_path: Path):
     with swap_server() as url:
         run_dir = tmp_path / "swap"
-        proc = run_locust(
+        proc = run_locust_with_stats(
             url, run_dir, "-u", "4", "-r", "4", "-t", "3s", "--stop-timeout", "10", "--max-tokens", "8",
             "--model", "swap", *CHECK,
         )  # fmt: skip
@@ -67,7 +67,7 @@ def test_replies_swapped_between_concurrent_requests_are_foreign(tmp_path: Path)
 def test_workers_compare_with_the_masters_references(tmp_path: Path):
     with swap_server() as url:
         run_dir = tmp_path / "two"
-        proc = run_locust(
+        proc = run_locust_with_stats(
             url, run_dir, "-u", "4", "-r", "4", "-t", "4s", "--stop-timeout", "10", "--max-tokens", "8",
             "--processes", "2", "--model", "swap", *CHECK,
         )  # fmt: skip
@@ -82,11 +82,11 @@ def test_workers_compare_with_the_masters_references(tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.expected_errors(r"invalid option")
 def test_a_check_that_cannot_hold_exits_2_before_any_request(tmp_path: Path):
-    proc = run_locust(
+    proc = run_locust_with_stats(
         "http://127.0.0.1:9", tmp_path / "bad", "-u", "1", "-t", "1s", *CHECK, "--temperature", "0.7",
     )  # fmt: skip
     assert proc.returncode == 2 and "--temperature 0.7 contradicts it" in proc.stderr
-    proc = run_locust(
+    proc = run_locust_with_stats(
         "http://127.0.0.1:9", tmp_path / "bad2", "-u", "1", "-t", "1s", *CHECK, "VisionChatUser"
     )
     assert proc.returncode == 2 and "VisionChatUser cannot be checked" in proc.stderr

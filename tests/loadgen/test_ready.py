@@ -15,7 +15,7 @@ import pytest
 
 from orchestrate.processes import locust_cmd, serve, start_locust
 from runfolder import read_run
-from tests.support.helpers import FAULT_SERVER, free_port, run_locust
+from tests.support.helpers import FAULT_SERVER, free_port, run_locust_with_stats
 
 READY_WAIT_S = 60.0  # generous: the test waits for an event (a log line), never for a fixed time
 
@@ -107,7 +107,9 @@ def listing_server(models: list[str], health_status: int = 200) -> Iterator[tupl
 @pytest.mark.expected_errors(r"was not ready within")
 def test_a_url_that_never_answers_exits_2_naming_it_and_sends_nothing(tmp_path):
     with silent_listener() as (url, received):
-        proc = run_locust(url, tmp_path / "run", "-t", "5s", "--ready-timeout-s", "1", timeout_s=60)
+        proc = run_locust_with_stats(
+            url, tmp_path / "run", "-t", "5s", "--ready-timeout-s", "1", timeout_s=60
+        )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert url in proc.stderr and "--ready-timeout-s" in proc.stderr
     assert not any(b"POST" in chunk for chunk in received)  # only readiness GETs reached it
@@ -117,14 +119,16 @@ def test_a_url_that_never_answers_exits_2_naming_it_and_sends_nothing(tmp_path):
 @pytest.mark.expected_errors(r"was not ready within")
 def test_a_url_that_refuses_connections_exits_2(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
-    proc = run_locust(url, tmp_path / "run", "-t", "5s", "--ready-timeout-s", "1", timeout_s=60)
+    proc = run_locust_with_stats(url, tmp_path / "run", "-t", "5s", "--ready-timeout-s", "1", timeout_s=60)
     assert proc.returncode == 2 and url in proc.stderr
 
 
 @pytest.mark.expected_errors(r"lists no model")
 def test_a_server_listing_no_model_is_never_sent_a_request(tmp_path):
     with listing_server([]) as (url, posts):
-        proc = run_locust(url, tmp_path / "run", "-t", "3s", "--ready-timeout-s", "5", timeout_s=60)
+        proc = run_locust_with_stats(
+            url, tmp_path / "run", "-t", "3s", "--ready-timeout-s", "5", timeout_s=60
+        )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"{url}/v1/models lists no model" in proc.stderr
     assert posts == []
@@ -134,7 +138,9 @@ def test_a_server_listing_no_model_is_never_sent_a_request(tmp_path):
 def test_a_loading_server_is_waited_for_until_the_deadline(tmp_path):
     # /health says 503 (loading) although /v1/models already lists the model: not ready.
     with listing_server(["m"], health_status=503) as (url, posts):
-        proc = run_locust(url, tmp_path / "run", "-t", "3s", "--ready-timeout-s", "1", timeout_s=60)
+        proc = run_locust_with_stats(
+            url, tmp_path / "run", "-t", "3s", "--ready-timeout-s", "1", timeout_s=60
+        )
     assert proc.returncode == 2 and "/health 503" in proc.stderr
     assert posts == []
 

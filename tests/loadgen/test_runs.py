@@ -24,7 +24,7 @@ from tests.support.helpers import (
     locust_totals,
     mlx_lm_server,
     post,
-    run_locust,
+    run_locust_with_stats,
     wait_for,
 )
 
@@ -105,7 +105,7 @@ def ran(proc: subprocess.CompletedProcess, *codes: int) -> None:
 def test_every_fault_classified_through_locust_with_warmup(fake_url, tmp_path):
     post(fake_url + "/fake/reset")
     run_dir = tmp_path / "mixed"
-    proc = run_locust(
+    proc = run_locust_with_stats(
         fake_url,
         run_dir,
         "-u", "1", "-t", "4s", "--stop-timeout", "2",
@@ -136,7 +136,7 @@ def test_every_fault_classified_through_locust_with_warmup(fake_url, tmp_path):
 def test_two_processes_merge_records_from_both_workers(fake_url, tmp_path):
     run_dir = tmp_path / "dist"
     port = str(free_port())  # Locust's default 5557 may be taken by another run on this machine
-    proc = run_locust(
+    proc = run_locust_with_stats(
         fake_url, run_dir, "-u", "4", "-r", "4", "-t", "3s", "--processes", "2",
         "--master-port", port, "--master-bind-port", port,
         "--model", "token_ms_5", "--max-tokens", "8", "--stop-timeout", "5",
@@ -154,7 +154,7 @@ def test_two_processes_merge_records_from_both_workers(fake_url, tmp_path):
 @pytest.mark.slow
 def test_open_loop_constant_rate_records_schedule(fake_url, tmp_path):
     run_dir = tmp_path / "open"
-    proc = run_locust(
+    proc = run_locust_with_stats(
         fake_url, run_dir, "-u", "4", "-r", "100", "-t", "3s", "--stop-timeout", "2",
         "--arrival", "constant", "--rate", "20", "--model", "token_ms_5", "--max-tokens", "4",
     )  # fmt: skip
@@ -190,7 +190,9 @@ def test_help_lists_our_options_and_scenarios():
 
 @pytest.mark.expected_errors(r"invalid option")
 def test_invalid_options_exit_2(tmp_path):
-    proc = run_locust("http://127.0.0.1:9", tmp_path / "x", "-t", "1s", "--arrival", "poisson", timeout_s=60)
+    proc = run_locust_with_stats(
+        "http://127.0.0.1:9", tmp_path / "x", "-t", "1s", "--arrival", "poisson", timeout_s=60
+    )
     assert proc.returncode == 2 and "needs --rate" in proc.stderr
 
 
@@ -202,7 +204,7 @@ def test_reference_server_run(tmp_path):
     cmd = [sys.executable, "-m", "server", "--config", "config/runtime.yaml", "--port", "0"]
     with serve(cmd) as url:
         run_dir = tmp_path / "ref"
-        proc = run_locust(
+        proc = run_locust_with_stats(
             url, run_dir, "-u", "2", "-r", "2", "-t", "4s", "--stop-timeout", "30",
             "--max-tokens", "16", "--ignore-eos", "--prompt-tokens", "16", "--label", "v1.2.0",
         )  # fmt: skip
@@ -251,7 +253,7 @@ def test_reference_server_v111_limiter_refusals(tmp_path, mode, decode_tokens_pe
     ]
     with serve(cmd) as url:
         run_dir = tmp_path / f"v111-{mode}"
-        proc = run_locust(
+        proc = run_locust_with_stats(
             url, run_dir, "-u", "6", "-r", "6", "-t", "3s", "--stop-timeout", "30", "--think-time-s", "0.05",
             # about a second of decoding each at this machine's measured speed: a queued request's 300 ms
             # run out while another is served, on a fast machine as on a slow one
@@ -276,7 +278,7 @@ def test_reference_server_v111_limiter_refusals(tmp_path, mode, decode_tokens_pe
 def test_peer_mlx_lm_server_run(tmp_path):
     with mlx_lm_server(str(build_embedded_model())) as url:
         run_dir = tmp_path / "peer"
-        proc = run_locust(
+        proc = run_locust_with_stats(
             url, run_dir, "-u", "2", "-r", "2", "-t", "4s", "--stop-timeout", "30",
             "--max-tokens", "16", "--prompt-tokens", "16", "ChatStreamUser", "CompletionUser",
         )  # fmt: skip
@@ -304,7 +306,7 @@ def test_vision_scenario_against_a_vision_model(tmp_path):
     cmd = [sys.executable, "-m", "server", "--config", str(config), "--port", "0"]
     with serve(cmd) as url:
         run_dir = tmp_path / "vision"
-        proc = run_locust(
+        proc = run_locust_with_stats(
             # a long stop timeout: the requests in flight at the end finish however slow this machine is
             url, run_dir, "-u", "2", "-r", "2", "-t", "4s", "--stop-timeout", "200",
             "--model", "tiny-qwen2-vl", "--max-tokens", "16", "--ignore-eos", "--prompt-tokens", "32",
@@ -321,7 +323,9 @@ def test_vision_scenario_against_a_vision_model(tmp_path):
 
 @pytest.mark.expected_errors(r"invalid option")
 def test_vision_options_are_checked(tmp_path):
-    proc = run_locust("http://127.0.0.1:9", tmp_path / "x", "-t", "1s", "--image-size", "big", timeout_s=60)
+    proc = run_locust_with_stats(
+        "http://127.0.0.1:9", tmp_path / "x", "-t", "1s", "--image-size", "big", timeout_s=60
+    )
     assert proc.returncode == 2 and "--image-size" in proc.stderr
 
 
@@ -332,8 +336,8 @@ def test_vision_options_are_checked(tmp_path):
 def test_requests_cut_by_the_end_of_the_run_are_counted(fake_url, tmp_path):
     # 20 tokens 400 ms apart: every request is still streaming when the 2 s run ends (--stop-timeout 0).
     run_dir = tmp_path / "cut"
-    proc = run_locust(fake_url, run_dir, "-u", "2", "-r", "2", "-t", "2s", "--model", "token_ms_400",
-                      "--max-tokens", "20")  # fmt: skip
+    proc = run_locust_with_stats(fake_url, run_dir, "-u", "2", "-r", "2", "-t", "2s",
+                                 "--model", "token_ms_400", "--max-tokens", "20")  # fmt: skip
     ran(proc, 1)
     s = assert_summary_matches_records(run_dir)
     run = read_run(run_dir)
@@ -354,8 +358,8 @@ def fake_delay_stats(url: str) -> list[dict]:
 def test_known_delays_closed_loop_clock_starts_at_the_send(tmp_path):
     with delay_server(50, 5) as url:
         run_dir = tmp_path / "closed"
-        proc = run_locust(url, run_dir, "-u", "4", "-r", "4", "-t", "3s", "--stop-timeout", "5",
-                          "--max-tokens", "16")  # fmt: skip
+        proc = run_locust_with_stats(url, run_dir, "-u", "4", "-r", "4", "-t", "3s", "--stop-timeout", "5",
+                                     "--max-tokens", "16")  # fmt: skip
         served = fake_delay_stats(url)
     ran(proc, 0)
     s = assert_summary_matches_records(run_dir)
@@ -381,9 +385,9 @@ def test_known_delays_closed_loop_clock_starts_at_the_send(tmp_path):
 def test_open_loop_sends_exactly_the_due_slots_and_counts_tokens_by_arrival(tmp_path):
     with delay_server(20, 10) as url:
         run_dir = tmp_path / "open"
-        proc = run_locust(url, run_dir, "-u", "8", "-r", "8", "-t", "3s", "--stop-timeout", "5",
-                          "--arrival", "constant", "--rate", "10", "--max-tokens", "20",
-                          "--warmup-s", "1")  # fmt: skip
+        proc = run_locust_with_stats(url, run_dir, "-u", "8", "-r", "8", "-t", "3s", "--stop-timeout", "5",
+                                     "--arrival", "constant", "--rate", "10", "--max-tokens", "20",
+                                     "--warmup-s", "1")  # fmt: skip
     ran(proc, 0)
     s = assert_summary_matches_records(run_dir)
     arrival = s["arrival"]
@@ -544,9 +548,9 @@ def _llm_requests(ui: str) -> int:
 def test_a_server_that_saturates_is_named_as_such(fake_url, tmp_path):
     # The fake serves one request at a time, 100 ms each (10/s at most); 20/s are asked with 4 users.
     run_dir = tmp_path / "saturated"
-    proc = run_locust(fake_url, run_dir, "-u", "4", "-r", "4", "-t", "3s", "--stop-timeout", "5",
-                      "--arrival", "constant", "--rate", "20", "--model", "serial_ms_100",
-                      "--max-tokens", "4")  # fmt: skip
+    proc = run_locust_with_stats(fake_url, run_dir, "-u", "4", "-r", "4", "-t", "3s", "--stop-timeout", "5",
+                                 "--arrival", "constant", "--rate", "20", "--model", "serial_ms_100",
+                                 "--max-tokens", "4")  # fmt: skip
     ran(proc, 0)
     s = assert_summary_matches_records(run_dir)
     assert s["arrival"]["behind"] and s["arrival"]["limit"] == "server", s["arrival"]

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from loadgen import server_scrape
 from loadgen.server_scrape import Scraper, metrics_url
 from runfolder import SERVER_METRICS_FILE, read_run, read_server_metrics
-from tests.support.helpers import free_port, get_json, post, run_locust
+from tests.support.helpers import free_port, get_json, post, run_locust_with_stats
 
 
 class Pages:
@@ -160,7 +160,7 @@ def test_failed_scrapes_are_counted_and_a_failed_last_one_leaves_nothing_to_reco
 def test_a_run_against_a_non_prometheus_endpoint_completes_with_a_note(fake_url, tmp_path, option, why):
     run_dir = tmp_path / "run"
     extra = ["--server-metrics", fake_url + option] if option else []
-    proc = run_locust(
+    proc = run_locust_with_stats(
         fake_url, run_dir, "-u", "2", "-r", "2", "-t", "2s", "--stop-timeout", "5", "--model", "instant",
         "--max-tokens", "4", "--think-time-s", "0.05", *extra,
     )  # fmt: skip
@@ -177,7 +177,7 @@ def test_a_distributed_run_scrapes_from_one_process_only(fake_url, tmp_path):
     post(fake_url + "/fake/reset")
     run_dir = tmp_path / "dist"
     port = str(free_port())  # Locust's default 5557 may be taken by another run on this machine
-    proc = run_locust(
+    proc = run_locust_with_stats(
         fake_url, run_dir, "-u", "4", "-r", "4", "-t", "3s", "--processes", "2",
         "--master-port", port, "--master-bind-port", port, "--model", "instant", "--max-tokens", "4",
         "--think-time-s", "0.05", "--stop-timeout", "5", "--server-metrics", fake_url + "/fake/lying_metrics",

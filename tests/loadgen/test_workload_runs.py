@@ -15,7 +15,7 @@ import pytest
 from orchestrate.processes import REPO, serve
 from runfolder import read_run
 from tests.support.fault_server import FAKE_CACHED_TOKENS
-from tests.support.helpers import fault_server, run_locust
+from tests.support.helpers import fault_server, run_locust_with_stats
 from tests.support.server_logs import problems
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def server_url():
 
 def test_multi_turn_conversations_with_shared_prefixes(server_url, tmp_path):
     run_dir = tmp_path / "mt"
-    proc = run_locust(
+    proc = run_locust_with_stats(
         server_url, run_dir, "-u", "2", "-r", "2", "-t", "6s", "--stop-timeout", "30",
         "--max-tokens", "8", "--ignore-eos", "--prompt-tokens", "20", "--turns", "3",
         "--think-time-s", "0.05", "--shared-prefixes", "2", "--shared-prefix-tokens", "24",
@@ -80,7 +80,7 @@ def test_trace_replay_sends_each_line_on_time_with_its_lengths(server_url, tmp_p
     )
     lines = [json.loads(line) for line in trace.read_text().splitlines()]
     run_dir = tmp_path / "trace"
-    proc = run_locust(
+    proc = run_locust_with_stats(
         server_url, run_dir, "-u", "6", "-r", "6", "-t", "4s", "--stop-timeout", "30",
         "--arrival", "trace", "--trace", str(trace), "--trace-time-scale", "0.5",
         "--trace-block-tokens", "16",
@@ -114,7 +114,7 @@ def test_dataset_conversations_with_lengths_from_the_data(server_url, tmp_path, 
     path = tmp_path / "sharegpt.json"
     path.write_text(json.dumps(SHAREGPT))
     run_dir = tmp_path / mode
-    proc = run_locust(
+    proc = run_locust_with_stats(
         server_url, run_dir, "-u", "1", "-r", "1", "-t", "3s", "--stop-timeout", "30",
         "--dataset", str(path), "--dataset-mode", mode, scenario,
     )  # fmt: skip
@@ -151,7 +151,7 @@ def test_cached_tokens_are_recorded_and_summed(tmp_path):
     """FAKE: the fault server's `ok_cached` model reports cached_tokens; ours has no prefix cache yet."""
     with fault_server() as url:
         run_dir = tmp_path / "cached"
-        proc = run_locust(
+        proc = run_locust_with_stats(
             url, run_dir, "-u", "2", "-r", "2", "-t", "2s", "--stop-timeout", "10",
             "--model", "ok_cached", "--max-tokens", "4",
         )  # fmt: skip
@@ -179,7 +179,7 @@ def test_bad_workload_options_and_files_exit_2_naming_the_problem(tmp_path, args
     bad = tmp_path / "bad.txt"
     bad.write_text("not json\n")
     args = [str(bad) if a == "BAD" else a for a in args]
-    proc = run_locust("http://127.0.0.1:9", tmp_path / "x", "-t", "1s", *args, timeout_s=60)
+    proc = run_locust_with_stats("http://127.0.0.1:9", tmp_path / "x", "-t", "1s", *args, timeout_s=60)
     assert proc.returncode == 2 and message.replace("BAD", str(bad)) in proc.stderr, proc.stderr[-2000:]
 
 
@@ -203,7 +203,7 @@ def test_trace_replay_over_two_processes_sends_every_line_once(tmp_path):
     lines = [json.loads(line) for line in trace.read_text().splitlines()]
     with fault_server() as url:
         run_dir = tmp_path / "trace2"
-        proc = run_locust(
+        proc = run_locust_with_stats(
             url, run_dir, "-u", "4", "-r", "4", "-t", "4s", "--stop-timeout", "10", "--processes", "2",
             "--model", "ok", "--arrival", "trace", "--trace", str(trace), "--trace-block-tokens", "16",
         )  # fmt: skip
@@ -227,7 +227,7 @@ def test_mlx_lm_server_reports_cached_tokens_for_histories_and_shared_prefixes(t
     model = str(build_embedded_model())
     with mlx_lm_server(model) as url:
         run_dir = tmp_path / "peer"
-        proc = run_locust(
+        proc = run_locust_with_stats(
             url, run_dir, "-u", "1", "-r", "1", "-t", "4s", "--stop-timeout", "30", "--max-tokens", "8",
             "--tokenizer", model, "--prompt-tokens", "24", "--turns", "3", "--shared-prefixes", "1",
             "--shared-prefix-tokens", "32", "MultiTurnChatUser",

@@ -14,7 +14,7 @@ from orchestrate.reproduce import main
 def test_shipped_campaigns_validate() -> None:
     default = camp.load_campaign(camp.find("default"))
     assert [p.name for p in default.profiles] == ["v1.1.1", "v1.2.0", "guide-promise"]
-    assert default.is_sweep and default.sweep.points >= 4
+    assert default.is_sweep and default.sweep_spec.points >= 4
     assert default.profiles[0].derive  # v1.1.1's queue timeout follows the probed service time
     smoke = camp.load_campaign(camp.find("smoke"))
     assert [p.name for p in smoke.profiles] == ["v1.1.1", "v1.2.0"] and not smoke.is_sweep
@@ -28,8 +28,11 @@ def test_smoke_fits_its_budget_and_quick_shrinks_the_sweep() -> None:
     assert camp.load_campaign(camp.find("smoke")).estimated_s() <= 40
     default = camp.load_campaign(camp.find("default"))
     quick = default.quick_form()
-    assert quick.sweep.points < default.sweep.points and quick.sweep.budget_min < default.sweep.budget_min
-    assert quick.probe.first_step_s <= default.probe.first_step_s
+    assert (
+        quick.sweep_spec.points < default.sweep_spec.points
+        and quick.sweep_spec.budget_min < default.sweep_spec.budget_min
+    )
+    assert quick.probe_spec.first_step_s <= default.probe_spec.first_step_s
     assert quick.slo == default.slo  # the same rules, fewer and shorter runs
 
 

@@ -46,10 +46,10 @@ def fake_runner(capacity_rps: float, per_stream_rps: float, noise: float = 0.02)
 
 def test_probe_doubles_until_throughput_stops_rising():
     run, calls = fake_runner(capacity_rps=6.0, per_stream_rps=1.0)
-    result = probe_profile("batching", DEFAULT.probe, run, lambda _: None)
+    result = probe_profile("batching", DEFAULT.probe_spec, run, lambda _: None)
     # 8 reaches 6 req/s; 16, 32 and 64 add nothing: three flat steps, saturated
     assert [c for c, _, _ in calls] == [1, 2, 4, 8, 16, 32, 64]
-    assert result.capacity_rps == 6.0 and result.best.concurrency == 8
+    assert result.capacity_rps == 6.0 and result.best is not None and result.best.concurrency == 8
     low, high = result.capacity_interval_rps()
     assert low == pytest.approx(6.0 * 0.98) and high == pytest.approx(6.0 * 1.02)
 
@@ -64,7 +64,7 @@ def test_probe_runs_past_growing_latency_to_the_plateau():
         calls.append(concurrency)
         return step(concurrency, rps[concurrency], e2e_s=concurrency / rps[concurrency])
 
-    result = probe_profile("batching", DEFAULT.probe, run, lambda _: None)
+    result = probe_profile("batching", DEFAULT.probe_spec, run, lambda _: None)
     assert calls == [1, 2, 4, 8, 16, 32, 64] and result.capacity_rps == 3.9
 
 
@@ -75,13 +75,13 @@ def test_a_rise_inside_the_noise_is_flat():
     def run(name, concurrency, warmup_s, window_s):
         return step(concurrency, rps[concurrency], noise=0.10)
 
-    result = probe_profile("noisy", DEFAULT.probe, run, lambda _: None)
+    result = probe_profile("noisy", DEFAULT.probe_spec, run, lambda _: None)
     assert [s.concurrency for s in result.steps] == [1, 2, 4, 8]
 
 
 def test_probe_of_a_serialized_server_stops_at_three_flat_steps():
     run, calls = fake_runner(capacity_rps=1.0, per_stream_rps=1.0)
-    result = probe_profile("serial", DEFAULT.probe, run, lambda _: None)
+    result = probe_profile("serial", DEFAULT.probe_spec, run, lambda _: None)
     assert [c for c, _, _ in calls] == [1, 2, 4, 8] and result.capacity_rps == 1.0
 
 
@@ -90,12 +90,12 @@ def test_probe_stops_at_the_servers_admission_limit():
         rps = min(1.0 * concurrency, 6.0)
         return step(concurrency, rps, e2e_s=concurrency / rps, rejections=max(0, concurrency - 10) * 50)
 
-    result = probe_profile("capped", DEFAULT.probe, run, lambda _: None)
+    result = probe_profile("capped", DEFAULT.probe_spec, run, lambda _: None)
     assert [s.concurrency for s in result.steps] == [1, 2, 4, 8, 16]
 
 
 def test_quick_probe_grows_by_four():
-    quick = DEFAULT.quick_form().probe
+    quick = DEFAULT.quick_form().probe_spec
     run, calls = fake_runner(capacity_rps=1.0, per_stream_rps=1.0)
     probe_profile("serial", quick, run, lambda _: None)
     assert [c for c, _, _ in calls] == [1, 4]
@@ -110,9 +110,12 @@ def test_probe_repeats_a_first_step_with_too_few_replies():
         s = step(concurrency, 0.1 if few else 1.0)
         return dataclasses.replace(s, successes=1) if few else s
 
-    probe_profile("slow", DEFAULT.probe, run, lambda _: None)
-    wanted_s = 1.5 * DEFAULT.probe.min_first_step_requests * 1.0
-    assert windows[:2] == [DEFAULT.probe.first_step_s, max(2 * DEFAULT.probe.first_step_s, wanted_s)]
+    probe_profile("slow", DEFAULT.probe_spec, run, lambda _: None)
+    wanted_s = 1.5 * DEFAULT.probe_spec.min_first_step_requests * 1.0
+    assert windows[:2] == [
+        DEFAULT.probe_spec.first_step_s,
+        max(2 * DEFAULT.probe_spec.first_step_s, wanted_s),
+    ]
 
 
 def test_capacity_is_the_token_rate_over_the_reply_length():

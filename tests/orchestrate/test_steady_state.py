@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from configkit import REPO_ROOT
+from configkit import RUNTIME_CONFIG
 from orchestrate.processes import run_locust, running_server
 from reports.point_figures import point_figures
 from reports.runs import load_runs
@@ -33,7 +33,7 @@ def measure(url: str, run_dir, rate: float, run_s: int):
 
 
 def test_doubling_the_run_past_capacity_keeps_the_shares_within_their_intervals(tmp_path):
-    with running_server(REPO_ROOT / "config" / "runtime.yaml", profile="v1.2.0") as url:
+    with running_server(RUNTIME_CONFIG, profile="v1.2.0") as url:
         # the serial service rate, from a short closed loop of one user
         lone = measure(url, tmp_path / "lone", 1.0, 5)
         service_s = max(lone.e2e_p50_s.estimate, 0.02)

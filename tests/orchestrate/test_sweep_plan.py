@@ -34,36 +34,37 @@ Q = with_slo(
 
 
 def test_rates_span_below_serialized_to_beyond_batching_capacity():
-    rates = plan_rates(DEFAULT.sweep, Q)
-    assert len(rates) == DEFAULT.sweep.points and rates == sorted(rates)
+    rates = plan_rates(DEFAULT.sweep_spec, Q)
+    assert len(rates) == DEFAULT.sweep_spec.points and rates == sorted(rates)
     assert rates[0] == pytest.approx(0.5) and rates[-1] == pytest.approx(4.5)
     ratios = [b / a for a, b in itertools.pairwise(rates)]
     assert max(ratios) == pytest.approx(min(ratios), rel=1e-3)
 
 
 def test_grid_is_rate_by_rate_with_the_profiles_rotating_and_one_exact_schedule_per_rate():
-    scale = fit_budget(DEFAULT.sweep, [1.0, 2.0, 3.0], 3, True, 900)
-    runs = grid_runs([1.0, 2.0, 3.0], ["a", "b", "c"], 0, scale, DEFAULT.sweep)
+    scale = fit_budget(DEFAULT.sweep_spec, [1.0, 2.0, 3.0], 3, True, 900)
+    runs = grid_runs([1.0, 2.0, 3.0], ["a", "b", "c"], 0, scale, DEFAULT.sweep_spec)
     assert [(r.rate_per_s, r.profile) for r in runs] == [
         (1.0, "a"), (1.0, "b"), (1.0, "c"),
         (2.0, "b"), (2.0, "c"), (2.0, "a"),
         (3.0, "c"), (3.0, "a"), (3.0, "b"),
     ]  # fmt: skip
-    loads = [point_load(dict(DEFAULT.load), DEFAULT.sweep, r, Q) for r in runs]
-    by_rate = {}
+    loads = [point_load(dict(DEFAULT.load), DEFAULT.sweep_spec, r, Q) for r in runs]
+    by_rate: dict[float, set[tuple[int | None, float | None, float]]] = {}
     for run, load in zip(runs, loads, strict=True):
         by_rate.setdefault(run.rate_per_s, set()).add((load.seed, load.rate, load.duration_s))
         assert load.arrival == "poisson-exact" and load.warmup_s == 0
+        assert load.rate is not None
         assert load.users >= load.rate * load.request_timeout_s  # Little's law: never short of users
         assert load.duration_s % 5 == 0  # whole segments of the exact schedule
     assert (
         all(len(v) == 1 for v in by_rate.values()) and len({next(iter(v))[0] for v in by_rate.values()}) == 3
     )
-    assert users_for(DEFAULT.sweep, 1000.0, 1000.0) == DEFAULT.sweep.max_users
+    assert users_for(DEFAULT.sweep_spec, 1000.0, 1000.0) == DEFAULT.sweep_spec.max_users
 
 
 def test_windows_hold_the_wanted_arrivals_then_fit_the_budget():
-    spec = DEFAULT.sweep
+    spec = DEFAULT.sweep_spec
     assert base_window_s(spec, 0.5) == pytest.approx(60.0)  # 30 arrivals at 0.5 req/s
     assert base_window_s(spec, 10.0) == spec.min_window_s
     rates = [0.5, 1.0, 2.0, 4.0]

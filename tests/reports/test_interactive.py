@@ -1,4 +1,4 @@
-"""The interactive report (issue 28): every figure of report.html as an offline Plotly chart, the sweep's
+"""The interactive report: every figure of report.html as an offline Plotly chart, the sweep's
 timeline and server metrics at its headline load, and, in headless Chromium, a hover read back from the page
 (synthetic sweep folder with known figures; no server)."""
 

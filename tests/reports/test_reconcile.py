@@ -7,16 +7,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from orchestrate.processes import running_server
 from reports import report
-from reports.reconcile import reconcile, reconcile_runs, section
+from reports.reconcile import Reconciliation, reconcile, reconcile_runs, section
 from reports.server_series import ServerSeries
 from runfolder import SERVER_METRICS_FILE, Sample, write_server_metrics
 from runfolder.frame import read_run_frame
 from tests.conftest import write_config
-from tests.support.helpers import post, run_locust
+from tests.support.helpers import post, run_locust_with_stats
 from tests.support.reports_factory import T0, outcome_mix, record, write_synthetic_run
 
 REQUESTS, TOKENS, IN_FLIGHT = (
@@ -65,6 +66,13 @@ def mix() -> list:
     return outcome_mix(8, rejected=2)  # 8 successes of 100 tokens, 2 rejections
 
 
+def shown_section(found: list[Reconciliation]) -> tuple[str, str, pd.DataFrame]:
+    """The report's section, which these runs must have."""
+    shown = section(found)
+    assert shown is not None
+    return shown
+
+
 def test_counts_that_agree_leave_the_table_empty(tmp_path):
     outside = {"requests": 2, "successes": 2, "output_tokens": 200}  # warm-up requests, not in records.csv
     samples = [*counters(SCRAPES[0], 0, None, 0), *counters(SCRAPES[1], 5, 1, 500),
@@ -80,7 +88,7 @@ def test_counts_that_agree_leave_the_table_empty(tmp_path):
     ]
     assert {r.figure: (r.client, r.server) for r in found.rows}["output_tokens"] == (1000, 1000)
     assert found.differences == [] and found.warnings() == [] and found.note is None
-    title, note, cells = section([found])
+    title, note, cells = shown_section([found])
     assert title == "Client and server counts"
     assert cells.empty and "Every figure agrees" in note and "queue timeouts" not in note  # not exported
 
@@ -96,7 +104,7 @@ def test_a_server_that_counts_refusals_as_successes_is_a_warning(tmp_path):
     warnings = found.warnings()
     assert len(warnings) == 2
     assert any("rejections" in w and "client 2, server 0" in w and "counted otherwise" in w for w in warnings)
-    *_, cells = section([found])
+    *_, cells = shown_section([found])
     assert len(cells) == 2 and list(cells["Difference"]) == ["-2", "+2"]
 
 
@@ -114,7 +122,7 @@ def test_requests_cut_at_the_end_are_within_the_tolerance(tmp_path):
 def test_nothing_is_compared_without_a_last_scrape_or_without_metrics(tmp_path):
     samples = [*counters(SCRAPES[0], 0, None, 0), *counters(SCRAPES[1], 4, None, 400)]
     found = reconcile(read_run_frame(scraped_run(tmp_path / "nolast", mix(), samples, final=False)))
-    assert found.rows == [] and "the last scrape failed" in found.note
+    assert found.rows == [] and "the last scrape failed" in (found.note or "")
     plain = read_run_frame(write_synthetic_run(tmp_path / "old", mix(), label="old"))
     assert reconcile_runs([plain]) == [] and section([]) is None
 
@@ -127,6 +135,7 @@ def test_counter_restarts_and_late_series_count_as_prometheus_does(tmp_path):
     ]  # fmt: skip
     run = read_run_frame(scraped_run(tmp_path / "restart", mix(), samples))
     series = ServerSeries.of(run)
+    assert series is not None
     # 3 up, a restart to 2 (counts 2), 2 up; the late series from 0 to 3
     assert series.increase("c_total") == 10 and series.increase("c_total", {"k": "late"}) == 3
     starts, widths, per_s = series.rate("c_total", min_width_s=0.5)
@@ -150,7 +159,7 @@ def test_the_report_shows_the_differences_and_warns(tmp_path):
 
 
 def locust_run(url: str, run_dir: Path, *args: str) -> Path:
-    proc = run_locust(url, run_dir, "--stop-timeout", "10", "--exit-code-on-error", "0", *args)
+    proc = run_locust_with_stats(url, run_dir, "--stop-timeout", "10", "--exit-code-on-error", "0", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 

@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from orchestrate.processes import terminate
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRED = bool(os.environ.get("MLXBENCH_REQUIRE_BROWSER"))  # CI (.ci/run) sets it
 needs_browser = pytest.mark.skipif(
@@ -166,12 +168,7 @@ async def open_page(url: str, tmp_path: Path, width: int = 1400, height: int = 1
                 await page.goto(url)
                 yield page
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout_s=10)
 
 
 async def _debugging_port(file: Path, proc: subprocess.Popen, timeout_s: float = 60) -> int:

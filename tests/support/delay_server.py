@@ -21,10 +21,10 @@ import sys
 import time
 
 try:  # run as a script (python tests/support/delay_server.py) or imported as a module
-    from fake_shapes import fake_tokenize
+    from fake_shapes import fake_tokenize, sse_frame
     from fake_shapes import stream_chunk as _chunk
 except ImportError:
-    from tests.support.fake_shapes import fake_tokenize
+    from tests.support.fake_shapes import fake_tokenize, sse_frame
     from tests.support.fake_shapes import stream_chunk as _chunk
 
 MAX_BODY_BYTES = 1 << 20
@@ -35,10 +35,6 @@ def _json_or_none(body: bytes):
         return json.loads(body)
     except ValueError:
         return None
-
-
-def _frame(obj) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
 def _chunked(data: bytes) -> bytes:
@@ -149,13 +145,13 @@ class DelayServer:
             delay = arrival_loop + self.ttft_s + i * self.itl_s - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if stream and not conn.write(_chunked(_frame(_chunk(chat, f"t{i} ", None)))):
+            if stream and not conn.write(_chunked(sse_frame(_chunk(chat, f"t{i} ", None)))):
                 return  # the client went away
             if i == 0:
                 timing["ttft_s"] = loop.time() - arrival_loop
         usage = {"prompt_tokens": 4, "completion_tokens": n}
         if stream:
-            tail = _frame(_chunk(chat, None, "length")) + _frame({"choices": [], "usage": usage})
+            tail = sse_frame(_chunk(chat, None, "length")) + sse_frame({"choices": [], "usage": usage})
             conn.write(_chunked(tail + b"data: [DONE]\n\n") + b"0\r\n\r\n")
         else:
             choice = {"index": 0, "finish_reason": "length"}

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import Callable
+import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 MAX_MODEL_LEN = 4096
@@ -42,6 +43,46 @@ def stream_chunk(chat: bool, text: str | None, finish: str | None = None) -> dic
         "object": "text_completion",
         "choices": [{"index": 0, "text": text or "", "finish_reason": finish}],
     }
+
+
+def sse_frame(obj: Any) -> bytes:
+    """One server-sent event carrying `obj` as compact JSON."""
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def openai_app(handle: Callable[[Any, bool], Awaitable[Any]], model_id: str, profile: str) -> Any:
+    """An aiohttp app with the routes every aiohttp FAKE server answers alike: chat and completions
+    (`handle(request, chat)`), GET /v1/models listing `model_id`, the FAKE /tokenize (a body that is not
+    JSON is its 400), and /health naming `profile`. The caller adds its own routes."""
+    from aiohttp import web  # here: the bare-asyncio delay server imports this module too
+
+    async def chat(request: web.Request) -> Any:
+        return await handle(request, True)
+
+    async def completions(request: web.Request) -> Any:
+        return await handle(request, False)
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": model_id, "object": "model"}]})
+
+    async def tokenize(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        status, doc = fake_tokenize(body)
+        return web.json_response(doc, status=status)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "profile": profile})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/tokenize", tokenize)
+    app.router.add_get("/health", health)
+    return app
 
 
 def serve_app_main(create_app: Callable[[], Any], name: str, doc: str, argv: list[str] | None) -> int:

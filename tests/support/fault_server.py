@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import re
 import sys
 import time
+from typing import Any
 
 from aiohttp import web
 
 try:  # run as a script (python tests/support/fault_server.py) or imported as a module
-    from fake_shapes import fake_tokenize, serve_app_main
+    from fake_shapes import openai_app, serve_app_main, sse_frame
     from fake_shapes import stream_chunk as _chunk
 except ImportError:
-    from tests.support.fake_shapes import fake_tokenize, serve_app_main
+    from tests.support.fake_shapes import openai_app, serve_app_main, sse_frame
     from tests.support.fake_shapes import stream_chunk as _chunk
 
 MAX_SLEEP_S = 10.0  # a stalled reply never holds a test longer than this
@@ -106,10 +106,6 @@ _metrics_scrapes = [0]  # GETs of /fake/lying_metrics
 _serial_lock = asyncio.Lock()
 
 
-def _frame(obj) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
-
-
 FAKE_CACHED_TOKENS = 3
 
 
@@ -135,8 +131,8 @@ def _instant_body(chat: bool, n: int) -> bytes:
     """The whole stream in one buffer, built once: the fake must cost far less than the client it feeds."""
     key = (chat, n)
     if key not in _instant_cache:
-        frames = [_frame(_chunk(chat, "tok ")) for _ in range(n)]
-        frames += [_frame(_chunk(chat, None, "length")), _frame(_usage(4, n)), b"data: [DONE]\n\n"]
+        frames = [sse_frame(_chunk(chat, "tok ")) for _ in range(n)]
+        frames += [sse_frame(_chunk(chat, None, "length")), sse_frame(_usage(4, n)), b"data: [DONE]\n\n"]
         _instant_cache[key] = b"".join(frames)
     return _instant_cache[key]
 
@@ -164,11 +160,11 @@ async def _stream(
     await resp.write(b": keepalive 0/4\n\n\n")  # a comment and a stray blank line, as mlx_lm.server sends
     if chat:
         await resp.write(
-            _frame({"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
+            sse_frame({"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
         )
     if fault in ("stream_rejected", "stream_queue_timeout"):
         code = "concurrency_limit_exceeded" if fault == "stream_rejected" else "queue_timeout"
-        await resp.write(_frame(_error(code)))
+        await resp.write(sse_frame(_error(code)))
         await resp.write_eof()
         return resp
     if first_s:
@@ -181,15 +177,16 @@ async def _stream(
             await asyncio.sleep(gap_s)
         if i == 0:
             _first_token_s.append(time.perf_counter() - arrived_s)
-        await resp.write(_frame(_chunk(chat, f"t{i} ")))
+        await resp.write(sse_frame(_chunk(chat, f"t{i} ")))
         sent += 1
         if i == 1 and fault in ("stream_error", "cut", "reset", "stall", "malformed"):
             break
     if fault == "stream_error":
-        await resp.write(_frame(_error("internal_error")))
+        await resp.write(sse_frame(_error("internal_error")))
     elif fault == "cut":
         pass  # a clean end of body with no [DONE]
     elif fault == "reset":
+        assert request.transport is not None  # the connection is open while its handler runs
         request.transport.abort()
         return resp
     elif fault == "stall":
@@ -199,9 +196,9 @@ async def _stream(
     elif fault == "no_finish":
         await resp.write(b"data: [DONE]\n\n")
     else:
-        await resp.write(_frame(_chunk(chat, None, finish)))
+        await resp.write(sse_frame(_chunk(chat, None, finish)))
         if fault != "ok_no_usage":
-            await resp.write(_frame(_usage(4, _claimed(sent, claimed), fault)))
+            await resp.write(sse_frame(_usage(4, _claimed(sent, claimed), fault)))
         await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()
     return resp
@@ -219,10 +216,10 @@ async def _known_delays(
         delay = deadline - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        await resp.write(_frame(_chunk(chat, f"t{i} ")))
+        await resp.write(sse_frame(_chunk(chat, f"t{i} ")))
         if i == 0:
             timing["ttft_s"] = time.perf_counter() - arrived_s
-    await resp.write(_frame(_chunk(chat, None, "length")) + _frame(_usage(4, n)) + b"data: [DONE]\n\n")
+    await resp.write(sse_frame(_chunk(chat, None, "length")) + sse_frame(_usage(4, n)) + b"data: [DONE]\n\n")
     timing["e2e_s"] = time.perf_counter() - arrived_s
     _timings.append(timing)
     await resp.write_eof()
@@ -268,31 +265,10 @@ async def _reply(request: web.Request, chat: bool, body: dict, fault: str, arriv
     finish, extra_tokens, claimed = STRICT_FAULTS.get(fault, ("length", 0, None))
     n += extra_tokens
     text = "" if fault == "empty" else "t " * n
-    choice = {"index": 0, "finish_reason": None if fault == "body_no_finish" else finish}
+    choice: dict[str, Any] = {"index": 0, "finish_reason": None if fault == "body_no_finish" else finish}
     choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
     usage = _usage_doc(4, _claimed(len(text.split()), claimed), fault)
     return web.json_response({"choices": [choice], "usage": usage})
-
-
-async def chat(request: web.Request) -> web.StreamResponse:
-    return await _handle(request, chat=True)
-
-
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await _handle(request, chat=False)
-
-
-async def models(request: web.Request) -> web.Response:
-    return web.json_response({"object": "list", "data": [{"id": "ok", "object": "model"}]})
-
-
-async def tokenize(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    status, doc = fake_tokenize(body)
-    return web.json_response(doc, status=status)
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -334,17 +310,8 @@ async def reset(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "profile": "fake-faults"})
-
-
 def create_app() -> web.Application:
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/tokenize", tokenize)
-    app.router.add_get("/health", health)
+    app: web.Application = openai_app(_handle, "ok", "fake-faults")
     app.router.add_get("/fake/stats", stats)
     app.router.add_post("/fake/reset", reset)
     app.router.add_get("/fake/lying_metrics", lying_metrics)

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import json
-import socket
+import subprocess
 import sys
 import time
 import urllib.request
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from configkit import REPO_ROOT
-from orchestrate.processes import run_locust as _run_locust
-from orchestrate.processes import serve
+
+# Re-exported for the tests: the one launcher's own helpers.
+from orchestrate.processes import free_port, mlx_lm_server, run_locust, serve
 
 FAULT_SERVER = REPO_ROOT / "tests" / "support" / "fault_server.py"
 DELAY_SERVER = REPO_ROOT / "tests" / "support" / "delay_server.py"
 SWAP_SERVER = REPO_ROOT / "tests" / "support" / "swap_server.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["free_port", "mlx_lm_server", "run_locust"]  # and every name defined here
 
 
 def fault_server() -> AbstractContextManager[str]:
@@ -49,24 +46,7 @@ def delay_server(ttft_ms: float, itl_ms: float) -> AbstractContextManager[str]:
     return serve(cmd)
 
 
-def mlx_lm_server(model: str) -> AbstractContextManager[str]:
-    """The peer server, mlx_lm.server, serving `model` on a free port (it prints no URL, so it is named)."""
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlx_lm.server",
-        "--model",
-        model,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    return serve(cmd, url=f"http://127.0.0.1:{port}")
-
-
-def get_json(url: str):
+def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.load(resp)
 
@@ -75,9 +55,12 @@ def post(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=5).close()
 
 
-def run_locust(host: str, run_dir: Path, *args: str, timeout_s: float = 90.0):
-    """A headless run; Locust's own statistics also go to <run_dir>-locust.json (see locust_totals)."""
-    return _run_locust(
+def run_locust_with_stats(
+    host: str, run_dir: Path, *args: str, timeout_s: float = 90.0
+) -> subprocess.CompletedProcess[str]:
+    """A headless run (orchestrate.processes.run_locust) with a test's timeout; Locust's own statistics
+    also go to <run_dir>-locust.json (see locust_totals)."""
+    return run_locust(
         host,
         run_dir,
         "--json-file",

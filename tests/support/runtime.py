@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from server import ipc
 from server.ipc import RuntimeOptions
 from server.worker.text_runtime import BatchRuntime
 
 
-def make_runtime(tiny_llama, **options) -> tuple[BatchRuntime, list]:
+def make_runtime(tiny_llama: tuple[Any, Any], **options: Any) -> tuple[BatchRuntime, list[Any]]:
     """(runtime, the events it sends): `tiny_llama` is conftest's (model, tokenizer)."""
-    events: list = []
-    return BatchRuntime(*tiny_llama, RuntimeOptions(**options), send=events.extend), events
+    events: list[Any] = []
+    model, tokenizer = tiny_llama
+    return BatchRuntime(model, tokenizer, RuntimeOptions(**options), send=events.extend), events
 
 
 def greedy_submit(request_id: str, messages: list[dict], max_tokens: int) -> ipc.Submit:

@@ -1,14 +1,14 @@
 """Fail a test whose servers, workers or Locust runs logged an ERROR or a traceback it did not expect.
 
-What a test's processes print reaches pytest's capture: in-process log records ("Captured log"), and
-child processes' output on stderr (the launcher, orchestrate.processes, echoes what it collects when
-MLXBENCH_ECHO_CHILD_OUTPUT is set; processes a test starts itself inherit it). The launcher also appends
-every child line to the file MLXBENCH_CHILD_LOG names, which this plugin sets per session: pytest's capture
-misses what a session-scoped server prints while pytest reports between tests. After each phase, that
-phase's captured text and what the children wrote to the file since the last phase are searched.
-A test that provokes errors on purpose declares them: `@pytest.mark.expected_errors(r"regex", ...)`;
-a problem is allowed when one of the patterns is found in it. With `-s` nothing is captured; the
-children's file is still searched.
+What a test's own process logs reaches pytest's capture ("Captured log"). What child processes print
+goes to a file: the launcher (orchestrate.processes) appends every line of its servers, workers and Locust
+runs to the file MLXBENCH_CHILD_LOG names, which this plugin sets per session (processes a test starts
+itself inherit it, and so do their own children). Not to our stderr: a session-scoped server answers the
+last request of a test while pytest reports between tests, and its access-log line would land on the
+terminal. After each phase, that phase's captured text and what the children wrote to the file since the
+last phase are searched; the children's lines are also added to the report ("Captured children's output"),
+where a failed test shows them. A test that provokes errors on purpose declares them:
+`@pytest.mark.expected_errors(r"regex", ...)`; a problem is allowed when one of the patterns is found in it.
 """
 
 from __future__ import annotations
@@ -94,9 +94,11 @@ def pytest_runtest_makereport(item, call):
     # Everything children printed up to now belongs to this phase: also what came between phases.
     child_log = getattr(item.config, "_child_log", None)
     children = child_log.read_new() if child_log else ""
+    captured = [content for name, content in report.sections if name.endswith(f" {report.when}")]
+    if children:
+        report.sections.append((f"Captured children's output {report.when}", children))
     if not report.passed:
         return
-    captured = [content for name, content in report.sections if name.endswith(f" {report.when}")]
     text = "\n".join([*captured, children])
     allowed = [p for mark in item.iter_markers("expected_errors") for p in mark.args]
     bad = list(dict.fromkeys(unexpected(text, allowed)))  # a child's line is in the capture and the file

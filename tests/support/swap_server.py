@@ -19,9 +19,9 @@ import sys
 from aiohttp import web
 
 try:  # run as a script (python tests/support/swap_server.py) or imported as a module
-    from fake_shapes import fake_tokenize, serve_app_main, stream_chunk
+    from fake_shapes import openai_app, serve_app_main, sse_frame, stream_chunk
 except ImportError:
-    from tests.support.fake_shapes import fake_tokenize, serve_app_main, stream_chunk
+    from tests.support.fake_shapes import openai_app, serve_app_main, sse_frame, stream_chunk
 
 HOLD_S = 0.05  # long enough for concurrent users' requests to overlap
 _ids = itertools.count()
@@ -38,10 +38,6 @@ def _prompt_of(body: dict) -> str:
     if "messages" in body:
         return json.dumps(body["messages"], sort_keys=True)
     return str(body.get("prompt", ""))
-
-
-def _frame(obj: dict) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
 async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
@@ -63,9 +59,9 @@ async def _handle(request: web.Request, chat: bool) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for word in words:
-            await resp.write(_frame(stream_chunk(chat, f" {word}")))
-        await resp.write(_frame(stream_chunk(chat, None, "length")))
-        await resp.write(_frame({"choices": [], "usage": usage}) + b"data: [DONE]\n\n")
+            await resp.write(sse_frame(stream_chunk(chat, f" {word}")))
+        await resp.write(sse_frame(stream_chunk(chat, None, "length")))
+        await resp.write(sse_frame({"choices": [], "usage": usage}) + b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
     finally:
@@ -80,34 +76,8 @@ async def _answer(request: web.Request, chat: bool) -> web.StreamResponse:
         raise asyncio.CancelledError from None
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
-    return await _answer(request, chat=True)
-
-
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await _answer(request, chat=False)
-
-
-async def models(request: web.Request) -> web.Response:
-    return web.json_response({"object": "list", "data": [{"id": "swap", "object": "model"}]})
-
-
-async def tokenize(request: web.Request) -> web.Response:
-    status, doc = fake_tokenize(await request.json())
-    return web.json_response(doc, status=status)
-
-
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "profile": "fake-swap"})
-
-
 def create_app() -> web.Application:
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/tokenize", tokenize)
-    app.router.add_get("/health", health)
+    app: web.Application = openai_app(_answer, "swap", "fake-swap")
     return app
 
 

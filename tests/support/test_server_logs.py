@@ -3,6 +3,7 @@
 import pytest
 
 from configkit import REPO_ROOT
+from orchestrate.processes import pass_on
 from tests.support.server_logs import problems, unexpected
 
 SERVER_LOG = """\
@@ -43,13 +44,19 @@ def test_declared_patterns_allow_only_what_they_match():
     assert len(unexpected(SERVER_LOG, [r"worker exited"])) == 1
 
 
+def with_the_plugin(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An inner session (run in a subprocess) with this plugin and a children's file of its own."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    monkeypatch.delenv("MLXBENCH_CHILD_LOG", raising=False)
+    pytester.makeconftest('pytest_plugins = ["tests.support.server_logs"]')
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+
+
 # The inner run's report (printed into this test's capture) is full of the errors it provoked.
 @pytest.mark.expected_errors(r"unhandled error in GET /|failed on purpose|unexpected ERROR record")
 def test_a_passing_test_that_logged_an_error_fails(pytester, monkeypatch):
     # In a subprocess: the inner tests' records must not reach this test's own capture.
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    pytester.makeconftest('pytest_plugins = ["tests.support.server_logs"]')
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    with_the_plugin(pytester, monkeypatch)
     pytester.makepyfile(
         """
         import logging
@@ -77,10 +84,7 @@ def test_a_passing_test_that_logged_an_error_fails(pytester, monkeypatch):
 def test_a_child_line_that_pytest_did_not_capture_still_fails_the_test(pytester, monkeypatch):
     # A session server's line written while pytest reports between tests reaches no capture, only the
     # children's file the launcher appends to; -s turns capture off altogether to show the file suffices.
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    monkeypatch.delenv("MLXBENCH_CHILD_LOG", raising=False)
-    pytester.makeconftest('pytest_plugins = ["tests.support.server_logs"]')
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    with_the_plugin(pytester, monkeypatch)
     pytester.makepyfile(
         """
         import os
@@ -96,3 +100,31 @@ def test_a_child_line_that_pytest_did_not_capture_still_fails_the_test(pytester,
     result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*unexpected ERROR record*", "*decode step failed*"])
+
+
+def test_a_failed_test_shows_what_its_children_printed(pytester, monkeypatch):
+    with_the_plugin(pytester, monkeypatch)
+    pytester.makepyfile(
+        """
+        import os
+
+        def test_fails_after_a_child_spoke():
+            with open(os.environ["MLXBENCH_CHILD_LOG"], "a") as f:
+                f.write("2026-12-02 01:00:00,000 aiohttp.access INFO GET /health 200\\n")
+            assert False
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Captured children's output call*", "*GET /health 200*"])
+
+
+def test_the_launcher_writes_children_lines_to_the_file_and_echoes_only_when_asked(
+    tmp_path, monkeypatch, capsys
+):
+    log = tmp_path / "children.log"
+    monkeypatch.setenv("MLXBENCH_CHILD_LOG", str(log))
+    pass_on("quiet line\n", echo=False)
+    pass_on("echoed line\n", echo=True)
+    assert capsys.readouterr().err == "echoed line\n"
+    assert log.read_text() == "quiet line\nechoed line\n"
