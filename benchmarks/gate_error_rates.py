@@ -25,14 +25,24 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    profile: str | None  # the candidate's testing overlay
+    busy: bool  # one busy-loop process per core beside the whole job
+    what: str
+
+
 CONDITIONS = {
-    "aa": {"profile": None, "busy": False, "what": "A/A (unchanged)"},
-    "slow10": {"profile": "config/testing/slowdown-10.yaml", "busy": False, "what": "10 % slower candidate"},
-    "slow20": {"profile": "config/testing/slowdown-20.yaml", "busy": False, "what": "20 % slower candidate"},
-    "aa-busy": {"profile": None, "busy": True, "what": "A/A, a busy loop per core beside"},
+    "aa": Condition(None, False, "A/A (unchanged)"),
+    "slow10": Condition("config/testing/slowdown-10.yaml", False, "10 % slower candidate"),
+    "slow20": Condition("config/testing/slowdown-20.yaml", False, "20 % slower candidate"),
+    "aa-busy": Condition(None, True, "A/A, a busy loop per core beside"),
 }
 BUSY_LOOP = "while True: pass"
 
@@ -90,10 +100,10 @@ def regate(job: Path, row: dict, gates: Path, skip_pairs: int) -> dict:
 def run_job(condition: str, out: Path) -> dict:
     spec = CONDITIONS[condition]
     cmd = [str(REPO / "scripts" / "perf-gate"), "--out", str(out), "--no-report"]
-    if spec["profile"]:
-        cmd += ["--cand-profile", spec["profile"]]
+    if spec.profile:
+        cmd += ["--cand-profile", spec.profile]
     busy = []
-    if spec["busy"]:
+    if spec.busy:
         busy = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(os.cpu_count() or 1)]
     started = time.monotonic()
     try:
@@ -128,7 +138,7 @@ def table(rows: list[dict]) -> str:
         walls = sorted(r["wall_s"] for r in mine)
         median = walls[len(walls) // 2]
         lines.append(
-            f"| {name}: {spec['what']} | {len(mine)} | {count['pass']} | {count['fail']} | "
+            f"| {name}: {spec.what} | {len(mine)} | {count['pass']} | {count['fail']} | "
             f"{count['inconclusive']} | {other} | {sum(bool(r.get('decided_by_cpu')) for r in mine)} | "
             f"{median / 60:.1f} min ({walls[0] / 60:.1f}-{walls[-1] / 60:.1f}) |"
         )

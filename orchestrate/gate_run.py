@@ -33,7 +33,7 @@ from pydantic import Field, ValidationError
 
 from configkit import REPO_ROOT, Strict, read_yaml, validation_message
 from orchestrate import campaign as camp
-from orchestrate.locust_runs import build_model, listed_model, make_progress, run_locust, warm_up
+from orchestrate.locust_runs import build_model, listed_model, make_progress, run_campaign_load, warm_up
 from orchestrate.processes import SERVING_ON, ServerFailed, ServerProcess
 from reports.errors import BadInput, RunFailed
 from runfolder.server_usage import ServerUsage, write_server_usage
@@ -131,7 +131,7 @@ def run_block(
     tokens_before = server_output_tokens(url)
     cpu_before, _ = tree_cpu_s(server.process.pid)
     started = time.monotonic()
-    run_locust(load, url, run_dir, side.label, run_dir.with_suffix(".log"), progress)
+    run_campaign_load(load, url, run_dir, side.label, run_dir.with_suffix(".log"), progress)
     wall_s = time.monotonic() - started
     cpu_after, processes = tree_cpu_s(server.process.pid)
     tokens_after = server_output_tokens(url)

@@ -43,7 +43,7 @@ def energy_statistic(values: np.ndarray, tau: int) -> float:
     between = np.abs(x[:, None] - y[None, :]).mean()
     within_x = np.abs(x[:, None] - x[None, :]).sum() / (m * (m - 1))
     within_y = np.abs(y[:, None] - y[None, :]).sum() / (n * (n - 1))
-    return m * n / (m + n) * (2 * between - within_x - within_y)
+    return float(m * n / (m + n) * (2 * between - within_x - within_y))
 
 
 def split_scores(values: np.ndarray, min_segment: int = MIN_SEGMENT) -> tuple[np.ndarray, np.ndarray]:

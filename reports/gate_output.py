@@ -8,7 +8,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -127,16 +127,21 @@ def _stat(stats_frame: pd.DataFrame, label: str, metric: str, stat: str) -> floa
     return None if pd.isna(value) else float(value)
 
 
-def benchmark_entries(stats_frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
+def benchmark_entries(stats_frame: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(bigger-is-better, smaller-is-better) entries: {name, unit, value, range?, extra}."""
-    bigger, smaller = [], []
+    bigger: list[dict[str, Any]] = []
+    smaller: list[dict[str, Any]] = []
     for label in stats_frame.index:
         for metric, name, unit, is_bigger in BENCHMARK_METRICS:
             value = _stat(stats_frame, label, metric, "mean")
             if value is None:
                 continue
             scale = METRICS[metric].scale
-            entry: dict = {"name": f"{label} {name}", "unit": unit, "value": round(value * scale, 4)}
+            entry: dict[str, Any] = {
+                "name": f"{label} {name}",
+                "unit": unit,
+                "value": round(value * scale, 4),
+            }
             std, n = (
                 _stat(stats_frame, label, metric, "std"),
                 int(_stat(stats_frame, label, metric, "count") or 1),

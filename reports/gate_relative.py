@@ -53,6 +53,12 @@ def fmt_metric(metric: str, value: float) -> str:
     return f"{value * spec.scale:.1f} {spec.unit}"
 
 
+def _positive(values: list[float | None]) -> list[float] | None:
+    """The values, when every one was measured and is positive (a ratio needs both)."""
+    kept = [v for v in values if v is not None and v > 0]
+    return kept if len(kept) == len(values) else None
+
+
 def _geomean(values: list[float]) -> float:
     return float(np.exp(np.mean(np.log(values))))
 
@@ -77,9 +83,9 @@ def throughput_check(base: Side, cand: Side, config: GateConfig, paired: bool) -
     assert limit is not None
     vs = f"vs {base.label}"
     b_figs, c_figs = _in_time_order(base, paired), _in_time_order(cand, paired)
-    b = [f.output_tokens_per_s for f in b_figs]
-    c = [f.output_tokens_per_s for f in c_figs]
-    if any(v is None or not v > 0 for v in b + c):
+    b = _positive([f.output_tokens_per_s for f in b_figs])
+    c = _positive([f.output_tokens_per_s for f in c_figs])
+    if b is None or c is None:
         return Check(cand.label, gate, None, limit, "%", "fail", f"not measured {vs}")
     alpha = 1 - config.relative.confidence
     result = stats.compare(
@@ -129,9 +135,9 @@ def _cpu_threshold(drop_pct: float) -> float:
 def _cpu_stand_in(
     b_figs: list[ev.RunFigures], c_figs: list[ev.RunFigures], drop_pct: float, alpha: float, paired: bool
 ) -> stats.Comparison | None:
-    b = [f.server_cpu_s_per_output_token for f in b_figs]
-    c = [f.server_cpu_s_per_output_token for f in c_figs]
-    if any(v is None or not v > 0 for v in b + c):
+    b = _positive([f.server_cpu_s_per_output_token for f in b_figs])
+    c = _positive([f.server_cpu_s_per_output_token for f in c_figs])
+    if b is None or c is None:
         return None  # not measured (runs made without the block runner)
     return stats.compare(
         b, c, higher_is_better=False, threshold_pct=100 * _cpu_threshold(drop_pct), alpha=alpha,

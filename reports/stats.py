@@ -85,7 +85,9 @@ class Comparison:
         )
 
 
-def worse_log(base: Sequence[float], cand: Sequence[float], higher_is_better: bool) -> np.ndarray:
+def worse_log(
+    base: Sequence[float] | np.ndarray, cand: Sequence[float] | np.ndarray, higher_is_better: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-run log figures turned so that the candidate's excess over the baseline means "worse"."""
     sign = -1.0 if higher_is_better else 1.0
     return sign * np.log(np.asarray(base, dtype=float)), sign * np.log(np.asarray(cand, dtype=float))
@@ -115,8 +117,8 @@ def _decide(estimate: float, half_width: float, threshold: float) -> StatVerdict
 
 
 def compare(
-    base: Sequence[float],
-    cand: Sequence[float],
+    base: Sequence[float] | np.ndarray,
+    cand: Sequence[float] | np.ndarray,
     *,
     higher_is_better: bool,
     threshold_pct: float,

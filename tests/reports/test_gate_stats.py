@@ -3,6 +3,8 @@ runs, the optional prior on its measured scale, and the pooled percentile with i
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ def test_t_quantile_matches_tables() -> None:
 
 
 def test_compare_is_symmetric_in_direction_and_scale_free() -> None:
-    kw = {"threshold_pct": 10, "alpha": 0.05, "prior": None}
+    kw: dict[str, Any] = {"threshold_pct": 10, "alpha": 0.05, "prior": None}
     drop = stats.compare([100, 102, 98], [80, 82, 78], higher_is_better=True, **kw)
     scaled = stats.compare([1000, 1020, 980], [800, 820, 780], higher_is_better=True, **kw)
     assert drop.verdict == scaled.verdict == "fail" and drop.worse_pct == pytest.approx(scaled.worse_pct)
@@ -37,7 +39,12 @@ def test_a_significant_but_small_drop_does_not_fail() -> None:
 
 
 def test_more_repeats_estimate_shrinks_as_repeats_accrue() -> None:
-    kw = {"higher_is_better": True, "threshold_pct": 10, "alpha": 0.05, "prior": stats.NoisePrior(cv=0.1)}
+    kw: dict[str, Any] = {
+        "higher_is_better": True,
+        "threshold_pct": 10,
+        "alpha": 0.05,
+        "prior": stats.NoisePrior(cv=0.1),
+    }
     few = stats.compare([100, 90], [95, 85], **kw)
     more = stats.compare([100, 90] * 3, [95, 85] * 3, **kw)
     assert few.verdict == "inconclusive" and few.more_repeats is not None
@@ -78,7 +85,7 @@ def _blocks(rng: np.random.Generator, n: int, scale: float) -> list[np.ndarray]:
 def test_pooled_p95_passes_the_same_and_fails_a_doubling() -> None:
     rng = np.random.default_rng(7)
     base, same, doubled = _blocks(rng, 10, 1.0), _blocks(rng, 10, 1.0), _blocks(rng, 10, 2.0)
-    kw = {"q": 95, "threshold_pct": 50, "alpha": 0.05, "paired": True}
+    kw: dict[str, Any] = {"q": 95, "threshold_pct": 50, "alpha": 0.05, "paired": True}
     assert stats.compare_pooled_quantile(base, same, **kw).verdict == "pass"
     worse = stats.compare_pooled_quantile(base, doubled, **kw)
     assert worse.verdict == "fail" and worse.worse_pct == pytest.approx(100, abs=30)

@@ -3,6 +3,7 @@ release profile."""
 
 import time
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -34,8 +35,9 @@ def test_negative_slowdown_is_a_config_error():
         load_settings(RUNTIME, overrides={"testing": {"slowdown_pct": -5}})
 
 
-def _runtime(slowdown_pct: float) -> SimpleNamespace:
-    return SimpleNamespace(options=SimpleNamespace(slowdown_pct=slowdown_pct))
+def _runtime(slowdown_pct: float) -> BatchRuntime:
+    """Just what slow_down reads: the options."""
+    return cast(BatchRuntime, SimpleNamespace(options=SimpleNamespace(slowdown_pct=slowdown_pct)))
 
 
 def test_a_slowed_cycle_lasts_at_least_its_share_longer():
