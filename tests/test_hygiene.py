@@ -15,7 +15,6 @@ TICKET = re.compile(r"\b[Ii]ssues? \d+")
 # Files that still cite tickets while their owners rewrite them; an entry goes once its file is clean
 # (the test fails for an entry that no longer needs to be here).
 BEING_REWORDED = {
-    "benchmarks/gate_power.py",
     "loadgen/options.py",
     "loadgen/runstate.py",
     "loadgen/transport.py",
@@ -27,7 +26,6 @@ BEING_REWORDED = {
     "tests/loadgen/test_runs.py",
     "tests/loadgen/test_workload_runs.py",
     "tests/loadgen/test_workloads.py",
-    "tests/reports/test_gate.py",
     "tests/runfolder/test_output_figures.py",
     "tests/server/test_embedded_eos.py",
     "tests/server/test_tokenize_api.py",

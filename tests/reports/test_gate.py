@@ -102,7 +102,7 @@ def test_relative_verdicts_pass_fail_inconclusive(tmp_path: Path, capsys) -> Non
 
 
 def test_one_outlier_does_not_hide_a_regression(tmp_path: Path) -> None:
-    """Issue 14: baseline [100, 100, 30] vs candidate [50, 50, 50] passed the min..max rule; now it cannot."""
+    """Baseline [100, 100, 30] vs candidate [50, 50, 50]: one outlier must not hide a regression."""
     gates = relative_gates(tmp_path)
     base = runs(tmp_path / "base", "v1.2.0", [100, 100, 30])
     cand = runs(tmp_path / "cand", "v1.2.0", [50, 50, 50])
@@ -277,7 +277,7 @@ def test_failed_requests_count_as_beyond_any_ttft_limit(tmp_path: Path) -> None:
     assert gate("--gate", str(rel), str(base), str(tmp_path / "cand"), "--out", str(tmp_path / "o2")) == 1
 
 
-# ---- wrong outputs (--check-outputs, issue 28) ----
+# ---- wrong outputs (--check-outputs) ----
 
 
 def test_wrong_outputs_are_gated_as_a_share_of_the_checked_replies(tmp_path: Path) -> None:
