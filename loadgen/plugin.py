@@ -82,6 +82,8 @@ def on_init(environment, **_kw) -> None:
             log.error("invalid option: %s", problem)
         sys.exit(2)
     _process["env"] = environment
+    environment.stop_timeout = options.stop_timeout_s(environment.stop_timeout, settings.request_timeout_s)
+    environment.parsed_options.stop_timeout = environment.stop_timeout
     # gevent's loop caches "now" from its last iteration; after a slow start (imports on a busy machine)
     # it can be seconds old, and Locust's --run-time timer, set from it, then fires at once.
     gevent.get_hub().loop.update_now()
