@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loadgen.arrivals import OPEN_LOOP_MODES
+from loadgen.arrival_schedule import OPEN_LOOP_MODES
 from loadgen.images import ImageOptionError, folder_images, parse_size
 from loadgen.workloads import options as workload_options
 

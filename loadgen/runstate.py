@@ -13,8 +13,8 @@ from typing import Any
 
 import psutil
 
-from loadgen import arrival
-from loadgen.arrivals import ArrivalSchedule, due_slots
+from loadgen import receive_stamps
+from loadgen.arrival_schedule import ArrivalSchedule, due_slots
 from loadgen.console import console_table
 from loadgen.options import LoadSettings
 from loadgen.prompts import FilePrompts, SyntheticPrompts
@@ -355,8 +355,8 @@ class RunState:
             "output_check": self.outputs.metadata() if self.outputs is not None else None,
             "workers": self.workers,  # distributed: per worker its shard, clock offset and round trip
             "loadgen_cpu": self.cpu,
-            # how stream chunks were timed (loadgen.arrival): the kernel's receive stamp, or the read's return
-            "arrival_stamps": "kernel" if arrival.ENABLED else "read",
+            # how stream chunks were timed (loadgen.receive_stamps): the kernel's stamp, or the read's return
+            "arrival_stamps": "kernel" if receive_stamps.ENABLED else "read",
             "started_ts_s": self.start_ts_s,
             "stopped_ts_s": self.stop_ts_s,
             "git": meta.git_info(str(Path(__file__).resolve().parent)),

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from loadgen.arrivals import ArrivalSchedule
+from loadgen.arrival_schedule import ArrivalSchedule
 from loadgen.classify import classify_http_error
 from loadgen.options import LoadSettings
 from loadgen.prompts import FilePrompts, PromptError, SyntheticPrompts
