@@ -1,7 +1,7 @@
 """Our load generator beside AIPerf and GuideLLM on GuideLLM's mock server, each against the wire.
 
-    python benchmarks/crosscheck_peers.py --aiperf PATH --guidellm PATH [--duration-s 30] [--repeats 2]
-        [--concurrency 8 1 32] [--tools ours aiperf guidellm] [--ours-before DIR] [--keep DIR]
+    python -m benchmarks.crosscheck_peers --aiperf PATH --guidellm PATH [--duration-s 30] [--repeats 2]
+        [--concurrency 8 1 32] [--tools ours aiperf guidellm] [--ours-before DIR] [--keep DIR]   (repo root)
 
 One `guidellm mock-server` (TTFT 100 ms, ITL 10 ms, 64 output tokens), started with the project's launcher.
 For each concurrency and repeat, every tool runs alone on it, closed loop, as many streams, for the same
@@ -10,15 +10,15 @@ seconds, with 32-token prompts and 64 output tokens; the order of the tools alte
 stamps (benchmarks/wire_times.py, root only) give the same requests' TTFT and E2E as the wire saw them:
 a tool's p50 minus the wire's p50 is its bias, whatever pace the mock kept on this shared machine.
 `--ours-before DIR` adds our load generator from another checkout (e.g. `git archive` of an older
-commit), run with DIR first on PYTHONPATH. Prints every run, then per tool and order the median of the
-repeats with their range. Asserts nothing; exit 2 when a peer's executable or the tokenizer is missing.
+commit: its loadgen/, loadtest/, runfolder/ and configkit/), imported from DIR. Prints every run, then
+per tool and order the median of the repeats with their range. Asserts nothing; exit 2 when a peer's
+executable or the tokenizer is missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -33,7 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 TOKENIZER = REPO / ".cache" / "models" / "tiny-llama"
 TTFT_MS, ITL_MS, OUTPUT_TOKENS, PROMPT_TOKENS = 100, 10, 64, 32
 MODEL = "mock"
-PEER_EXTRA_S = 180  # a peer's start-up and report on top of its run, before it is given up on
+PEER_EXTRA_S = 180  # a tool's start-up and report on top of its run, before it is given up on
+# Locust with another checkout's packages: the project's editable install would win over sys.path.
+BEFORE_BOOT = (
+    "import sys; d = sys.argv.pop(1); sys.path.insert(0, d); "
+    "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]; "
+    "from locust.main import main; sys.argv[0] = 'locust'; main()"
+)
 
 
 def mock_cmd(guidellm: str, port: int) -> list[str]:
@@ -132,18 +138,19 @@ class Runner:
     def _run_tool(self, tool: str, users: int, seconds: int, out: Path) -> dict[str, float]:
         log = out.with_suffix(".log")
         if tool in ("ours", "ours-before"):
-            args = ours_args(users, seconds, self.tok)
-            env_path = os.environ.get("PYTHONPATH")
-            if tool == "ours-before":  # the other checkout's code first, its scenarios folder
+            cmd = processes.locust_cmd(self.url, out, *ours_args(users, seconds, self.tok))
+            if tool == "ours-before":
                 before = self.args.ours_before.resolve()
-                os.environ["PYTHONPATH"] = str(before) + (os.pathsep + env_path if env_path else "")
-                args = ["-f", str(before / "loadtest"), *args]
-            try:
-                done = processes.run_locust(self.url, out, *args, timeout_s=seconds + 300, log_file=log)
-            finally:
-                os.environ.pop("PYTHONPATH", None) if env_path is None else os.environ.update(
-                    PYTHONPATH=env_path
-                )
+                cmd = [
+                    sys.executable,
+                    "-c",
+                    BEFORE_BOOT,
+                    str(before),
+                    "-f",
+                    str(before / "loadtest"),
+                    *cmd[5:],
+                ]
+            done = processes.start_locust(cmd, log_file=log).wait(seconds + PEER_EXTRA_S)
             _check(done.returncode in (0, 1), tool, log)  # 1: a request failed, still a measurement
             return our_figures(out)
         if tool == "aiperf":
