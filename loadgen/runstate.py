@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from loadgen import receive_stamps
+from loadgen import receive_stamps, side_requests
 from loadgen.arrival_schedule import ArrivalSchedule, due_slots
 from loadgen.console import console_table
 from loadgen.options import LoadSettings
@@ -353,6 +353,8 @@ class RunState:
             "options": self.settings.public(),
             # --check-outputs: the reference requests sent before the clock, with their outcomes and texts
             "output_check": self.outputs.metadata() if self.outputs is not None else None,
+            # every request sent besides the measured ones (probes, calibration, /tokenize, scrapes)
+            "side_requests": meta.side_requests_section(side_requests.LEDGER.take()),
             "workers": self.workers,  # distributed: per worker its shard, clock offset and round trip
             "loadgen_cpu": self.cpu,
             # how stream chunks were timed (loadgen.receive_stamps): the kernel's stamp, or the read's return
