@@ -120,7 +120,6 @@ def test_headers_sent_with_the_first_token_are_stamped_on_arrival(headers_with_f
     time this greenlet waited for the CPU either."""
     conn = Connection(headers_with_first_token, timeout_s=30)
     try:
-        sent_s = time.perf_counter()
         hog = gevent.spawn_later(FIRST_TOKEN_S / 2, _hog, FIRST_TOKEN_S + HOG_S)
         rec = conn.exchange(_spec(1), scheduled_ts_s=None)
         hog.join()
