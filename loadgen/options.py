@@ -24,8 +24,9 @@ STOP_TIMEOUT_UNSET = -1.0
 STOP_TIMEOUT_MARGIN_S = 1.0
 GROUP_DESCRIPTION = (
     "Scenarios (pick by class name at the end of the command line): ChatStreamUser (default, streaming "
-    "chat), ChatUser (non-streaming chat), CompletionUser (streaming /v1/completions), VisionChatUser "
-    "(streaming chat with images), MultiTurnChatUser (streaming multi-turn conversations). "
+    "chat), ChatUser (non-streaming chat), CompletionStreamUser (streaming /v1/completions), "
+    "VisionChatStreamUser (streaming chat with images), MultiTurnChatUser (streaming multi-turn "
+    "conversations). "
     "Results go to a run folder (records.csv, summary.json, metadata.json); see docs/loadtest.md."
 )
 
@@ -147,17 +148,20 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         {
             "metavar": "WxH",
             "default": "64x64",
-            "help": "VisionChatUser: size of the generated images (default: 64x64)",
+            "help": "VisionChatStreamUser: size of the generated images (default: 64x64)",
         },
     ),
-    (("--image-dir",), {"metavar": "PATH", "help": "VisionChatUser: send the images in this folder instead"}),
+    (
+        ("--image-dir",),
+        {"metavar": "PATH", "help": "VisionChatStreamUser: send the images in this folder instead"},
+    ),
     (
         ("--images-per-request",),
         {
             "metavar": "N",
             "type": int,
             "default": 1,
-            "help": "VisionChatUser: images per request (default: 1)",
+            "help": "VisionChatStreamUser: images per request (default: 1)",
         },
     ),
     (

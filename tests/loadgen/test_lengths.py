@@ -9,7 +9,7 @@ from runfolder import read_run
 from server.models.embedded import build_embedded_model
 from tests.support.helpers import run_locust
 
-SCENARIOS = ("ChatStreamUser", "ChatUser", "CompletionUser")
+SCENARIOS = ("ChatStreamUser", "ChatUser", "CompletionStreamUser")
 
 
 def _run(url, run_dir, *args):

@@ -185,7 +185,14 @@ def test_help_lists_our_options_and_scenarios():
         text=True,
         timeout=60,
     ).stdout
-    assert {"ChatStreamUser", "ChatUser", "CompletionUser", "VisionChatUser"} <= set(listing.split())
+    scenarios = {
+        "ChatStreamUser",
+        "ChatUser",
+        "CompletionStreamUser",
+        "VisionChatStreamUser",
+        "MultiTurnChatUser",
+    }
+    assert scenarios <= set(listing.split())
 
 
 @pytest.mark.expected_errors(r"invalid option")
@@ -278,7 +285,7 @@ def test_peer_mlx_lm_server_run(tmp_path):
         run_dir = tmp_path / "peer"
         proc = run_locust(
             url, run_dir, "-u", "2", "-r", "2", "-t", "4s", "--stop-timeout", "30",
-            "--max-tokens", "16", "--prompt-tokens", "16", "ChatStreamUser", "CompletionUser",
+            "--max-tokens", "16", "--prompt-tokens", "16", "ChatStreamUser", "CompletionStreamUser",
         )  # fmt: skip
     ran(proc, 0)
     s = assert_summary_matches_records(run_dir)
@@ -308,7 +315,7 @@ def test_vision_scenario_against_a_vision_model(tmp_path):
             # a long stop timeout: the requests in flight at the end finish however slow this machine is
             url, run_dir, "-u", "2", "-r", "2", "-t", "4s", "--stop-timeout", "200",
             "--model", "tiny-qwen2-vl", "--max-tokens", "16", "--ignore-eos", "--prompt-tokens", "32",
-            "--image-size", "48x32", "--images-per-request", "2", "VisionChatUser",
+            "--image-size", "48x32", "--images-per-request", "2", "VisionChatStreamUser",
         )  # fmt: skip
     ran(proc, 0)
     s = assert_summary_matches_records(run_dir)
