@@ -277,10 +277,10 @@ class LoadSettings:
     check_outputs: bool = False
     check_outputs_prompts: int = 16
     api_key: str | None = None
-    # ---- the server's metrics during the run (issue 28; loadgen.server_scrape) ----
+    # ---- the server's metrics during the run (loadgen.server_scrape) ----
     server_metrics: str = "auto"
     server_metrics_interval_s: float = SERVER_METRICS_INTERVAL_S
-    # ---- workloads (issue 15; loadgen.workloads.options) ----
+    # ---- workloads (loadgen.workloads.options) ----
     turns: int = 4
     turns_spread: int = 0
     shared_prefixes: int = 0

@@ -305,14 +305,14 @@ class RunState:
             "users": users,
             "prompt_length_method": self.prompt_length_method(),
         }
-        # issue 15: what else shapes the load, present only when used (older runs compare unchanged)
+        # what else shapes the load, present only when used (older runs compare unchanged)
         extra = {
             "turns": s.turns if any(getattr(u, "multi_turn", False) for u in classes) else None,
             "shared_prefixes": s.shared_prefixes or None,
             "shared_prefix_tokens": s.shared_prefix_tokens if s.shared_prefixes else None,
             "trace": Path(s.trace).name if s.trace else None,
             "dataset": Path(s.dataset).name if s.dataset else None,
-            # issue 28: greedy requests on a few prompts, each sent in turn
+            # --check-outputs: greedy requests on a few prompts, each sent in turn
             "check_outputs": len(self.outputs.prompts) if self.outputs is not None else None,
         }
         return {**shape, **{k: v for k, v in extra.items() if v is not None}}

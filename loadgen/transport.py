@@ -39,7 +39,7 @@ class RequestSpec:
     stream: bool
     prompt_tokens_target: int | None = None
     max_tokens: int | None = None
-    # Workload tags copied into the record (issue 15): see runfolder.records.
+    # Workload tags copied into the record: see runfolder.records.
     conversation_id: str | None = None
     turn_index: int | None = None
     shared_prefix_id: int | None = None
@@ -82,7 +82,7 @@ class _Progress:
     nbytes: int = 0
     end_perf_s: float | None = None
     headers_perf_s: float | None = None  # first byte of the response: its headers were read
-    # ---- token counts (issue 12, item 6) ----
+    # ---- token counts ----
     text: str = ""  # the reply's generated text, for the tokenizer
     has_content: bool = False
     chunks: int | None = None  # content chunks of a stream

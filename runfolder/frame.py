@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # The record fields the reports use; the per-chunk gaps (itl_s) are the bulk of the file and are read
 # apart, only when a figure needs them (chunk_gaps).
 REQUIRED_COLUMNS = ("scheduled_ts_s", "end_ts_s", "e2e_s", "outcome")
-# issue 15's workload columns (turn, shared prefix, cached tokens) feed reports/workload_tables.py.
+# The workload columns (turn, shared prefix, cached tokens) feed reports/workload_tables.py.
 WORKLOAD_COLUMNS = ("turn_index", "shared_prefix_id", "cached_tokens", "prompt_tokens")
 OPTIONAL_COLUMNS = (
     "outcome_detail",
@@ -42,7 +42,7 @@ OPTIONAL_COLUMNS = (
     "output_tokens",
     "schedule_lag_s",
     *WORKLOAD_COLUMNS,
-    "output_check",  # issue 28: the verdict of --check-outputs on a reply (text; empty when not checked)
+    "output_check",  # the verdict of --check-outputs on a reply (text; empty when not checked)
 )
 _FLOAT_COLUMNS = (
     "scheduled_ts_s",

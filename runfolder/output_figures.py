@@ -1,4 +1,4 @@
-"""Run figures of the output check (`--check-outputs`, issue 28; summary.json `output_check`): how many
+"""Run figures of the output check (`--check-outputs`; summary.json `output_check`): how many
 replies under load differ from the same prompt's reply alone, where they start to differ, and the share
 that is wrong in a way numerical divergence does not explain (`wrong_output_rate`, gateable).
 

@@ -44,14 +44,14 @@ class RequestRecord:
     response_bytes: int = 0
     worker_id: str = "local"
     user_id: int = 0
-    # ---- timing additions (issue 12, items 2 and 7) ----
+    # ---- timing additions ----
     # schedule -> first byte of the response (headers), beside TTFT (first content chunk).
     ttfb_s: float | None = None
-    # ---- token-count additions (issue 12, item 6) ----
+    # ---- token-count additions ----
     # Content chunks of a stream (a server may pack several tokens into one); output_tokens_counted is the
     # reply's text re-tokenized by the run's tokenizer.
     output_chunks: int | None = None
-    # ---- workload additions (issue 15) ----
+    # ---- workload additions ----
     # Multi-turn scenarios: which conversation (unique within the run) and which turn of it (1 = first).
     conversation_id: str | None = None
     turn_index: int | None = None
@@ -60,7 +60,7 @@ class RequestRecord:
     # Prompt tokens the server served from its cache (usage.prompt_tokens_details.cached_tokens);
     # None when the server did not report it (not the same as 0).
     cached_tokens: int | None = None
-    # ---- output checks (issue 28, --check-outputs; loadgen/output_check.py) ----
+    # ---- output checks (--check-outputs; loadgen/output_check.py) ----
     # Which check prompt was sent; the verdict on a success against that prompt's reply alone (identical,
     # diverged, empty, truncated, overlong, foreign; None: not checked); where the reply first differs,
     # in characters and (with a local tokenizer, both texts re-tokenized) in tokens.

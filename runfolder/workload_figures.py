@@ -1,4 +1,4 @@
-"""Run figures of the realistic workloads (summary.json `workloads`, issue 15): TTFT by conversation turn,
+"""Run figures of the realistic workloads (summary.json `workloads`): TTFT by conversation turn,
 TTFT with and without a shared prefix, and the prompt tokens the server reported as cached."""
 
 from __future__ import annotations

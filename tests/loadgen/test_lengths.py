@@ -1,4 +1,4 @@
-"""Exact prompt lengths against the reference server with the embedded tiny model (issue 12, item 1):
+"""Exact prompt lengths against the reference server with the embedded tiny model:
 made by the server's POST /tokenize, or by a local tokenizer, for chat and completion requests alike."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Workloads on the wire (issue 15): headless Locust runs against the real server (tiny model) and, for the
+"""Workloads on the wire: headless Locust runs against the real server (tiny model) and, for the
 cached-token report the server does not make yet, the FAKE fault server."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Workload generators (issue 15): trace -> prompts and schedule, dataset parsing, shared prefixes,
+"""Workload generators: trace -> prompts and schedule, dataset parsing, shared prefixes,
 conversations, cached_tokens parsing and the workload figures. The real tiny model's tokenizer counts."""
 
 from __future__ import annotations
