@@ -8,7 +8,8 @@ For each concurrency and repeat, every tool runs alone on it, closed loop, as ma
 seconds, with 32-token prompts and 64 output tokens; the order of the tools alternates between repeats
 (as listed, then reversed), so each tool runs early and late. While a tool runs, the loopback's packet
 stamps (benchmarks/wire_times.py, root only) give the same requests' TTFT and E2E as the wire saw them:
-a tool's p50 minus the wire's p50 is its bias, whatever pace the mock kept on this shared machine.
+a tool's p50 minus the wire's p50 is its bias, whatever pace the mock kept on this shared machine. For
+our own runs the records are also paired with the wire's requests, to say where the bias sits.
 `--ours-before DIR` adds our load generator from another checkout (e.g. `git archive` of an older
 commit: its loadgen/, loadtest/, runfolder/ and configkit/), imported from DIR. Prints every run, then
 per tool and order the median of the repeats with their range. Asserts nothing; exit 2 when a peer's
@@ -18,6 +19,7 @@ executable or the tokenizer is missing.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import shutil
 import statistics
@@ -26,8 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.wire_times import WireCapture
+from benchmarks.wire_times import WireCapture, WireRequest
 from orchestrate import processes
+from runfolder import read_run
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER = REPO / ".cache" / "models" / "tiny-llama"
@@ -133,6 +136,8 @@ class Runner:
             row["wire_e2e_p50_ms"] = 1000 * statistics.median(r.e2e_s for r in ended)  # type: ignore[misc]
             row["ttft_bias_ms"] = row["ttft_p50_ms"] - row["wire_ttft_p50_ms"]  # type: ignore[operator]
             row["e2e_bias_ms"] = row["e2e_p50_ms"] - row["wire_e2e_p50_ms"]  # type: ignore[operator]
+            if tool.startswith("ours"):
+                row.update(where_the_bias_sits(self.work / f"{tool}-{name}", ended))
         return row
 
     def _run_tool(self, tool: str, users: int, seconds: int, out: Path) -> dict[str, float]:
@@ -165,6 +170,33 @@ class Runner:
         return aiperf_figures(out) if tool == "aiperf" else guidellm_figures(out.with_suffix(".json"))
 
 
+def where_the_bias_sits(run_dir: Path, wire: list[WireRequest]) -> dict[str, float]:
+    """Our records paired with the wire's requests by send time (wall clock, within 5 ms, one each):
+    medians of the wire's POST - our send stamp, our first content - the wire's, our end - the wire's."""
+    by_send = sorted(wire, key=lambda w: w.sent_ts_s)
+    starts = [w.sent_ts_s for w in by_send]
+    send, first, end = [], [], []
+    for rec in read_run(run_dir).records:
+        if rec.outcome != "success" or rec.ttft_s is None:
+            continue
+        i = bisect.bisect_left(starts, rec.sent_ts_s)
+        near = [w for w in by_send[max(i - 1, 0) : i + 1] if abs(w.sent_ts_s - rec.sent_ts_s) < 0.005]
+        if len(near) != 1:
+            continue  # none, or two sends too close to tell apart
+        w = near[0]
+        send.append(w.sent_ts_s - rec.sent_ts_s)
+        first.append(rec.sent_ts_s + rec.ttft_s - (w.sent_ts_s + (w.ttft_s or 0.0)))
+        end.append(rec.sent_ts_s + rec.e2e_s - (w.sent_ts_s + (w.e2e_s or 0.0)))
+    if not send:
+        return {}
+    return {
+        "paired": len(send),
+        "send_to_wire_p50_ms": 1000 * statistics.median(send),
+        "first_content_late_p50_ms": 1000 * statistics.median(first),
+        "end_late_p50_ms": 1000 * statistics.median(end),
+    }
+
+
 def _check(ok: bool, tool: str, log: Path) -> None:
     if not ok:
         sys.exit(f"{tool} failed; see {log}:\n{log.read_text()[-2000:]}")
@@ -187,6 +219,12 @@ def print_summary(users: int, rows: list[dict], tools: list[str]) -> None:
                 continue
             cells = [fmt_range([r[c] for r in mine]) if all(c in r for r in mine) else "-" for c in cols]
             print(f"{order:>10} {tool:>12} {len(mine):>2}  " + "  ".join(f"{c:>22}" for c in cells))
+    paired = ("send_to_wire_p50_ms", "first_content_late_p50_ms", "end_late_p50_ms")
+    for tool in tools:
+        mine = [r for r in rows if r["tool"] == tool and all(c in r for c in paired)]
+        if mine:
+            cells = [f"{c} {fmt_range([r[c] for r in mine]).strip()}" for c in paired]
+            print(f"{tool:>12}, paired with the wire ({len(mine)} runs): " + "; ".join(cells))
     sys.stdout.flush()
 
 
