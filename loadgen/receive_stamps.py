@@ -22,6 +22,7 @@ import socket
 import struct
 import sys
 import time
+from typing import Any
 
 # Linux's values (asm-generic/socket.h; the same on x86-64 and arm64): Python's socket module does not
 # export them. SCM_TIMESTAMPNS equals SO_TIMESTAMPNS; the payload is a struct timespec of two longs.
@@ -62,7 +63,9 @@ def recv_stamped(sock, size: int, stamped: bool) -> tuple[bytes, float, bool]:
     return data, now_perf, False
 
 
-def request_stamped(client, method: str, uri: str, body: bytes, headers: dict[str, str]):
+def request_stamped(
+    client: Any, method: str, uri: str, body: bytes, headers: dict[str, str]
+) -> tuple[Any, float]:
     """Send one request on `client`'s pool (a geventhttpclient HTTPClient) and read the response's headers:
     (response, kernel arrival of its first bytes in perf_counter seconds).
 
