@@ -143,7 +143,9 @@ class Runner:
     def _run_tool(self, tool: str, users: int, seconds: int, out: Path) -> dict[str, float]:
         log = out.with_suffix(".log")
         if tool in ("ours", "ours-before"):
-            cmd = processes.locust_cmd(self.url, out, *ours_args(users, seconds, self.tok))
+            cmd = processes.locust_cmd(
+                self.url, out, *ours_args(users, seconds, self.tok), *self.args.ours_arg
+            )
             if tool == "ours-before":
                 before = self.args.ours_before.resolve()
                 cmd = [
@@ -239,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         "--tools", nargs="+", choices=("ours", "aiperf", "guidellm"), default=["ours", "aiperf", "guidellm"]
     )
     parser.add_argument("--ours-before", type=Path, help="also run our load generator from this checkout")
+    parser.add_argument(
+        "--ours-arg",
+        action="append",
+        default=[],
+        help="one more option for our runs, e.g. --ours-arg=--stop-timeout=0",
+    )
     parser.add_argument("--tokenizer", type=Path, default=TOKENIZER, help="tokenizer folder for every tool")
     parser.add_argument("--no-wire", dest="wire", action="store_false", help="skip the packet capture")
     parser.add_argument("--keep", type=Path, help="keep the runs, logs and results.json here")
