@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loadgen.arrivals import OPEN_LOOP_MODES
+from loadgen.arrival_schedule import OPEN_LOOP_MODES
 from loadgen.images import ImageOptionError, folder_images, parse_size
 from loadgen.workloads import options as workload_options
 
@@ -15,10 +15,18 @@ DEFAULT_SCENARIO = "ChatStreamUser"
 GROUP_TITLE = "mlx-serving-bench load test"
 # Seconds between scrapes of the server's metrics: under 0.2 % of a core of our server (docs/loadtest.md).
 SERVER_METRICS_INTERVAL_S = 1.0
+# Locust's own --stop-timeout default (0) kills the requests in flight at the end of a run, so a healthy
+# server's first run shows failures. Ours: unset means "until the request deadline" (resolved in
+# stop_timeout_s); a negative number marks "not given" (Locust turns the value into a float before our
+# listeners run, so None is not possible). An explicit 0 keeps the hard stop.
+STOP_TIMEOUT_UNSET = -1.0
+# Beyond --request-timeout-s: the request's own deadline fires (outcome "timeout") before Locust kills it.
+STOP_TIMEOUT_MARGIN_S = 1.0
 GROUP_DESCRIPTION = (
     "Scenarios (pick by class name at the end of the command line): ChatStreamUser (default, streaming "
-    "chat), ChatUser (non-streaming chat), CompletionUser (streaming /v1/completions), VisionChatUser "
-    "(streaming chat with images), MultiTurnChatUser (streaming multi-turn conversations). "
+    "chat), ChatUser (non-streaming chat), CompletionStreamUser (streaming /v1/completions), "
+    "VisionChatStreamUser (streaming chat with images), MultiTurnChatUser (streaming multi-turn "
+    "conversations). "
     "Results go to a run folder (records.csv, summary.json, metadata.json); see docs/loadtest.md."
 )
 
@@ -140,17 +148,20 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         {
             "metavar": "WxH",
             "default": "64x64",
-            "help": "VisionChatUser: size of the generated images (default: 64x64)",
+            "help": "VisionChatStreamUser: size of the generated images (default: 64x64)",
         },
     ),
-    (("--image-dir",), {"metavar": "PATH", "help": "VisionChatUser: send the images in this folder instead"}),
+    (
+        ("--image-dir",),
+        {"metavar": "PATH", "help": "VisionChatStreamUser: send the images in this folder instead"},
+    ),
     (
         ("--images-per-request",),
         {
             "metavar": "N",
             "type": int,
             "default": 1,
-            "help": "VisionChatUser: images per request (default: 1)",
+            "help": "VisionChatStreamUser: images per request (default: 1)",
         },
     ),
     (
@@ -216,6 +227,25 @@ def add_arguments(parser) -> None:
     # still selects others.
     if not os.environ.get("LOCUST_USER_CLASSES"):
         parser.set_defaults(user_classes=[DEFAULT_SCENARIO])
+    _stop_timeout_default(parser)
+
+
+def _stop_timeout_default(parser) -> None:
+    """Make Locust's --stop-timeout default ours: let requests in flight finish, bounded by their deadline."""
+    for action in parser._actions:
+        if action.dest == "stop_timeout":
+            action.default = STOP_TIMEOUT_UNSET
+            action.help = (
+                "seconds the requests in flight at the end of the run may take to finish (default: "
+                "--request-timeout-s + 1, so none is cut); 0 stops them at once (outcome 'cut')"
+            )
+
+
+def stop_timeout_s(given: float | None, request_timeout_s: float) -> float:
+    """The stop timeout to use: the one given (0 included), else the request deadline plus a margin."""
+    if given is None or given < 0:
+        return request_timeout_s + STOP_TIMEOUT_MARGIN_S
+    return given
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,10 +277,10 @@ class LoadSettings:
     check_outputs: bool = False
     check_outputs_prompts: int = 16
     api_key: str | None = None
-    # ---- the server's metrics during the run (issue 28; loadgen.server_scrape) ----
+    # ---- the server's metrics during the run (loadgen.server_scrape) ----
     server_metrics: str = "auto"
     server_metrics_interval_s: float = SERVER_METRICS_INTERVAL_S
-    # ---- workloads (issue 15; loadgen.workloads.options) ----
+    # ---- workloads (loadgen.workloads.options) ----
     turns: int = 4
     turns_spread: int = 0
     shared_prefixes: int = 0

@@ -202,7 +202,7 @@ def class_problems(user_classes: Sequence[type], settings: Any) -> list[str]:
         return []
     return [
         f"--check-outputs: {cls.__name__} cannot be checked (its request is not a function of its prompt "
-        "alone); use ChatStreamUser, ChatUser or CompletionUser"
+        "alone); use ChatStreamUser, ChatUser or CompletionStreamUser"
         for cls in user_classes
         if not getattr(cls, "checks_outputs", False)
     ]

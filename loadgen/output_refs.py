@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from loadgen import side_requests
 from loadgen.options import LoadSettings
 from loadgen.output_check import Encoder, OutputCheck, Reference, choose_prompts
 from loadgen.transport import Connection, RequestSpec
@@ -51,6 +52,7 @@ def record(
                     body["max_tokens"],
                 )
                 rec = conn.exchange(spec, scheduled_ts_s=None)
+                side_requests.LEDGER.add(side_requests.OUTPUT_REFERENCE, "POST", spec.path, rec.outcome)
                 references.append(_reference(spec.scenario, index, rec, conn.last_reply_text))
     finally:
         conn.close()

@@ -25,7 +25,7 @@ from gevent.event import Event
 from locust import events
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from loadgen import options, output_check, output_refs, prepare, server_scrape, webui
+from loadgen import options, output_check, output_refs, prepare, server_scrape, side_requests, webui
 from loadgen.prompts import PromptError
 from loadgen.runstate import RunState, load_prompts
 from loadgen.shards import ShardBook
@@ -82,6 +82,8 @@ def on_init(environment, **_kw) -> None:
             log.error("invalid option: %s", problem)
         sys.exit(2)
     _process["env"] = environment
+    environment.stop_timeout = options.stop_timeout_s(environment.stop_timeout, settings.request_timeout_s)
+    environment.parsed_options.stop_timeout = environment.stop_timeout
     # gevent's loop caches "now" from its last iteration; after a slow start (imports on a busy machine)
     # it can be seconds old, and Locust's --run-time timer, set from it, then fires at once.
     gevent.get_hub().loop.update_now()
@@ -301,6 +303,7 @@ def _worker_payload(state: RunState, final: bool) -> dict[str, Any]:
     payload: dict[str, Any] = {"records": state.drain(), "worker_id": state.worker_id, "info": state.info}
     if final:
         payload["cpu"] = state.cpu_used()
+        payload["side_requests"] = side_requests.LEDGER.take()  # this worker's probes, calibration, counts
     return payload
 
 
@@ -319,6 +322,7 @@ def _merge(environment, payload: dict[str, Any]) -> None:
         state.workers.setdefault(worker, {}).update(payload.get("info") or {})
         if "cpu" in payload:
             state.cpu[worker] = payload["cpu"]
+    side_requests.LEDGER.merge(payload.get("side_requests") or [])
 
 
 @events.worker_report.add_listener

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadgen import side_requests
 from loadgen.options import LoadSettings
 from loadgen.prompts import (
     CalibratedPrompts,
@@ -65,9 +66,11 @@ class Target:
     outputs: Any = None  # --check-outputs: the references (loadgen.output_check.OutputCheck), None when off
 
 
-def _probe(url: str, headers: dict[str, str], timeout_s: float) -> tuple[int, Any]:
+def _probe(
+    url: str, headers: dict[str, str], timeout_s: float, purpose: str = side_requests.READINESS
+) -> tuple[int, Any]:
     """(status, JSON or None) of a GET; status 0 when nothing answered."""
-    return request_json(urllib.request.Request(url, headers=headers), timeout_s)
+    return request_json(urllib.request.Request(url, headers=headers), timeout_s, purpose)
 
 
 def wait_until_ready(base_url: str, headers: dict[str, str], timeout_s: float) -> dict[str, Any]:
@@ -103,6 +106,15 @@ def wait_until_ready(base_url: str, headers: dict[str, str], timeout_s: float) -
         time.sleep(POLL_S)
 
 
+def server_info(base_url: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The models and profile a server reports (GET /v1/models and /health), for metadata.json."""
+    base = base_url.rstrip("/")
+    _status, models_doc = _probe(f"{base}/v1/models", headers, PROBE_TIMEOUT_S, side_requests.SERVER_INFO)
+    _status, health = _probe(f"{base}/health", headers, PROBE_TIMEOUT_S, side_requests.SERVER_INFO)
+    profile = health.get("profile") if isinstance(health, dict) else None
+    return {"models": meta.model_ids(models_doc), "profile": profile, "health": health}
+
+
 def choose_model(settings: LoadSettings, base_url: str, ready: dict[str, Any]) -> str | None:
     if settings.model:
         return settings.model
@@ -128,7 +140,8 @@ def token_counter(settings: LoadSettings, base_url: str, model: str | None, head
 
 
 def _usage_prompt_tokens(base_url: str, path: str, body: dict[str, Any], headers) -> int | None:
-    status, doc = post_json(base_url.rstrip("/") + path, body, headers, CALIBRATION_TIMEOUT_S)
+    url = base_url.rstrip("/") + path
+    status, doc = post_json(url, body, headers, CALIBRATION_TIMEOUT_S, side_requests.CALIBRATION)
     usage = doc.get("usage") if status == 200 and isinstance(doc, dict) else None
     value = usage.get("prompt_tokens") if isinstance(usage, dict) else None
     return value if isinstance(value, int) else None
@@ -217,7 +230,7 @@ def prepare(
     if wait:
         ready = wait_until_ready(base_url, headers, settings.ready_timeout_s)
         model = choose_model(settings, base_url, ready)
-    server = meta.server_info(base_url, headers)
+    server = server_info(base_url, headers)
     counter = token_counter(settings, base_url, model, headers)
     calibrated = None
     if counter is None and not settings.prompt_file:

@@ -13,8 +13,8 @@ from typing import Any
 
 import psutil
 
-from loadgen import arrival
-from loadgen.arrivals import ArrivalSchedule, due_slots
+from loadgen import receive_stamps, side_requests
+from loadgen.arrival_schedule import ArrivalSchedule, due_slots
 from loadgen.console import console_table
 from loadgen.options import LoadSettings
 from loadgen.prompts import FilePrompts, SyntheticPrompts
@@ -305,14 +305,14 @@ class RunState:
             "users": users,
             "prompt_length_method": self.prompt_length_method(),
         }
-        # issue 15: what else shapes the load, present only when used (older runs compare unchanged)
+        # what else shapes the load, present only when used (older runs compare unchanged)
         extra = {
             "turns": s.turns if any(getattr(u, "multi_turn", False) for u in classes) else None,
             "shared_prefixes": s.shared_prefixes or None,
             "shared_prefix_tokens": s.shared_prefix_tokens if s.shared_prefixes else None,
             "trace": Path(s.trace).name if s.trace else None,
             "dataset": Path(s.dataset).name if s.dataset else None,
-            # issue 28: greedy requests on a few prompts, each sent in turn
+            # --check-outputs: greedy requests on a few prompts, each sent in turn
             "check_outputs": len(self.outputs.prompts) if self.outputs is not None else None,
         }
         return {**shape, **{k: v for k, v in extra.items() if v is not None}}
@@ -353,10 +353,12 @@ class RunState:
             "options": self.settings.public(),
             # --check-outputs: the reference requests sent before the clock, with their outcomes and texts
             "output_check": self.outputs.metadata() if self.outputs is not None else None,
+            # every request sent besides the measured ones (probes, calibration, /tokenize, scrapes)
+            "side_requests": meta.side_requests_section(side_requests.LEDGER.take()),
             "workers": self.workers,  # distributed: per worker its shard, clock offset and round trip
             "loadgen_cpu": self.cpu,
-            # how stream chunks were timed (loadgen.arrival): the kernel's receive stamp, or the read's return
-            "arrival_stamps": "kernel" if arrival.ENABLED else "read",
+            # how stream chunks were timed (loadgen.receive_stamps): the kernel's stamp, or the read's return
+            "arrival_stamps": "kernel" if receive_stamps.ENABLED else "read",
             "started_ts_s": self.start_ts_s,
             "stopped_ts_s": self.stop_ts_s,
             "git": meta.git_info(str(Path(__file__).resolve().parent)),

@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadgen import side_requests
 from loadgen.options import SERVER_METRICS_INTERVAL_S as DEFAULT_INTERVAL_S
 from runfolder.server_metrics import Sample
 
@@ -54,13 +55,19 @@ def metrics_url(option: str | None, host: str) -> str | None:
 def fetch(url: str, timeout_s: float = TIMEOUT_S) -> str:
     """The page's text; NotPrometheus unless a 200 in a Prometheus text type; OSError when no answer."""
     request = urllib.request.Request(url, headers={"Accept": "text/plain"})
+    ledger = side_requests.LEDGER
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             kind = resp.headers.get("Content-Type") or ""
             body = resp.read(MAX_BODY_BYTES)
     except urllib.error.HTTPError as exc:
+        ledger.add(side_requests.SERVER_METRICS, "GET", url, side_requests.http_outcome(exc.code))
         kind = exc.headers.get("Content-Type") if exc.headers else None
         raise NotPrometheus(f"HTTP {exc.code} ({kind or 'no content type'})") from None
+    except OSError:
+        ledger.add(side_requests.SERVER_METRICS, "GET", url, side_requests.NO_ANSWER)
+        raise
+    ledger.add(side_requests.SERVER_METRICS, "GET", url, side_requests.http_outcome(resp.status))
     if not kind.split(";")[0].strip().lower().startswith(PROMETHEUS_TYPES):
         raise NotPrometheus(f"HTTP 200 in {kind or 'no content type'}, not Prometheus text")
     return body.decode("utf-8", errors="replace")

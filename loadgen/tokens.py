@@ -17,6 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
 
+from loadgen import side_requests
+
 log = logging.getLogger(__name__)
 
 TOKENIZE_PATH = "/tokenize"
@@ -86,17 +88,21 @@ class LocalTokenizer:
         return len(self._tok.encode(text, add_special_tokens=False))
 
 
-def post_json(url: str, body: dict[str, Any], headers: dict[str, str], timeout_s: float) -> tuple[int, Any]:
+def post_json(
+    url: str, body: dict[str, Any], headers: dict[str, str], timeout_s: float, purpose: str
+) -> tuple[int, Any]:
     """(status, parsed JSON or None); status 0 when the server could not be reached."""
     data = json.dumps(body).encode()
     return request_json(
         urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **headers}),
         timeout_s,
+        purpose,
     )
 
 
-def request_json(req: urllib.request.Request, timeout_s: float) -> tuple[int, Any]:
-    """(status, parsed JSON or None) of one request; status 0 when the server could not be reached."""
+def request_json(req: urllib.request.Request, timeout_s: float, purpose: str) -> tuple[int, Any]:
+    """(status, parsed JSON or None) of one request, counted under `purpose` (loadgen.side_requests);
+    status 0 when the server could not be reached."""
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             status, raw = resp.status, resp.read()
@@ -105,7 +111,9 @@ def request_json(req: urllib.request.Request, timeout_s: float) -> tuple[int, An
             status, raw = exc.code, exc.read()
     except (OSError, ValueError) as exc:
         log.debug("%s %s failed: %s", req.get_method(), req.full_url, exc)
+        side_requests.LEDGER.add(purpose, req.get_method(), req.full_url, side_requests.NO_ANSWER)
         return 0, None
+    side_requests.LEDGER.add(purpose, req.get_method(), req.full_url, side_requests.http_outcome(status))
     try:
         return status, json.loads(raw or b"null")
     except ValueError:
@@ -127,7 +135,7 @@ class ServerTokenizer:
     def _count(self, body: dict[str, Any]) -> int:
         if self.model:
             body = {"model": self.model, **body}
-        status, doc = post_json(self.url, body, self.headers, self.timeout_s)
+        status, doc = post_json(self.url, body, self.headers, self.timeout_s, side_requests.TOKENIZE)
         if status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("count"), int):
             raise TokenizerError(f"POST {self.url} answered {status or 'nothing'}: {str(doc)[:200]}")
         if isinstance(doc.get("max_model_len"), int):

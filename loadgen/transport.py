@@ -19,9 +19,9 @@ from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 from geventhttpclient.url import URL
 
 from loadgen import classify
-from loadgen.arrival import StampedLines
 from loadgen.options import LoadSettings
 from loadgen.prompts import Prompt
+from loadgen.receive_stamps import StampedLines, request_stamped
 from loadgen.responses import StreamParser, error_info_from_bytes, judge_tokens, parse_body
 from loadgen.tokens import TokenizerError
 from runfolder.records import Outcome, RequestRecord
@@ -39,7 +39,7 @@ class RequestSpec:
     stream: bool
     prompt_tokens_target: int | None = None
     max_tokens: int | None = None
-    # Workload tags copied into the record (issue 15): see runfolder.records.
+    # Workload tags copied into the record: see runfolder.records.
     conversation_id: str | None = None
     turn_index: int | None = None
     shared_prefix_id: int | None = None
@@ -82,7 +82,7 @@ class _Progress:
     nbytes: int = 0
     end_perf_s: float | None = None
     headers_perf_s: float | None = None  # first byte of the response: its headers were read
-    # ---- token counts (issue 12, item 6) ----
+    # ---- token counts ----
     text: str = ""  # the reply's generated text, for the tokenizer
     has_content: bool = False
     chunks: int | None = None  # content chunks of a stream
@@ -143,8 +143,9 @@ class Connection:
         return _record(spec, progress, scheduled_ts_s, sent_ts_s, sent_perf_s, end_perf_s, worker_id, user_id)
 
     def _send_and_read(self, spec: RequestSpec, progress: _Progress) -> None:
-        resp = self._client.request("POST", self._prefix + spec.path, body=spec.body, headers=self._headers)
-        progress.headers_perf_s = time.perf_counter()
+        resp, progress.headers_perf_s = request_stamped(
+            self._client, "POST", self._prefix + spec.path, spec.body, self._headers
+        )
         try:
             progress.status = resp.status_code
             if not 200 <= resp.status_code < 300:
@@ -167,7 +168,7 @@ class Connection:
 
 
 def _read_stream(resp, progress: _Progress) -> None:
-    """Each line is stamped with when its bytes reached the socket (loadgen.arrival), not when this
+    """Each line is stamped with when its bytes reached the socket (loadgen.receive_stamps), not when this
     greenlet got to parse it: TTFT, ITL and E2E carry no wait for other users or for a core."""
     parser = progress.parser = StreamParser()
     lines = StampedLines(resp, progress.headers_perf_s or time.perf_counter())
@@ -177,8 +178,8 @@ def _read_stream(resp, progress: _Progress) -> None:
             break  # end of body
         progress.nbytes += len(line)
         if progress.headers_perf_s is None or arrived_s < progress.headers_perf_s:
-            # The headers' read is stamped when it returned (geventhttpclient reads them with plain recv);
-            # they came before any body line, so a body line's kernel stamp bounds the first byte.
+            # Where the headers' read could not be kernel-stamped (TLS, not Linux) it is stamped when it
+            # returned; the headers came before any body line, so a body line's stamp bounds the first byte.
             progress.headers_perf_s = arrived_s
         if parser.feed(line, arrived_s):
             break

@@ -12,7 +12,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from loadgen.arrivals import EXACT_SEGMENT_S as SEGMENT_S
+from loadgen.arrival_schedule import EXACT_SEGMENT_S as SEGMENT_S
 from orchestrate import campaign as camp
 from reports.sweep_folder import PointRun, Purpose
 

@@ -5,7 +5,7 @@ where a filling queue stops trending. A cut past the middle counts as a trend on
 differ (MSER-5 alone flags some short stationary runs). The kept part must itself be steady: its halves
 alike, and its departure rate's interval holding the offered load (flow balance); otherwise the point
 did not settle. The window starts at the next whole segment of the exact schedule
-(loadgen.arrivals.EXACT_SEGMENT_S), so the load it offered is the planned rate to within one arrival.
+(loadgen.arrival_schedule.EXACT_SEGMENT_S), so the load it offered is the planned rate to within one arrival.
 
 Methods (reports.intervals): outcome shares and SLO attainment, Wilson on the effective sample size
 (batch means of the 0/1 series: requests close in time share a queue); served rate, goodput and output
@@ -36,7 +36,7 @@ from runfolder.frame import RunData
 
 log = logging.getLogger(__name__)
 
-SEGMENT_S = 5.0  # loadgen.arrivals.EXACT_SEGMENT_S (reports/ does not import loadgen/)
+SEGMENT_S = 5.0  # loadgen.arrival_schedule.EXACT_SEGMENT_S (reports/ does not import loadgen/)
 # "timeout" is the server's (v1.1.1's queue timeout, a 503/504): what the guide counted. "deadline" is the
 # client giving up (loadgen's client_deadline), beside it: a different failure, and never the guide's.
 SHARES = ("success", "rejected", "timeout", "deadline", "error", "cut")

@@ -2,51 +2,45 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import platform
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from importlib import metadata as importlib_metadata
-from typing import Any
-
-log = logging.getLogger(__name__)
+from typing import Any, TypedDict
 
 TOOLS = ("mlx-serving-bench", "locust", "gevent", "geventhttpclient", "numpy", "mlx", "mlx-lm")
 
 
-def get_json(url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None) -> Any:
-    """GET a small JSON document; None when it is unreachable or not JSON (mlx_lm.server may send '')."""
-    req = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        try:
-            return json.loads(exc.read() or b"null")
-        except ValueError:
-            return None
-    except (OSError, ValueError) as exc:
-        log.debug("GET %s failed: %s", url, exc)
-        return None
+class SideRequestRow(TypedDict):
+    """Requests the load generator sent besides the measured ones (loadgen/side_requests.py), one row per
+    purpose, method, path and outcome ('http_200', 'no_answer', or a request outcome such as 'success')."""
+
+    purpose: str
+    method: str
+    path: str
+    outcome: str
+    count: int
+
+
+def side_requests_section(rows: list[SideRequestRow]) -> dict[str, Any]:
+    """metadata.json `side_requests`: the total, the count per purpose, and every row."""
+    by_purpose: dict[str, int] = {}
+    for row in rows:
+        by_purpose[row["purpose"]] = by_purpose.get(row["purpose"], 0) + row["count"]
+    return {"total": sum(by_purpose.values()), "by_purpose": by_purpose, "rows": rows}
+
+
+def side_requests_of(metadata: dict[str, Any]) -> list[SideRequestRow]:
+    """The rows of a run folder's metadata; [] for runs recorded before they were counted."""
+    section = metadata.get("side_requests")
+    return list(section.get("rows") or []) if isinstance(section, dict) else []
 
 
 def model_ids(models_doc: Any) -> list[str]:
     data = models_doc.get("data") if isinstance(models_doc, dict) else None
     return [m["id"] for m in data or () if isinstance(m, dict) and isinstance(m.get("id"), str)]
-
-
-def server_info(base_url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """The models and profile a server reports (GET /v1/models and /health)."""
-    base = base_url.rstrip("/")
-    models_doc = get_json(f"{base}/v1/models", headers=headers)
-    health = get_json(f"{base}/health", headers=headers)
-    profile = health.get("profile") if isinstance(health, dict) else None
-    return {"models": model_ids(models_doc), "profile": profile, "health": health}
 
 
 def git_info(cwd: str | None = None) -> dict[str, Any]:

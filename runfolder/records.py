@@ -44,15 +44,14 @@ class RequestRecord:
     response_bytes: int = 0
     worker_id: str = "local"
     user_id: int = 0
-    # The groups below were added later; each field has a default, so a record needs only the ones above.
-    # ---- timing ----
+    # ---- timing additions ----
     # schedule -> first byte of the response (headers), beside TTFT (first content chunk).
     ttfb_s: float | None = None
-    # ---- token counts ----
+    # ---- token-count additions ----
     # Content chunks of a stream (a server may pack several tokens into one); output_tokens_counted is the
     # reply's text re-tokenized by the run's tokenizer.
     output_chunks: int | None = None
-    # ---- workloads (multi-turn, shared prefixes) ----
+    # ---- workload additions ----
     # Multi-turn scenarios: which conversation (unique within the run) and which turn of it (1 = first).
     conversation_id: str | None = None
     turn_index: int | None = None

@@ -167,7 +167,7 @@ def summarize(
         "itl_s": distribution(np.array([gap for r in ok for gap in r.itl_s], dtype=float)),
         "schedule_lag_s": distribution(_column(records, "schedule_lag_s")),
         "peak_in_flight": peak_in_flight(records),
-        # cached prompt tokens, TTFT by turn and by shared prefix (see docs/loadtest.md)
+        # workloads: cached prompt tokens, TTFT by turn and by shared prefix (see docs/loadtest.md)
         "workloads": workload_figures(records),
         "warnings": [],
         "warning_codes": [],

@@ -1,4 +1,4 @@
-"""The workload options of `locust -f loadtest` (issue 15), registered beside the others and checked
+"""The workload options of `locust -f loadtest`, registered beside the others and checked
 before the run (exit 2 naming the option)."""
 
 from __future__ import annotations

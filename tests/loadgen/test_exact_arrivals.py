@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from loadgen.arrivals import EXACT_SEGMENT_S, ArrivalSchedule, due_slots
+from loadgen.arrival_schedule import EXACT_SEGMENT_S, ArrivalSchedule, due_slots
 
 
 def times(rate: float, until_s: float, *, seed: int = 0, shards: int = 1) -> list[float]:

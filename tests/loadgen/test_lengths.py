@@ -1,4 +1,4 @@
-"""Exact prompt lengths against the reference server with the embedded tiny model (issue 12, item 1):
+"""Exact prompt lengths against the reference server with the embedded tiny model:
 made by the server's POST /tokenize, or by a local tokenizer, for chat and completion requests alike."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from runfolder import read_run
 from server.models.embedded import build_embedded_model
 from tests.support.helpers import run_locust_with_stats
 
-SCENARIOS = ("ChatStreamUser", "ChatUser", "CompletionUser")
+SCENARIOS = ("ChatStreamUser", "ChatUser", "CompletionStreamUser")
 
 
 def _run(url, run_dir, *args):

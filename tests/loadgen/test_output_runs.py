@@ -87,6 +87,6 @@ def test_a_check_that_cannot_hold_exits_2_before_any_request(tmp_path: Path):
     )  # fmt: skip
     assert proc.returncode == 2 and "--temperature 0.7 contradicts it" in proc.stderr
     proc = run_locust_with_stats(
-        "http://127.0.0.1:9", tmp_path / "bad2", "-u", "1", "-t", "1s", *CHECK, "VisionChatUser"
+        "http://127.0.0.1:9", tmp_path / "bad2", "-u", "1", "-t", "1s", *CHECK, "VisionChatStreamUser"
     )
-    assert proc.returncode == 2 and "VisionChatUser cannot be checked" in proc.stderr
+    assert proc.returncode == 2 and "VisionChatStreamUser cannot be checked" in proc.stderr

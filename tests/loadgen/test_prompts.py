@@ -1,4 +1,4 @@
-"""Prompt sources and token counters (issue 12, item 1), with the embedded model's real tokenizer."""
+"""Prompt sources and token counters, with the embedded model's real tokenizer."""
 
 from __future__ import annotations
 

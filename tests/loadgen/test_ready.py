@@ -1,4 +1,4 @@
-"""Readiness before the clock (issue 12, item 3): wait for the server, never send requests to one that is
+"""Readiness before the clock: wait for the server, never send requests to one that is
 not there or lists no model, exit 2 naming the URL."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Workloads on the wire (issue 15): headless Locust runs against the real server (tiny model) and, for the
+"""Workloads on the wire: headless Locust runs against the real server (tiny model) and, for the
 cached-token report the server does not make yet, the FAKE fault server."""
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def test_multi_turn_conversations_with_shared_prefixes(server_url, tmp_path):
     )  # fmt: skip
     ran_clean(proc)
     run = read_run(run_dir)
-    assert run.records and all(r.outcome == "success" and r.scenario == "chat_multiturn" for r in run.records)
+    assert run.records
+    assert all(r.outcome == "success" and r.scenario == "multi_turn_chat" for r in run.records)
     convs = defaultdict(list)
     for r in sorted(run.records, key=lambda r: r.sent_ts_s):
         convs[r.conversation_id].append(r)
@@ -189,7 +190,7 @@ def test_help_lists_the_workload_options():
     )
     for option in ("--turns", "--shared-prefixes", "--trace-time-scale", "--dataset-mode"):
         assert option in proc.stdout
-    assert Path(REPO / "loadtest" / "chat_multiturn.py").is_file()
+    assert Path(REPO / "loadtest" / "multi_turn_chat.py").is_file()
 
 
 def test_trace_replay_over_two_processes_sends_every_line_once(tmp_path):

@@ -1,4 +1,4 @@
-"""Workload generators (issue 15): trace -> prompts and schedule, dataset parsing, shared prefixes,
+"""Workload generators: trace -> prompts and schedule, dataset parsing, shared prefixes,
 conversations, cached_tokens parsing and the workload figures. The real tiny model's tokenizer counts."""
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def test_cached_tokens_are_read_from_usage_and_missing_is_not_zero():
 
 
 def _rec(**kw) -> RequestRecord:
-    base = dict(scenario="chat_multiturn", stream=True, scheduled_ts_s=0.0, sent_ts_s=0.0,
+    base = dict(scenario="multi_turn_chat", stream=True, scheduled_ts_s=0.0, sent_ts_s=0.0,
                 end_ts_s=1.0, schedule_lag_s=0.0, e2e_s=1.0, outcome="success", outcome_detail="ok",
                 prompt_tokens=10)  # fmt: skip
     return RequestRecord(**{**base, **kw})

@@ -1,4 +1,4 @@
-"""summary.json `output_check` from known records (issue 28): counts, shares of the checked replies, where
+"""summary.json `output_check` from known records: counts, shares of the checked replies, where
 divergence starts, the warnings, and the new record fields through records.csv. Pure: no network."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loadgen.arrivals import ArrivalSchedule, due_slots
+from loadgen.arrival_schedule import ArrivalSchedule, due_slots
 from loadgen.console import console_table
 from loadgen.shards import ShardBook
 from loadgen.webui import live_figures, table_rows

@@ -6,7 +6,7 @@ from loadgen.workloads.conversation import MultiTurnMixin
 
 
 class MultiTurnChatUser(MultiTurnMixin, OpenAIUser):
-    scenario = "chat_multiturn"
+    scenario = "multi_turn_chat"
     path = "/v1/chat/completions"
     stream = True
     checks_outputs = False  # a turn's request carries the replies before it

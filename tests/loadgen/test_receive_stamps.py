@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import gevent
 import pytest
 
-from loadgen import arrival
+from loadgen import receive_stamps
 from loadgen.transport import Connection, RequestSpec
 from tests.support.helpers import delay_server, fault_server, get_json
 
 HOG_S = 0.05  # how long the reader is kept from reading after the bytes arrived
+FIRST_TOKEN_S = 0.1
 
-linux_only = pytest.mark.skipif(not arrival.ENABLED, reason="kernel receive stamps are Linux-only here")
+linux_only = pytest.mark.skipif(
+    not receive_stamps.ENABLED, reason="kernel receive stamps are Linux-only here"
+)
 
 
 def _hog(seconds: float) -> None:
@@ -37,11 +41,11 @@ def tcp_pair():
 @linux_only
 def test_a_late_read_is_stamped_at_the_arrival(tcp_pair):
     client, peer = tcp_pair
-    assert arrival.enable(client)
+    assert receive_stamps.enable(client)
     sent_s = time.perf_counter()
     peer.sendall(b"data: x\n\n")
     _hog(HOG_S)
-    data, arrived_s, kernel = arrival.recv_stamped(client, 1024, True)
+    data, arrived_s, kernel = receive_stamps.recv_stamped(client, 1024, True)
     read_s = time.perf_counter()
     assert data == b"data: x\n\n" and kernel
     assert sent_s <= arrived_s < read_s - HOG_S / 2  # the wait for the CPU is not in the stamp
@@ -51,7 +55,7 @@ def test_without_kernel_stamps_the_read_time_is_used(tcp_pair):
     client, peer = tcp_pair
     peer.sendall(b"x")
     before = time.perf_counter()
-    data, arrived_s, kernel = arrival.recv_stamped(client, 1024, False)
+    data, arrived_s, kernel = receive_stamps.recv_stamped(client, 1024, False)
     assert data == b"x" and not kernel and before <= arrived_s <= time.perf_counter()
 
 
@@ -83,6 +87,61 @@ def test_ttft_excludes_time_the_greenlet_waited_for_the_cpu():
     assert rec.ttft_s < hog_end_s - sent_s - HOG_S / 2  # read after the hog, stamped before it ended
     assert rec.ttft_s >= served["ttft_s"]  # never before the fake wrote the token
     assert 0 < rec.ttfb_s <= rec.ttft_s <= rec.e2e_s
+
+
+CLOCK_SLACK_S = 0.002  # converting a kernel stamp to perf_counter reads two clocks one after the other
+
+
+@pytest.fixture
+def headers_with_first_token():
+    """A FAKE streaming server that, like GuideLLM's mock, sends nothing until the first token is due and
+    then its headers and that token in one write; it writes once `hog_started` is set, and records when
+    (perf_counter before and after the write). A thread: it answers while the test hogs gevent."""
+    server = socket.create_server(("127.0.0.1", 0))
+    first = b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "t"}}]}).encode() + b"\n\n"
+    last = b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}\n\ndata: [DONE]\n\n'
+    hog_started, written = threading.Event(), {}
+
+    def serve() -> None:
+        peer, _ = server.accept()
+        with peer:
+            peer.recv(65536)
+            hog_started.wait(30)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+            written["before_s"] = time.perf_counter()
+            peer.sendall(head + first)
+            written["after_s"] = time.perf_counter()
+            peer.sendall(last)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with server:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", hog_started, written
+    thread.join(5)
+
+
+@linux_only
+def test_headers_sent_with_the_first_token_are_stamped_on_arrival(headers_with_first_token):
+    """The first token came in the headers' packet while this greenlet was kept from running: its stamp
+    is when the server wrote it, not when the read got to run (after the hog)."""
+    url, hog_started, written = headers_with_first_token
+
+    def hog() -> None:
+        hog_started.set()
+        _hog(HOG_S * 4)
+
+    conn = Connection(url, timeout_s=30)
+    try:
+        sent_s = time.perf_counter()
+        hogger = gevent.spawn_later(0.01, hog)
+        rec = conn.exchange(_spec(1), scheduled_ts_s=None)
+        hogger.join()
+    finally:
+        conn.close()
+    assert rec.outcome == "success", rec.outcome_detail
+    first_s = sent_s + rec.ttft_s
+    assert written["before_s"] - CLOCK_SLACK_S <= first_s <= written["after_s"] + CLOCK_SLACK_S
+    assert rec.ttfb_s == rec.ttft_s
 
 
 def test_streams_that_break_keep_their_outcomes():

@@ -7,6 +7,10 @@ and hands it over with `recvmsg`; that is the moment the bytes were there to be 
 meanwhile. Where the option is missing (not Linux, or the kernel gives no stamp) the stamp falls back to
 the moment the read returned, as before.
 
+The limit: packets that queue up while nobody reads are merged by the kernel into one buffer that keeps
+the newest stamp (tcp_try_coalesce), so a reader late by more than a token's gap dates the earlier tokens
+by the last one queued: still no later than the read, never earlier than the truth.
+
 The kernel stamp is wall-clock time; the harness times requests with perf_counter, so each stamp is
 converted by how long the bytes waited: `perf_counter() - (time.time() - kernel_ts)`, both clocks read at
 the same moment, right after the read.
@@ -18,6 +22,7 @@ import socket
 import struct
 import sys
 import time
+from typing import Any
 
 # Linux's values (asm-generic/socket.h; the same on x86-64 and arm64): Python's socket module does not
 # export them. SCM_TIMESTAMPNS equals SO_TIMESTAMPNS; the payload is a struct timespec of two longs.
@@ -31,8 +36,8 @@ ENABLED = sys.platform.startswith("linux") and _ANCILLARY_BYTES > 0
 
 def enable(sock) -> bool:
     """Ask the kernel to stamp arrivals on this socket; False where it cannot (the caller falls back)."""
-    if not ENABLED or sock is None:
-        return False
+    if not ENABLED or sock is None or hasattr(sock, "getpeercert"):
+        return False  # TLS sockets refuse recvmsg: their reads are stamped when they return
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
     except OSError:
@@ -56,6 +61,39 @@ def recv_stamped(sock, size: int, stamped: bool) -> tuple[bytes, float, bool]:
             # a clock step can make the wait slightly negative: the bytes arrived just now
             return data, now_perf, False
     return data, now_perf, False
+
+
+def request_stamped(
+    client: Any, method: str, uri: str, body: bytes, headers: dict[str, str]
+) -> tuple[Any, float]:
+    """Send one request on `client`'s pool (a geventhttpclient HTTPClient) and read the response's headers:
+    (response, kernel arrival of its first bytes in perf_counter seconds).
+
+    geventhttpclient's own `request` reads the headers with plain `recv`, so its stamp would be when this
+    greenlet got to run. A server that sends its headers with the first token (GuideLLM's mock does)
+    would then carry that wait in TTFT. Here the first read is stamped like a body read; the response
+    object is geventhttpclient's own, given those bytes (`pre_buffered`). As in geventhttpclient, a POST
+    whose connection broke after the send is not retried: it may have reached the server.
+    """
+    from geventhttpclient.response import HTTPSocketPoolResponse
+
+    pool = client._connection_pool
+    request = client._build_request(method, uri, body=body, headers=headers).encode("latin-1") + body
+    sock = pool.get_socket()
+    try:
+        stamped = enable(sock)
+        sock.sendall(request)
+        first, first_s, _kernel = recv_stamped(sock, client.block_size, stamped)
+    except BaseException:
+        pool.release_socket(sock)
+        raise
+    # An empty first read (the server closed the connection) makes the response raise
+    # HTTPConnectionClosed, as geventhttpclient's own request does; the response releases the socket.
+    resp = HTTPSocketPoolResponse(
+        sock, pool, block_size=client.block_size, method=method, headers_type=client.headers_type,
+        pre_buffered=first,
+    )  # fmt: skip
+    return resp, first_s
 
 
 def _errors():

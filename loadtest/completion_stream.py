@@ -3,7 +3,7 @@
 from loadgen.user import OpenAIUser
 
 
-class CompletionUser(OpenAIUser):
+class CompletionStreamUser(OpenAIUser):
     scenario = "completion_stream"
     path = "/v1/completions"
     stream = True

@@ -4,7 +4,7 @@ from loadgen.images import image_pool
 from loadgen.user import OpenAIUser
 
 
-class VisionChatUser(OpenAIUser):
+class VisionChatStreamUser(OpenAIUser):
     scenario = "vision_chat_stream"
     path = "/v1/chat/completions"
     stream = True
