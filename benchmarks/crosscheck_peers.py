@@ -132,8 +132,10 @@ class Runner:
         ended = [r for r in wire if r.ttft_s is not None and r.e2e_s is not None]
         if ended:
             row["wire_requests"] = len(ended)
-            row["wire_ttft_p50_ms"] = 1000 * statistics.median(r.ttft_s for r in ended)  # type: ignore[misc]
-            row["wire_e2e_p50_ms"] = 1000 * statistics.median(r.e2e_s for r in ended)  # type: ignore[misc]
+            row["wire_ttft_p50_ms"] = 1000 * statistics.median(
+                r.ttft_s for r in ended if r.ttft_s is not None
+            )
+            row["wire_e2e_p50_ms"] = 1000 * statistics.median(r.e2e_s for r in ended if r.e2e_s is not None)
             row["ttft_bias_ms"] = row["ttft_p50_ms"] - row["wire_ttft_p50_ms"]  # type: ignore[operator]
             row["e2e_bias_ms"] = row["e2e_p50_ms"] - row["wire_e2e_p50_ms"]  # type: ignore[operator]
             if tool.startswith("ours"):

@@ -17,8 +17,21 @@ from tests.support.helpers import (
 def test_requests_cut_by_the_end_of_the_run_are_counted(fake_url, tmp_path):
     # 20 tokens 400 ms apart: every request is still streaming when the 2 s run ends; a hard stop asked for.
     run_dir = tmp_path / "cut"
-    proc = run_locust_with_stats(fake_url, run_dir, "-u", "2", "-r", "2", "-t", "2s", "--model", "token_ms_400",
-                      "--max-tokens", "20", "--stop-timeout", "0")  # fmt: skip
+    args = (
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "-t",
+        "2s",
+        "--model",
+        "token_ms_400",
+        "--max-tokens",
+        "20",
+        "--stop-timeout",
+        "0",
+    )
+    proc = run_locust_with_stats(fake_url, run_dir, *args)
     ran(proc, 1)
     s = assert_summary_matches_records(run_dir)
     run = read_run(run_dir)
