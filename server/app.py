@@ -36,6 +36,8 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         max_kv_size=settings.engine.max_kv_size,
         decode_batch_cap=settings.engine.decode_batch_cap,
         prefill_wait_ms=settings.engine.prefill_wait_ms,
+        prefill_schedule=settings.engine.prefill_schedule,
+        early_first_token=settings.engine.early_first_token,
         batch_tokens=settings.streaming.batch_tokens,
         flush_ms=settings.streaming.flush_ms,
         concurrency_limit=settings.mlx.concurrency_limit or settings.python_runtime.concurrency_limit,

@@ -1,0 +1,96 @@
+"""Prompt scheduling: which waiting prompts go into the generator now, and when their first token is sent.
+
+Why: on this project's machines a prompt's prefill costs about as much per token as decoding does (no
+gain from batching prompts: 95 ms per 46-token prompt alone, 715 ms for eight together, docs/benchmarks.md),
+and mlx-lm's generator returns a prompt's first token two steps after its prefill, after it has started
+the next group's prefill. So when prompts arrive together, every one of them waits for all their
+prefills: at 16 users the median first token came after 16 prefills. Under `engine.prefill_schedule:
+split` the worker hands the generator one group of prompts at a time and the next group only once the
+group before it has its first tokens out; a burst is split in two, the first group just over half of it,
+so that the median request waits for about half the prefills instead of all of them, and the last one
+for all of them plus one decode step, as before. `mlx` leaves it all to mlx-lm (what the releases ran).
+
+`engine.early_first_token` sends a prompt's first token at the end of the step that finished its prefill
+(the generator has sampled it by then) instead of at the next decode step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from server import ipc
+
+log = logging.getLogger(__name__)
+
+SPLIT = "split"
+MLX = "mlx"
+PREFILL_SCHEDULES = (SPLIT, MLX)
+
+
+@dataclass
+class Waiting:
+    """A request accepted by the worker, not yet in the generator."""
+
+    sub: ipc.Submit
+    tokens: Any
+    arrived_s: float
+    announced: bool = True  # its Started event has been sent
+
+
+@dataclass
+class PrefillScheduler:
+    """Decides, between steps, how many of the waiting prompts (oldest first) join the generator.
+
+    `max_group` bounds a group (engine.prefill_batch_size). Under `split` the state is whether the last
+    group was the first half of a burst (then the next group takes everything that waits)."""
+
+    schedule: str = SPLIT
+    max_group: int = 8
+    tail_next: bool = False
+
+    def group_size(self, waiting: int, room: int, prefilling: bool) -> int:
+        """How many waiting prompts to insert now. `room`: free places under the decode batch cap;
+        `prefilling`: some sequence in the generator has no first token yet."""
+        if waiting <= 0 or room <= 0:
+            return 0
+        if self.schedule == MLX:
+            return min(waiting, room)  # mlx-lm groups them itself, prefill_batch_size at a time
+        if prefilling:
+            return 0  # the group in prefill gets its first tokens out before the next prefill starts
+        limit = min(room, self.max_group)
+        if self.tail_next or waiting <= 2:
+            self.tail_next = False
+            return min(waiting, limit)
+        head = min(waiting // 2 + 1, limit)  # just over half: the median request is in the first group
+        self.tail_next = head < waiting
+        return head
+
+    def generator_group_limit(self, max_batch_size: int) -> int:
+        """The generator's own prefill_batch_size: under `split` a whole group is prefilled in one pass."""
+        return min(self.max_group, max_batch_size)
+
+
+def sampled_first_tokens(generator, uids: Iterable[int]) -> dict[int, int]:
+    """The first token of each sequence that joined the decode batch in the step just run, by uid.
+
+    mlx-lm's generator samples it in that step (in the join's forward pass) but returns it only at the
+    next one; it lives in the decode batch's next-token row. Reads mlx-lm 0.32's private fields: with
+    another version's layout this returns nothing and the token goes out at the next step as before."""
+    uids = list(uids)
+    batch = getattr(generator, "_generation_batch", None)
+    next_tokens = getattr(batch, "_next_tokens", None)
+    if not uids or next_tokens is None:
+        return {}
+    try:
+        row_by_uid = {uid: row for row, uid in enumerate(batch.uids)}
+        rows = [row_by_uid[uid] for uid in uids if uid in row_by_uid]
+        if not rows or len(batch.uids) != next_tokens.shape[0]:
+            return {}
+        tokens = next_tokens.tolist()
+    except (AttributeError, TypeError, IndexError) as exc:  # another mlx-lm layout: no early tokens
+        log.debug("early first tokens unavailable: %s", exc)
+        return {}
+    return {batch.uids[row]: int(tokens[row]) for row in rows}
