@@ -18,8 +18,9 @@ from server.errors import APIError, error_middleware
 from server.ipc import RuntimeOptions
 from server.metrics import ServerMetrics
 from server.models.resolve import resolve_model_path
-from server.routes import add_routes, tokenizer_for
+from server.routes import add_routes
 from server.settings import ModelSettings, Settings
+from server.tokenize_route import tokenizer_for
 from server.worker_handle import RestartPolicy, WorkerHandle, WorkerUnavailable
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,160 @@
+"""The prompt schedule (server/worker/prefill_schedule.py, docs/operations.md "Scheduling"): which waiting
+prompts are prefilled together, and at which step a prompt's first token is sent.
+
+The policy's rule is tested as a plain function; the runtime tests drive `BatchRuntime` in-process on the
+real embedded tiny model step by step, so they count steps and groups, never seconds."""
+
+from __future__ import annotations
+
+
+import pytest
+
+from server import ipc
+from server.worker.prefill_schedule import MLX, SPLIT, PrefillScheduler
+from server.worker.text_runtime import BatchRuntime
+from tests.support.runtime import greedy_submit, make_runtime
+
+
+def submit(request_id: str, max_tokens: int = 6) -> ipc.Submit:
+    return greedy_submit(
+        request_id, [{"role": "user", "content": f"Request {request_id}, please."}], max_tokens
+    )
+
+
+# -- the rule ----------------------------------------------------------------------------------------------
+def test_a_burst_goes_in_two_groups_the_first_just_over_half():
+    scheduler = PrefillScheduler(SPLIT, max_group=32)
+    assert scheduler.group_size(waiting=16, room=32, prefilling=False) == 9  # the median request is in it
+    assert scheduler.group_size(waiting=7, room=23, prefilling=True) == 0  # its first tokens come first
+    assert scheduler.group_size(waiting=7, room=23, prefilling=False) == 7  # then all the rest at once
+    assert scheduler.group_size(waiting=48, room=32, prefilling=False) == 25
+
+
+def test_lone_and_paired_arrivals_go_at_once():
+    scheduler = PrefillScheduler(SPLIT, max_group=32)
+    assert scheduler.group_size(waiting=1, room=32, prefilling=False) == 1
+    assert scheduler.group_size(waiting=2, room=32, prefilling=False) == 2
+    assert scheduler.group_size(waiting=0, room=32, prefilling=False) == 0
+
+
+def test_groups_stay_within_the_prefill_batch_size_and_the_decode_cap():
+    scheduler = PrefillScheduler(SPLIT, max_group=8)
+    assert scheduler.group_size(waiting=30, room=32, prefilling=False) == 8
+    assert scheduler.group_size(waiting=22, room=32, prefilling=False) == 8  # the tail, capped too
+    assert PrefillScheduler(SPLIT, max_group=32).group_size(waiting=30, room=4, prefilling=False) == 4
+    assert PrefillScheduler(SPLIT, max_group=32).group_size(waiting=5, room=0, prefilling=False) == 0
+
+
+def test_mlx_schedule_hands_over_everything_that_fits():
+    scheduler = PrefillScheduler(MLX, max_group=8)
+    assert scheduler.group_size(waiting=16, room=32, prefilling=True) == 16  # mlx-lm groups them itself
+    assert scheduler.group_size(waiting=16, room=5, prefilling=False) == 5
+
+
+# -- the runtime -------------------------------------------------------------------------------------------
+def drive(runtime: BatchRuntime, events: list, max_steps: int = 500) -> dict[str, int]:
+    """Step until idle; returns the step (1-based) at which each request's first Tokens event was sent."""
+    first_step: dict[str, int] = {}
+    for step in range(1, max_steps + 1):
+        if not (runtime.sequences or runtime.held):
+            return first_step
+        runtime.send_events(runtime.admit_held())
+        runtime.send_events(runtime.step())
+        for event in events:
+            if isinstance(event, ipc.Tokens):
+                first_step.setdefault(event.request_id, step)
+    raise AssertionError(f"still busy after {max_steps} steps")
+
+
+def groups_inserted(runtime: BatchRuntime) -> list[list[str]]:
+    """Wraps `insert` to record which requests entered the generator together (between two steps)."""
+    groups: list[list[str]] = []
+    insert, step = runtime.insert, runtime.step
+    fresh = [True]
+
+    def recording_insert(sub, tokens):
+        if fresh[0]:
+            groups.append([])
+            fresh[0] = False
+        groups[-1].append(sub.request_id)
+        return insert(sub, tokens)
+
+    def recording_step():
+        fresh[0] = True
+        return step()
+
+    runtime.insert, runtime.step = recording_insert, recording_step
+    return groups
+
+
+def texts(events: list) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for event in events:
+        if isinstance(event, ipc.Tokens):
+            out[event.request_id] = out.get(event.request_id, "") + event.text
+    return out
+
+
+def test_waiting_prompts_join_in_groups_after_the_previous_groups_first_token(tiny_llama):
+    runtime, events = make_runtime(tiny_llama, prefill_batch_size=32)
+    groups = groups_inserted(runtime)
+    for request_id in ["a", "b", "c", "d", "e"]:
+        runtime.send_events(runtime.handle(submit(request_id)))
+    # "a" found the generator idle and went alone; the others wait for its first token.
+    assert groups == [["a"]] and len(runtime.held) == 4
+    first_step = drive(runtime, events)
+    assert groups == [["a"], ["b", "c", "d"], ["e"]]  # then 4 waiting: 3 (just over half), then 1
+    # Each group's prefill starts only once the group before it has its first token out.
+    assert first_step["a"] < first_step["b"] == first_step["c"] == first_step["d"] < first_step["e"]
+
+
+def test_mlx_schedule_hands_every_waiting_prompt_to_the_generator(tiny_llama):
+    runtime, events = make_runtime(tiny_llama, prefill_schedule="mlx", prefill_batch_size=8)
+    groups = groups_inserted(runtime)
+    for request_id in ["a", "b", "c", "d", "e"]:
+        runtime.send_events(runtime.handle(submit(request_id)))
+    assert groups == [["a", "b", "c", "d", "e"]] and not runtime.held
+    drive(runtime, events)
+
+
+@pytest.mark.parametrize(("early", "step"), [(True, 2), (False, 3)])
+def test_first_token_is_sent_at_the_end_of_the_step_that_ends_the_prefill(tiny_llama, early, step):
+    # Step 1 prefills the prompt (all but its last token), step 2 joins it to the decode batch, sampling
+    # its first token; mlx-lm returns that token only at step 3.
+    runtime, events = make_runtime(tiny_llama, early_first_token=early)
+    runtime.send_events(runtime.handle(submit("a")))
+    assert drive(runtime, events)["a"] == step
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 7])
+def test_an_early_first_token_is_neither_lost_nor_counted_twice(tiny_llama, max_tokens):
+    replies = {}
+    for early in (True, False):
+        runtime, events = make_runtime(tiny_llama, early_first_token=early)
+        for request_id in ["a", "b", "c"]:
+            runtime.send_events(runtime.handle(submit(request_id, max_tokens)))
+        drive(runtime, events)
+        ends = {e.request_id: e.completion_tokens for e in events if isinstance(e, ipc.Finished)}
+        assert ends == dict.fromkeys("abc", max_tokens)
+        tokens = {}
+        for event in events:
+            if isinstance(event, ipc.Tokens):
+                tokens[event.request_id] = tokens.get(event.request_id, 0) + event.token_count
+        assert tokens == ends  # every token reported once
+        replies[early] = texts(events)
+    assert replies[True] == replies[False]  # the same greedy text either way
+
+
+def test_a_stop_string_in_the_first_token_ends_the_reply_at_once(tiny_llama):
+    runtime, events = make_runtime(tiny_llama)
+    runtime.send_events(runtime.handle(submit("probe", 1)))
+    drive(runtime, events)
+    first_text = texts(events)["probe"]
+    events.clear()
+    assert first_text, "the tiny model's first token here is text"
+    stop = submit("probe", 8)._replace(request_id="a", stop=[first_text])
+    runtime.send_events(runtime.handle(stop))
+    drive(runtime, events)
+    (end,) = [e for e in events if isinstance(e, ipc.Finished)]
+    assert end.finish_reason == "stop" and end.completion_tokens == 1
+    assert not runtime.sequences and not runtime.uid_by_request
