@@ -1,7 +1,8 @@
 """Where a worker step's time goes: the worker's `BatchRuntime` in this process, on the embedded tiny model,
 with every phase timed: mlx-lm's decode step and prompt prefill (from `BatchGenerator.stats()`), the rest
 of `generator.next()` (joining prefilled prompts to the batch: a KV-cache merge and a first forward pass),
-our per-token work (detokenizer, stop strings, buffering), and pickling the events (the IPC payload).
+our per-token work (detokenizer, stop strings, buffering), and pickling the events (the IPC payload);
+and each stream's first token: the median and slowest, in ms and in steps from the submit.
 
     python benchmarks/worker_steps.py [--streams 1 8 32] [--tokens 128] [--config config/runtime.yaml]
 
@@ -39,6 +40,8 @@ class StepTimes:
     payload_bytes: int = 0
     messages: int = 0
     ends: dict = field(default_factory=dict)
+    first_token: dict = field(default_factory=dict)  # request id -> (seconds, steps) from the start
+    started_s: float = 0.0
 
 
 def submit(i: int, tokens: int) -> ipc.Submit:
@@ -64,6 +67,9 @@ def profile(loaded, options: RuntimeOptions, streams: int, tokens: int) -> StepT
         times.pickle_s += time.perf_counter() - started
         times.payload_bytes += len(payload)
         times.messages += sum(isinstance(e, ipc.Tokens) for e in events)
+        for event in events:
+            if isinstance(event, ipc.Tokens) and event.request_id not in times.first_token:
+                times.first_token[event.request_id] = (time.perf_counter() - times.started_s, times.steps + 1)
 
     runtime = BatchRuntime(*loaded, options, send=send)
     generator_next = runtime.generator.next
@@ -78,7 +84,7 @@ def profile(loaded, options: RuntimeOptions, streams: int, tokens: int) -> StepT
         return result
 
     runtime.generator.next = timed_next
-    started = time.perf_counter()
+    started = times.started_s = time.perf_counter()
     for i in range(streams):
         runtime.send_events(runtime.handle(submit(i, tokens)))
     while runtime.sequences or runtime.held:
@@ -91,6 +97,12 @@ def profile(loaded, options: RuntimeOptions, streams: int, tokens: int) -> StepT
     times.tokens = streams * tokens
     runtime.generator.close()
     return times
+
+
+def first_tokens(t: StepTimes) -> str:
+    ordered = sorted(t.first_token.values())
+    (mid_s, mid_steps), (last_s, last_steps) = ordered[(len(ordered) - 1) // 2], ordered[-1]
+    return f"{1000 * mid_s:.0f} ({mid_steps}) / {1000 * last_s:.0f} ({last_steps})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         prefill_step_size=engine.prefill_step_size,
         decode_batch_cap=engine.decode_batch_cap,
         prefill_wait_ms=engine.prefill_wait_ms,
+        prefill_schedule=engine.prefill_schedule,
+        early_first_token=engine.early_first_token,
         batch_tokens=settings.streaming.batch_tokens,
         flush_ms=settings.streaming.flush_ms,
     )
@@ -119,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.tokens} tokens per stream, all prompts at once; ms per step (share of wall time)\n")
     print(
         "| streams | steps | tok/s | wall ms/step | decode | prefill | join (rest of next) | "
-        "per-token Python | pickling | other | Tokens msgs/step |"
+        "per-token Python | pickling | other | Tokens msgs/step | first token p50 / max ms (steps) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for streams in args.streams:
         t = profile(loaded, options, streams, args.tokens)
         join_s = t.next_s - t.decode_s - t.prefill_s
@@ -133,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {streams} | {t.steps} | {t.tokens / t.wall_s:.0f} | {1000 * t.wall_s / t.steps:.2f} | "
             f"{cell(t.decode_s)} | {cell(t.prefill_s)} | {cell(join_s)} | {cell(t.per_token_s)} | "
-            f"{cell(t.pickle_s)} | {cell(other_s)} | {t.messages / t.steps:.1f} |"
+            f"{cell(t.pickle_s)} | {cell(other_s)} | {t.messages / t.steps:.1f} | {first_tokens(t)} |"
         )
     return 0
 
