@@ -5,6 +5,10 @@ our per-token work (detokenizer, stop strings, buffering), and pickling the even
 and each stream's first token: the median and slowest, in ms and in steps from the submit.
 
     python benchmarks/worker_steps.py [--streams 1 8 32] [--tokens 128] [--config config/runtime.yaml]
+        [--prefill-groups 1 2 4 8 16]
+
+`--prefill-groups` first times prefilling a group of that many prompts at once (mlx-lm's generator, one
+`next()` call, the median of `--group-repeats` calls): the cost per prompt shows whether grouping pays.
 
 All prompts arrive at once (as the benchmark's closed loop at that many users); figures are per step,
 averaged over the run. Prints figures, asserts nothing.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -99,6 +104,38 @@ def profile(loaded, options: RuntimeOptions, streams: int, tokens: int) -> StepT
     return times
 
 
+def prefill_ms(model, prompts: list[list[int]], repeats: int) -> float:
+    """The median time of the one generator step that prefills all `prompts` together (all but each
+    prompt's last token, as mlx-lm's generator does)."""
+    from mlx_lm.generate import BatchGenerator
+
+    times = []
+    for _ in range(repeats):
+        generator = BatchGenerator(model, completion_batch_size=len(prompts), prefill_batch_size=len(prompts))
+        generator.insert(prompts, max_tokens=[1] * len(prompts))
+        started = time.perf_counter()
+        generator.next()
+        times.append(time.perf_counter() - started)
+        generator.close()
+    return 1000 * statistics.median(times)
+
+
+def print_prefill_groups(loaded, sizes: list[int], repeats: int) -> None:
+    model, tokenizer = loaded
+    prompts = [runtime_tokens(tokenizer, submit(i, 1)) for i in range(max(sizes))]
+    tokens = len(prompts[0])
+    print(f"\nPrefill of a group of prompts in one step, median of {repeats} ({tokens}-token prompts)\n")
+    print("| prompts | ms | ms per prompt |\n|---|---|---|")
+    for size in sizes:
+        ms = prefill_ms(model, prompts[:size], repeats)
+        print(f"| {size} | {ms:.0f} | {ms / size:.0f} |")
+
+
+def runtime_tokens(tokenizer, sub: ipc.Submit) -> list[int]:
+    text = tokenizer.apply_chat_template(sub.messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
 def first_tokens(t: StepTimes) -> str:
     ordered = sorted(t.first_token.values())
     (mid_s, mid_steps), (last_s, last_steps) = ordered[(len(ordered) - 1) // 2], ordered[-1]
@@ -112,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--config", type=Path, default=REPO_ROOT / "config" / "runtime.yaml")
+    parser.add_argument("--prefill-groups", type=int, nargs="*", default=[], help="group sizes to time")
+    parser.add_argument("--group-repeats", type=int, default=5)
     args = parser.parse_args(argv)
     settings = load_settings(args.config, warn=lambda line: None)
     engine = settings.engine
@@ -130,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
     loaded = load(str(build_embedded_model()))
     profile(loaded, options, 2, 8)  # warm up
+    if args.prefill_groups:
+        print_prefill_groups(loaded, args.prefill_groups, args.group_repeats)
     print(f"\n{args.tokens} tokens per stream, all prompts at once; ms per step (share of wall time)\n")
     print(
         "| streams | steps | tok/s | wall ms/step | decode | prefill | join (rest of next) | "

@@ -6,13 +6,17 @@ real embedded tiny model step by step, so they count steps and groups, never sec
 
 from __future__ import annotations
 
-
 import pytest
 
+from configkit import REPO_ROOT
 from server import ipc
+from server.settings import ConfigError, build_settings, load_settings
 from server.worker.prefill_schedule import MLX, SPLIT, PrefillScheduler
 from server.worker.text_runtime import BatchRuntime
+from tests.conftest import server_cli, write_config
 from tests.support.runtime import greedy_submit, make_runtime
+
+RUNTIME = REPO_ROOT / "config" / "runtime.yaml"
 
 
 def submit(request_id: str, max_tokens: int = 6) -> ipc.Submit:
@@ -158,3 +162,38 @@ def test_a_stop_string_in_the_first_token_ends_the_reply_at_once(tiny_llama):
     (end,) = [e for e in events if isinstance(e, ipc.Finished)]
     assert end.finish_reason == "stop" and end.completion_tokens == 1
     assert not runtime.sequences and not runtime.uid_by_request
+
+
+# -- the settings ------------------------------------------------------------------------------------------
+def test_on_by_default_and_pinned_off_by_every_release_profile():
+    engine = load_settings(RUNTIME).engine
+    assert (engine.prefill_schedule, engine.early_first_token, engine.prefill_batch_size) == (
+        "split",
+        True,
+        32,
+    )
+    for release in ("v1.1.1", "v1.2.0", "guide-promise"):
+        engine = load_settings(RUNTIME, profile=release, warn=lambda line: None).engine
+        # What the releases ran: mlx-lm's own grouping, 8 prompts at a time, first tokens as it returns them.
+        assert (engine.prefill_schedule, engine.early_first_token, engine.prefill_batch_size) == (
+            "mlx",
+            False,
+            8,
+        )
+
+
+@pytest.mark.parametrize(
+    ("engine", "key"),
+    [
+        ({"prefill_schedule": "fifo"}, "engine.prefill_schedule"),
+        ({"early_first_token": "soon"}, "engine.early_first_token"),
+    ],
+)
+def test_bad_schedule_values_name_the_key(engine, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build_settings({"engine": engine}, warn=lambda line: None)
+
+
+def test_cli_exits_2_naming_a_bad_schedule(tmp_path):
+    result = server_cli(write_config(tmp_path, engine={"prefill_schedule": "fastest"}))
+    assert result.returncode == 2 and "engine.prefill_schedule" in result.stderr
