@@ -1,17 +1,16 @@
 """Prompt scheduling: which waiting prompts go into the generator now, and when their first token is sent.
 
-Why: on this project's machines a prompt's prefill costs about as much per token as decoding does (no
-gain from batching prompts: 95 ms per 46-token prompt alone, 715 ms for eight together, docs/benchmarks.md),
-and mlx-lm's generator returns a prompt's first token two steps after its prefill, after it has started
-the next group's prefill. So when prompts arrive together, every one of them waits for all their
-prefills: at 16 users the median first token came after 16 prefills. Under `engine.prefill_schedule:
-split` the worker hands the generator one group of prompts at a time and the next group only once the
-group before it has its first tokens out; a burst is split in two, the first group just over half of it,
-so that the median request waits for about half the prefills instead of all of them, and the last one
-for all of them plus one decode step, as before. `mlx` leaves it all to mlx-lm (what the releases ran).
+Why (docs/benchmarks.md, "Where the peer's first tokens come from"): on the CPU backend a prompt's prefill
+costs about the same per prompt whether prompts are prefilled alone or together, and mlx-lm's generator
+returns a group's first tokens two steps after its prefill, having prefilled the next group in between.
+So when prompts arrive together, handing them all over makes every one of them wait for all their
+prefills. Under `engine.prefill_schedule: split` the worker hands the generator one group at a time, the
+next only once the group before has its first tokens out; a burst goes in two groups, the first just over
+half of it, so that the median request of a burst waits for about half the prefills instead of all of
+them. `mlx` hands everything over at once and leaves the grouping to mlx-lm (what the releases ran).
 
-`engine.early_first_token` sends a prompt's first token at the end of the step that finished its prefill
-(the generator has sampled it by then) instead of at the next decode step.
+`engine.early_first_token` sends a prompt's first token at the end of the step that sampled it (the join
+into the decode batch) instead of at the next decode step.
 """
 
 from __future__ import annotations
