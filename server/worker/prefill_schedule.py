@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from server import ipc
@@ -40,6 +40,24 @@ class Waiting:
 
 
 @dataclass
+class StepCosts:
+    """What prefill and decode cost on this machine, learnt from the generator's own counters: seconds per
+    prompt token prefilled, seconds per sequence per decode step (moving averages; the priors are this
+    project's 2-core CPU figures, docs/benchmarks.md, replaced from the first steps on)."""
+
+    prefill_s_per_token: float = 2e-3
+    decode_s_per_sequence: float = 3e-3
+    weight: float = 0.2  # of each new reading
+
+    def observe(self, prompt_tokens: int, prompt_s: float, sequence_steps: int, decode_s: float) -> None:
+        if prompt_tokens > 0:
+            self.prefill_s_per_token += self.weight * (prompt_s / prompt_tokens - self.prefill_s_per_token)
+        if sequence_steps > 0:
+            per_sequence = decode_s / sequence_steps
+            self.decode_s_per_sequence += self.weight * (per_sequence - self.decode_s_per_sequence)
+
+
+@dataclass
 class PrefillScheduler:
     """Decides, between steps, how many of the waiting prompts (oldest first) join the generator.
 
@@ -49,17 +67,21 @@ class PrefillScheduler:
     schedule: str = SPLIT
     max_group: int = 8
     tail_next: bool = False
+    costs: StepCosts = field(default_factory=StepCosts)
 
-    def group_size(self, waiting: int, room: int, prefilling: bool) -> int:
-        """How many waiting prompts to insert now. `room`: free places under the decode batch cap;
-        `prefilling`: some sequence in the generator has no first token yet."""
+    def group_size(self, waiting_tokens: list[int], room: int, in_prefill: int, running: int) -> int:
+        """How many waiting prompts to insert now. `waiting_tokens`: each waiting prompt's tokens to
+        prefill, oldest first; `room`: free places under the decode batch cap; `in_prefill`: sequences in
+        the generator without a first token yet; `running`: sequences in the generator."""
+        waiting = len(waiting_tokens)
         if waiting <= 0 or room <= 0:
             return 0
         if self.schedule == MLX:
             return min(waiting, room)  # mlx-lm groups them itself, prefill_batch_size at a time
-        if prefilling:
-            return 0  # the group in prefill gets its first tokens out before the next prefill starts
         limit = min(room, self.max_group)
+        if in_prefill:
+            count = min(waiting, limit)
+            return 0 if self.holds(in_prefill, sum(waiting_tokens[:count]), waiting, running) else count
         if self.tail_next or waiting <= 2:
             self.tail_next = False
             return min(waiting, limit)
@@ -67,9 +89,14 @@ class PrefillScheduler:
         self.tail_next = head < waiting
         return head
 
-    def generator_group_limit(self, max_batch_size: int) -> int:
-        """The generator's own prefill_batch_size: under `split` a whole group is prefilled in one pass."""
-        return min(self.max_group, max_batch_size)
+    def holds(self, in_prefill: int, next_tokens: int, waiting: int, running: int) -> bool:
+        """Whether the next group waits for the first tokens of the group in prefill. Inserted now, it is
+        prefilled in the step that joins the group in prefill, whose first tokens then wait for that
+        prefill; held, every waiting request waits one decode step of the running batch more. Hold when
+        the first costs more request-seconds than the second."""
+        delayed_by_inserting = in_prefill * next_tokens * self.costs.prefill_s_per_token
+        delayed_by_holding = waiting * max(running, 1) * self.costs.decode_s_per_sequence
+        return delayed_by_inserting > delayed_by_holding
 
 
 def sampled_first_tokens(generator, uids: Iterable[int]) -> dict[int, int]:

@@ -225,9 +225,11 @@ class BatchRuntime(ReplyStreaming):
             waited_ms = (time.perf_counter() - self.held[0].arrived_s) * 1000.0
             if len(self.held) < batch and waited_ms < self.options.prefill_wait_ms:
                 return []
-        prefilling = any(not seq.has_first_token for seq in self.sequences.values())
+        in_prefill = sum(1 for seq in self.sequences.values() if not seq.has_first_token)
+        waiting_tokens = [len(item.tokens) for item in self.held]
+        count = self.scheduler.group_size(waiting_tokens, free, in_prefill, len(self.sequences))
         events = []
-        for item in self.popleft(self.scheduler.group_size(len(self.held), free, prefilling)):
+        for item in self.popleft(count):
             started = self.start(item.sub, item.tokens)
             if not item.announced:
                 events.append(started)
@@ -238,7 +240,14 @@ class BatchRuntime(ReplyStreaming):
 
     # -- decoding -------------------------------------------------------------------------------------
     def step(self) -> list:
-        prompt_responses, responses = self.generator.next()
+        if self.runs_mlx_lm:
+            with self.generator.stats() as counted:
+                prompt_responses, responses = self.generator.next()
+            self.scheduler.costs.observe(
+                counted.prompt_tokens, counted.prompt_time, counted.generation_tokens, counted.decode_time
+            )
+        else:
+            prompt_responses, responses = self.generator.next()
         if self.prefix_cache is not None:
             keep_prefixes(self.prefix_cache, self.generator, prompt_responses, responses)
         if self.options.force_sync:

@@ -6,12 +6,14 @@ real embedded tiny model step by step, so they count steps and groups, never sec
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from configkit import REPO_ROOT
 from server import ipc
 from server.settings import ConfigError, build_settings, load_settings
-from server.worker.prefill_schedule import MLX, SPLIT, PrefillScheduler
+from server.worker.prefill_schedule import MLX, SPLIT, PrefillScheduler, StepCosts
 from server.worker.text_runtime import BatchRuntime
 from tests.conftest import server_cli, write_config
 from tests.support.runtime import greedy_submit, make_runtime
@@ -26,33 +28,68 @@ def submit(request_id: str, max_tokens: int = 6) -> ipc.Submit:
 
 
 # -- the rule ----------------------------------------------------------------------------------------------
+# Costs fixed as measured on this project's CPU (docs/benchmarks.md): a prompt token costs about as much to
+# prefill as a sequence's decode step; prompts of 40 tokens.
+COSTS = StepCosts(prefill_s_per_token=2e-3, decode_s_per_sequence=3e-3, weight=0.0)
+
+
+def prompts(count: int, tokens: int = 40) -> list[int]:
+    return [tokens] * count
+
+
+def scheduler(schedule: str = SPLIT, max_group: int = 32) -> PrefillScheduler:
+    return PrefillScheduler(schedule, max_group, costs=dataclasses.replace(COSTS))
+
+
 def test_a_burst_goes_in_two_groups_the_first_just_over_half():
-    scheduler = PrefillScheduler(SPLIT, max_group=32)
-    assert scheduler.group_size(waiting=16, room=32, prefilling=False) == 9  # the median request is in it
-    assert scheduler.group_size(waiting=7, room=23, prefilling=True) == 0  # its first tokens come first
-    assert scheduler.group_size(waiting=7, room=23, prefilling=False) == 7  # then all the rest at once
-    assert scheduler.group_size(waiting=48, room=32, prefilling=False) == 25
+    policy = scheduler()
+    assert policy.group_size(prompts(16), room=32, in_prefill=0, running=0) == 9  # the median is in it
+    # The rest waits for the first group's first tokens (inserted now, it would be prefilled before them)...
+    assert policy.group_size(prompts(7), room=23, in_prefill=9, running=9) == 0
+    assert policy.group_size(prompts(7), room=23, in_prefill=0, running=9) == 7  # ...then goes at once
+    assert scheduler().group_size(prompts(48), room=32, in_prefill=0, running=0) == 25
+
+
+def test_a_waiting_prompt_is_held_only_when_that_costs_less_than_it_saves():
+    policy = scheduler()
+    # One prompt in prefill, one waiting, a small batch: holding costs one cheap decode step; inserting
+    # would delay the first token by a whole prefill. Held.
+    assert policy.group_size(prompts(1), room=30, in_prefill=1, running=2) == 0
+    # A full batch makes the decode step cost more than a 40-token prefill: inserted at once.
+    assert policy.group_size(prompts(1), room=1, in_prefill=1, running=31) == 1
+    # Many waiting behind a small group in prefill: each held request pays the step; inserted at once.
+    assert policy.group_size(prompts(12, 10), room=20, in_prefill=1, running=12) == 12
 
 
 def test_lone_and_paired_arrivals_go_at_once():
-    scheduler = PrefillScheduler(SPLIT, max_group=32)
-    assert scheduler.group_size(waiting=1, room=32, prefilling=False) == 1
-    assert scheduler.group_size(waiting=2, room=32, prefilling=False) == 2
-    assert scheduler.group_size(waiting=0, room=32, prefilling=False) == 0
+    policy = scheduler()
+    assert policy.group_size(prompts(1), room=32, in_prefill=0, running=0) == 1
+    assert policy.group_size(prompts(2), room=32, in_prefill=0, running=5) == 2
+    assert policy.group_size([], room=32, in_prefill=0, running=0) == 0
 
 
 def test_groups_stay_within_the_prefill_batch_size_and_the_decode_cap():
-    scheduler = PrefillScheduler(SPLIT, max_group=8)
-    assert scheduler.group_size(waiting=30, room=32, prefilling=False) == 8
-    assert scheduler.group_size(waiting=22, room=32, prefilling=False) == 8  # the tail, capped too
-    assert PrefillScheduler(SPLIT, max_group=32).group_size(waiting=30, room=4, prefilling=False) == 4
-    assert PrefillScheduler(SPLIT, max_group=32).group_size(waiting=5, room=0, prefilling=False) == 0
+    policy = scheduler(max_group=8)
+    assert policy.group_size(prompts(30), room=32, in_prefill=0, running=0) == 8
+    assert policy.group_size(prompts(22), room=32, in_prefill=0, running=8) == 8  # the tail, capped too
+    assert scheduler().group_size(prompts(30), room=4, in_prefill=0, running=28) == 4
+    assert scheduler().group_size(prompts(5), room=0, in_prefill=0, running=32) == 0
 
 
 def test_mlx_schedule_hands_over_everything_that_fits():
-    scheduler = PrefillScheduler(MLX, max_group=8)
-    assert scheduler.group_size(waiting=16, room=32, prefilling=True) == 16  # mlx-lm groups them itself
-    assert scheduler.group_size(waiting=16, room=5, prefilling=False) == 5
+    policy = scheduler(MLX, max_group=8)
+    assert policy.group_size(prompts(16), room=32, in_prefill=16, running=16) == 16  # mlx-lm groups them
+    assert policy.group_size(prompts(16), room=5, in_prefill=0, running=27) == 5
+
+
+def test_costs_follow_the_generator_counters():
+    costs = StepCosts(prefill_s_per_token=1.0, decode_s_per_sequence=1.0, weight=0.5)
+    costs.observe(prompt_tokens=100, prompt_s=0.2, sequence_steps=8, decode_s=0.024)
+    assert costs.prefill_s_per_token == pytest.approx(0.501) and costs.decode_s_per_sequence == pytest.approx(
+        0.5015
+    )
+    costs.observe(prompt_tokens=0, prompt_s=0.0, sequence_steps=0, decode_s=0.0)  # nothing done: unchanged
+    assert costs.prefill_s_per_token == pytest.approx(0.501)
 
 
 # -- the runtime -------------------------------------------------------------------------------------------
@@ -101,6 +138,7 @@ def texts(events: list) -> dict[str, str]:
 
 def test_waiting_prompts_join_in_groups_after_the_previous_groups_first_token(tiny_llama):
     runtime, events = make_runtime(tiny_llama, prefill_batch_size=32)
+    runtime.scheduler.costs = dataclasses.replace(COSTS)  # decisions from fixed costs, not this run's timings
     groups = groups_inserted(runtime)
     for request_id in ["a", "b", "c", "d", "e"]:
         runtime.send_events(runtime.handle(submit(request_id)))
