@@ -2,15 +2,17 @@
 in-process batch engine (the ceiling, fed the same arrivals) and against `mlx_lm.server` (the peer), same
 tiny model, distinct prompts, side by side in one run.
 
-    python benchmarks/server_vs_engine.py [--quick] [--repeats 2] [--tokens 128]
+    python benchmarks/server_vs_engine.py [--quick] [--repeats 3] [--tokens 128]
         [--concurrency 1 2 4 8 16 32 48] [--load 0.5 0.8 1.0 1.25 1.5] [--config config/runtime.yaml ...]
         [--variant benchmarks/configs/scheduling-auto.yaml ...]
 
 Closed loop: N users, each sends `--rounds` requests back to back. Open loop: Poisson arrivals (fixed seed)
 at multiples of the capacity measured in this run (the engine's best closed-loop tok/s / tokens per
 request), `--open-requests` requests per point. Each point runs every system in turn (rotated order),
-repeated; each figure is the median over the repeats. Several `--config` files compare server configs;
-each `--variant` (an overlay of one knob, `benchmarks/configs/*.yaml`) runs over the first `--config`.
+repeated; each figure is the median over the repeats, each ratio the median of the per-repeat ratios with
+their range (benchmarks/server_vs_engine_tables.py), and a goals table closes the output
+(docs/benchmarks.md). Several `--config` files compare server configs; each `--variant` (an overlay of one
+knob, `benchmarks/configs/*.yaml`) runs over the first `--config`.
 
 Every request is fixed-length: `ignore_eos` for our server, a -100 logit bias on EOS for mlx_lm.server,
 no stop tokens for the in-process engine. Figures are printed, not asserted: they depend on the machine.
@@ -24,7 +26,6 @@ import contextlib
 import itertools
 import json
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,12 +35,23 @@ from pathlib import Path
 import aiohttp
 
 from configkit import REPO_ROOT
+from loadgen.responses import StreamParser
 from orchestrate.processes import mlx_lm_server, running_server
 from server.models.embedded import build_embedded_model
 
+# `python benchmarks/server_vs_engine.py` as well as `python -m benchmarks.server_vs_engine`
+sys.path.insert(0, str(REPO_ROOT))
+from benchmarks.server_vs_engine_tables import (
+    ENGINE,
+    PEER,
+    Point,
+    PointResult,
+    median_result,
+    print_goals,
+    print_tables,
+)
+
 PROMPT = "Tell me a story about a city by a river, with many people and music at night."
-ENGINE = "engine"
-PEER = "mlx_lm.server"
 _COUNTER = itertools.count()
 
 
@@ -49,21 +61,14 @@ def prompt_for(i: int) -> str:
 
 
 @dataclass
-class RequestRecord:
-    """One request, times in seconds from the start of its point."""
+class RequestTimes:
+    """One request of a point: when it was sent (closed loop) or due (open loop), its first content and
+    its end, in seconds from the start of the point, and the output tokens it reported."""
 
     arrival_s: float
     first_token_s: float | None = None
     finish_s: float | None = None
     output_tokens: int = 0
-
-
-@dataclass
-class PointResult:
-    tok_s: float
-    ttft_p50_s: float
-    ttft_p99_s: float
-    tpot_p50_s: float
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def summarize(records: list[RequestRecord]) -> PointResult:
+def summarize(records: list[RequestTimes]) -> PointResult:
     done = [r for r in records if r.finish_s is not None and r.first_token_s is not None]
     tokens = sum(r.output_tokens for r in done)
     wall_s = max(r.finish_s for r in done) - min(r.arrival_s for r in records) if done else float("nan")
@@ -121,13 +126,13 @@ class InProcessEngine:
         )
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def run(self, load: Load, tokens: int) -> list[RequestRecord]:
+    def run(self, load: Load, tokens: int) -> list[RequestTimes]:
         from mlx_lm.generate import BatchGenerator
 
         generator = BatchGenerator(self.model)
         total = load.users * load.rounds if load.closed else len(load.arrivals_s)
         prompts = [self.prompt_tokens(next(_COUNTER)) for _ in range(total)]
-        records: dict[int, RequestRecord] = {}
+        records: dict[int, RequestTimes] = {}
         start = time.perf_counter()
         inserted = 0
 
@@ -137,7 +142,7 @@ class InProcessEngine:
             uids = generator.insert(prompts[inserted : inserted + count], max_tokens=[tokens] * count)
             for k, uid in enumerate(uids):
                 # Open loop: TTFT counts from the scheduled arrival, as a client would see it.
-                records[uid] = RequestRecord(arrival_s=now if load.closed else load.arrivals_s[inserted + k])
+                records[uid] = RequestTimes(arrival_s=now if load.closed else load.arrivals_s[inserted + k])
             inserted += count
 
         running = 0
@@ -177,29 +182,27 @@ class InProcessEngine:
 # -- HTTP servers -----------------------------------------------------------------------------------------
 async def one_request(
     session: aiohttp.ClientSession, url: str, body: dict, start: float, arrival_s: float
-) -> RequestRecord:
-    record = RequestRecord(arrival_s=arrival_s)
+) -> RequestTimes:
+    """One streamed chat completion, read by the load generator's SSE parser."""
     body = {**body, "messages": [{"role": "user", "content": prompt_for(next(_COUNTER))}]}
+    parser = StreamParser()
     async with session.post(f"{url}/v1/chat/completions", json=body) as response:
         response.raise_for_status()
-        async for raw in response.content:
-            line = raw.strip()
-            if not line.startswith(b"data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                record.output_tokens = chunk["usage"]["completion_tokens"]
-            if (
-                record.first_token_s is None
-                and chunk["choices"]
-                and chunk["choices"][0]["delta"].get("content")
-            ):
-                record.first_token_s = time.perf_counter() - start
-    record.finish_s = time.perf_counter() - start
-    return record
+        async for line in response.content:
+            if parser.feed(line, time.perf_counter() - start):
+                break
+    outcome, detail = parser.outcome()
+    if outcome != "success":
+        raise RuntimeError(f"{url}: a request ended {outcome} ({detail})")
+    return RequestTimes(
+        arrival_s=arrival_s,
+        first_token_s=parser.first_content_s,
+        finish_s=time.perf_counter() - start,
+        output_tokens=parser.completion_tokens or 0,
+    )
 
 
-async def http_load(url: str, model: str, load: Load, tokens: int, eos_id: int) -> list[RequestRecord]:
+async def http_load(url: str, model: str, load: Load, tokens: int, eos_id: int) -> list[RequestTimes]:
     body = {
         "model": model,
         "max_tokens": tokens,
@@ -215,13 +218,13 @@ async def http_load(url: str, model: str, load: Load, tokens: int, eos_id: int) 
     ) as session:
         start = time.perf_counter()
 
-        async def user() -> list[RequestRecord]:
+        async def user() -> list[RequestTimes]:
             out = []
             for _ in range(load.rounds):
                 out.append(await one_request(session, url, body, start, time.perf_counter() - start))
             return out
 
-        async def arrival(at_s: float) -> RequestRecord:
+        async def arrival(at_s: float) -> RequestTimes:
             await asyncio.sleep(max(0.0, at_s - (time.perf_counter() - start)))
             return await one_request(session, url, body, start, at_s)
 
@@ -233,66 +236,34 @@ async def http_load(url: str, model: str, load: Load, tokens: int, eos_id: int) 
 
 @contextlib.contextmanager
 def peer_server(model_dir: Path) -> Iterator[str]:
+    """mlx_lm.server on the model, through the one launcher; yields its URL."""
     with mlx_lm_server(model_dir, timeout_s=120) as url:
         yield url
 
 
 # -- the run ----------------------------------------------------------------------------------------------
-Runner = Callable[[Load], list[RequestRecord]]
+Runner = Callable[[Load], list[RequestTimes]]
 
 
 def measure_point(
     runners: dict[str, Runner], load: Load, repeats: int, offset: int
-) -> dict[str, PointResult]:
-    """Every system, in rotated order, `repeats` times; the median of each figure."""
+) -> dict[str, list[PointResult]]:
+    """Every system, in rotated order, `repeats` times; each system's results in repeat order."""
     names = list(runners)
     runs: dict[str, list[PointResult]] = {name: [] for name in names}
     for repeat in range(repeats):
         shift = (offset + repeat) % len(names)
         for name in names[shift:] + names[:shift]:
             runs[name].append(summarize(runners[name](load)))
-    medians = {
-        name: PointResult(
-            *(statistics.median(getattr(r, f) for r in results) for f in PointResult.__annotations__)
-        )
-        for name, results in runs.items()
-    }
     progress = ", ".join(
-        f"{n} {m.tok_s:.0f} tok/s, TTFT p50 {1000 * m.ttft_p50_s:.0f} ms" for n, m in medians.items()
+        f"{n} {m.tok_s:.0f} tok/s, TTFT p50 {1000 * m.ttft_p50_s:.0f} ms"
+        for n, m in ((n, median_result(r)) for n, r in runs.items())
     )
     print(
         f"[{load.users or len(load.arrivals_s)} {'users' if load.closed else 'arrivals'}] {progress}",
         file=sys.stderr,
     )
-    return medians
-
-
-def print_tables(title: str, points: list[tuple[str, dict[str, PointResult]]], ours: list[str]) -> None:
-    peer = [PEER] if PEER in points[0][1] else []
-    others = [ENGINE, *ours, *peer]
-    ratio_cols = [(o, ENGINE) for o in ours] + [(o, p) for p in peer for o in ours]
-    print(f"\n### {title}: output tok/s\n")
-    head = " | ".join(others) + " | " + " | ".join(f"{a} / {b}" for a, b in ratio_cols)
-    print(f"| load | {head} |")
-    print("|---" * (1 + len(others) + len(ratio_cols)) + "|")
-    for label, cell in points:
-        values = " | ".join(f"{cell[n].tok_s:.0f}" for n in others)
-        ratios = " | ".join(f"{cell[a].tok_s / cell[b].tok_s:.2f}" for a, b in ratio_cols)
-        print(f"| {label} | {values} | {ratios} |")
-    for field, name in (
-        ("ttft_p50_s", "TTFT p50 ms"),
-        ("ttft_p99_s", "TTFT p99 ms"),
-        ("tpot_p50_s", "TPOT p50 ms"),
-    ):
-        print(f"\n### {title}: {name}\n")
-        print(f"| load | {head} |")
-        print("|---" * (1 + len(others) + len(ratio_cols)) + "|")
-        for label, cell in points:
-            values = " | ".join(f"{1000 * getattr(cell[n], field):.0f}" for n in others)
-            ratios = " | ".join(
-                f"{getattr(cell[a], field) / getattr(cell[b], field):.2f}" for a, b in ratio_cols
-            )
-            print(f"| {label} | {values} | {ratios} |")
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,27 +317,30 @@ def main(argv: list[str] | None = None) -> int:
         for runner in runners.values():  # warm every system
             runner(Load(users=2, rounds=1))
 
-        closed = []
+        closed: list[Point] = []
         for i, users in enumerate(args.concurrency):
             closed.append(
                 (f"{users} users", measure_point(runners, Load(users, args.rounds), args.repeats, i))
             )
-        capacity_tok_s = max(cell[ENGINE].tok_s for _, cell in closed)
+        capacity_tok_s = max(median_result(cell[ENGINE]).tok_s for _, cell in closed)
         capacity_rps = capacity_tok_s / args.tokens
-        opened = []
+        opened: list[Point] = []
         for i, factor in enumerate(args.load):
             arrivals = poisson_arrivals(factor * capacity_rps, args.open_requests, args.seed + i)
             label = f"{factor:.2f}x ({factor * capacity_rps:.2f} req/s)"
             opened.append((label, measure_point(runners, Load(arrivals_s=arrivals), args.repeats, i)))
 
     print(
-        f"\n{args.tokens} output tokens per request; median of {args.repeats} run(s) per cell; "
+        f"\n{args.tokens} output tokens per request; median of {args.repeats} run(s) per cell, ratios "
+        f"paired by repeat: median [min-max]; "
         f"closed loop: {args.rounds} request(s) per user; open loop: {args.open_requests} Poisson arrivals "
         f"per point; capacity = the engine's best closed-loop figure, {capacity_tok_s:.0f} tok/s = "
         f"{capacity_rps:.2f} req/s" + ("; mlx_lm.server skipped" if args.no_peer else "")
     )
     print_tables("Closed loop", closed, ours)
     print_tables("Open loop (Poisson)", opened, ours)
+    for name in ours:
+        print_goals(closed + opened, name)
     return 0
 
 

@@ -18,8 +18,9 @@ from server.errors import APIError, error_middleware
 from server.ipc import RuntimeOptions
 from server.metrics import ServerMetrics
 from server.models.resolve import resolve_model_path
-from server.routes import add_routes, tokenizer_for
+from server.routes import add_routes
 from server.settings import ModelSettings, Settings
+from server.tokenize_route import tokenizer_for
 from server.worker_handle import RestartPolicy, WorkerHandle, WorkerUnavailable
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         max_kv_size=settings.engine.max_kv_size,
         decode_batch_cap=settings.engine.decode_batch_cap,
         prefill_wait_ms=settings.engine.prefill_wait_ms,
+        prefill_schedule=settings.engine.prefill_schedule,
+        early_first_token=settings.engine.early_first_token,
         batch_tokens=settings.streaming.batch_tokens,
         flush_ms=settings.streaming.flush_ms,
         concurrency_limit=settings.mlx.concurrency_limit or settings.python_runtime.concurrency_limit,

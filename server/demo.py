@@ -1,16 +1,24 @@
-"""`python -m server.demo`: build the embedded model, start the server, stream one chat completion with
-its timings, stop the server. The smallest end-to-end check that a fresh clone works."""
+"""`python -m server.demo`: build the embedded model, start the server (in this process, on a free port),
+stream one chat completion with its timings, stop the server. The smallest end-to-end check that a fresh
+clone works."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
+from aiohttp import web
+
+from server.app import create_app
+from server.appkeys import WORKER_HANDLES
+from server.models.embedded import ModelNotFoundError
+from server.settings import ConfigError, Settings, load_settings
+from server.worker_handle import WorkerUnavailable
 
 
 def stream_one(base_url: str, prompt: str, max_tokens: int) -> dict:
@@ -52,20 +60,37 @@ def describe(timings: dict) -> str:
     )
 
 
+async def serve_and_stream(settings: Settings, prompt: str, max_tokens: int) -> dict:
+    """Run the server in this process (port 0: a free one), stream one completion, stop the server."""
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()  # starts the model workers
+    try:
+        await web.TCPSite(runner, settings.server.host, 0).start()
+        host, port = runner.addresses[0][:2]
+        await asyncio.gather(*(h.wait_ready() for h in runner.app[WORKER_HANDLES].values()))
+        print(f"server ready at http://{host}:{port}; streaming one chat completion:\n")
+        return await asyncio.to_thread(stream_one, f"http://{host}:{port}", prompt, max_tokens)
+    finally:
+        await runner.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server.demo", description=__doc__)
     parser.add_argument("--config", type=Path, default=Path("config/runtime.yaml"))
     parser.add_argument("--prompt", default="Tell me a short story about a river.")
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args(argv)
-    # The one launcher lives above the server (orchestrate/); imported here only, so server/ never loads it.
-    from orchestrate.processes import running_server
-
     try:
-        with running_server(args.config) as base_url:
-            print(f"server ready at {base_url}; streaming one chat completion:\n")
-            timings = stream_one(base_url, args.prompt, args.max_tokens)
-    except (RuntimeError, subprocess.SubprocessError, requests.RequestException) as exc:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ConfigError.exit_code
+    try:
+        timings = asyncio.run(serve_and_stream(settings, args.prompt, args.max_tokens))
+    except ModelNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (WorkerUnavailable, OSError, requests.RequestException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(describe(timings))

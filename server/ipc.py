@@ -101,7 +101,7 @@ class RuntimeOptions:
     """What the worker needs from the settings (a plain record: it crosses the process boundary)."""
 
     max_batch_size: int = 32
-    prefill_batch_size: int = 8
+    prefill_batch_size: int = 32
     prefill_step_size: int = 2048
     max_kv_size: int | None = None
     batch_tokens: int = 16
@@ -111,6 +111,10 @@ class RuntimeOptions:
     # worker's FIFO. While others decode, arrivals are held up to `prefill_wait_ms` to prefill together.
     decode_batch_cap: int | str | None = None
     prefill_wait_ms: float = 0.0
+    # "split": one prompt group in prefill at a time, a burst in two groups; "mlx": mlx-lm's own grouping.
+    prefill_schedule: str = "split"
+    # A prompt's first token sent at the end of the step that finished its prefill, not a step later.
+    early_first_token: bool = True
     # v1.1.1 behaviours, off by default: at most N sequences generating at once; a device sync per step.
     concurrency_limit: int | None = None
     force_sync: bool = False

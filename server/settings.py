@@ -55,7 +55,8 @@ class EngineSettings(Strict):
     # false: load the model for each request and drop it after (what the guide says mlx-engine did).
     persistent: bool = True
     max_batch_size: int = Field(32, ge=1, le=1024)
-    prefill_batch_size: int = Field(8, ge=1, le=1024)
+    # Prompts prefilled together at most (mlx-lm's default is 8; the release profiles keep 8).
+    prefill_batch_size: int = Field(32, ge=1, le=1024)
     prefill_step_size: int = Field(2048, ge=16)
     max_kv_size: int | None = Field(None, ge=16)
     # Scheduling (docs/operations.md, "Scheduling"). At most this many sequences in the batch (prefilling
@@ -65,6 +66,12 @@ class EngineSettings(Strict):
     # With sequences decoding, hold a new arrival up to this long so that arrivals join (and are
     # prefilled) together, up to prefill_batch_size; 0 joins each one at the next step.
     prefill_wait_ms: float = Field(0.0, ge=0, le=1000)
+    # split: the worker hands mlx-lm one group of prompts at a time, the next once the previous has its
+    # first tokens out, a burst in two groups (the first just over half); mlx: all at once, mlx-lm groups
+    # them prefill_batch_size at a time (what the releases ran).
+    prefill_schedule: Literal["split", "mlx"] = "split"
+    # Send a prompt's first token at the end of the step that finished its prefill, a decode step sooner.
+    early_first_token: bool = True
     # A crashed worker restarts after restart_delay_s, doubling up to 8 s; after max_restarts in a row
     # without a successful load the model is marked failed.
     max_restarts: int = Field(5, ge=0)

@@ -12,12 +12,15 @@ module level, so the data structure is testable on its own.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server.ipc import PrefixCacheStats
+from server.ipc import PrefixCacheStats, RuntimeOptions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -129,3 +132,31 @@ def view(kv: list[Any], length: int) -> list[Any]:
         cut.keys, cut.values, cut.offset = layer.keys, layer.values, length
         out.append(cut)
     return out
+
+
+def prefix_cache_for(options: RuntimeOptions) -> PrefixCache | None:
+    """The cache the options ask for, or None (off, or engine.max_kv_size set)."""
+    if options.prefix_cache_entries <= 0:
+        return None
+    if options.max_kv_size is not None:
+        log.warning("prefix_cache is off: engine.max_kv_size makes rotating KV caches, which cannot be cut")
+        return None
+    return PrefixCache(
+        options.prefix_cache_entries, options.prefix_cache_bytes, options.prefix_cache_min_tokens
+    )
+
+
+def keep_prefixes(cache: PrefixCache, generator, prompt_responses, responses) -> None:
+    """Store the KV of each prompt just prefilled (so that requests arriving while it decodes can share
+    it) and of each finished sequence (prompt and reply: the next turn's history)."""
+    import mlx.core as mx
+
+    prefilled = [r.uid for r in prompt_responses if r.end_of_prompt]
+    kept = [(tokens, kv) for kv, tokens in generator.extract_cache(prefilled).values()]
+    kept += [(r.all_tokens, r.prompt_cache) for r in responses if r.prompt_cache is not None]
+    for tokens, kv in kept:
+        if reusable(kv):
+            # Copied now, in the background (no sync point in the step): a lazy slice would keep the
+            # whole batch's KV buffers alive for as long as the entry lives.
+            mx.async_eval([(layer.keys, layer.values) for layer in kv])
+            cache.store(tokens, kv)

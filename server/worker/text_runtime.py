@@ -1,8 +1,8 @@
 """The text runtime: the worker's continuous batch over an mlx-lm model.
 
-Requests join the `BatchGenerator` between decode steps and leave when they finish or are cancelled.
-Text goes back to the HTTP process in buffers (first token at once, then every `batch_tokens` tokens or
-`flush_ms`), so IPC costs a message per buffer instead of a message per token.
+Requests join the `BatchGenerator` between decode steps, in the groups `prefill_schedule` chooses, and
+leave when they finish or are cancelled; `replies` turns their tokens into text events, `decode_cap`
+measures the batch cap at start, `prefix_cache` keeps KV for later prompts.
 Vision-language models run the same loop through `server.worker.vision_runtime.VisionRuntime`.
 """
 
@@ -15,73 +15,22 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from server import ipc
 from server.ipc import RuntimeOptions
-from server.worker.prefix_cache import PrefixCache, reusable
+from server.worker.decode_cap import calibrate_decode_cap
+from server.worker.prefill_schedule import MLX, PrefillScheduler, Waiting, sampled_first_tokens
+from server.worker.prefix_cache import PrefixCache, keep_prefixes, prefix_cache_for
+from server.worker.replies import ReplyStreaming, Sequence, StopStringMatcher
 
 log = logging.getLogger(__name__)
-
-
-class StopStringMatcher:
-    """Finds stop strings in streamed text, holding back just enough text to never leak a partial one."""
-
-    def __init__(self, stops: list[str]):
-        self.stops = [s for s in stops if s]
-        self.hold_chars = max((len(s) for s in self.stops), default=1) - 1
-        self.pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Add text; returns (text safe to send, whether a stop string was found)."""
-        self.pending += text
-        if not self.stops:
-            out, self.pending = self.pending, ""
-            return out, False
-        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            out, self.pending = self.pending[: min(hits)], ""
-            return out, True
-        cut = max(len(self.pending) - self.hold_chars, 0)
-        out, self.pending = self.pending[:cut], self.pending[cut:]
-        return out, False
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
-
-
-@dataclass
-class Waiting:
-    """A request accepted by the worker, not yet in the generator."""
-
-    sub: ipc.Submit
-    tokens: Any
-    arrived_s: float
-    announced: bool = True  # its Started event has been sent
-
-
-@dataclass
-class Sequence:
-    request_id: str
-    uid: int
-    prompt_tokens: int
-    detokenizer: Any
-    stops: StopStringMatcher
-    ignore_eos: bool = False
-    cached_tokens: int = 0  # prompt tokens reused from the prefix cache
-    completion_tokens: int = 0
-    buffered_text: str = ""
-    buffered_tokens: int = 0
-    sent_first: bool = False
-    last_flush_s: float = field(default_factory=time.perf_counter)
 
 
 Loader = Callable[[], tuple[Any, Any]]
 
 
-class BatchRuntime:
+class BatchRuntime(ReplyStreaming):
     """Owns the model, the tokenizer and a `BatchGenerator`; one thread drives all of them.
 
     `loader` reloads the model and tokenizer; it is needed only when `options.persistent` is False.
@@ -97,8 +46,12 @@ class BatchRuntime:
         self.sequences: dict[int, Sequence] = {}
         self.uid_by_request: dict[str, int] = {}
         # Accepted, waiting in FIFO order for a place in the generator: held back by the decode batch cap,
-        # by `concurrency_limit` (v1.1.1's serialized generation), or collecting a prefill batch.
+        # by `concurrency_limit` (v1.1.1's serialized generation), by the prefill schedule, or collecting
+        # a prefill batch.
         self.held: deque[Waiting] = deque()
+        # Vision models keep mlx-vlm's own grouping: the split schedule was measured on text models only.
+        schedule = options.prefill_schedule if self.runs_mlx_lm else MLX
+        self.scheduler = PrefillScheduler(schedule, options.prefill_batch_size)
         self.decode_steps = 0
         self.decode_cap = options.max_batch_size
         self.last_batch_size = 0  # sequences decoded by the latest step that decoded any
@@ -110,14 +63,23 @@ class BatchRuntime:
     def resolve_decode_cap(self) -> int:
         """The cap in force: configured, measured ("auto"), or max_batch_size; within concurrency_limit."""
         cap = self.options.decode_batch_cap
-        if cap == "auto":
-            measured = calibrate_decode_cap(self)
+        if cap == "auto" and not self.runs_mlx_lm:
+            log.info("engine.decode_batch_cap: auto measures text models only; this one keeps max_batch_size")
+            cap = None
+        elif cap == "auto":
+            measured = calibrate_decode_cap(self.model, self.tokenizer, self.options)
             cap = measured.cap
             log.info("decode batch cap %d (engine.decode_batch_cap: auto): %s", cap, measured.describe())
         cap = min(int(cap or self.options.max_batch_size), self.options.max_batch_size)
         if self.options.concurrency_limit is not None:
             cap = min(cap, self.options.concurrency_limit)
         return cap
+
+    @property
+    def runs_mlx_lm(self) -> bool:
+        """Whether the generator is mlx-lm's (text models): calibration, the prefix cache and early first
+        tokens need it; vision runtimes bring their own."""
+        return type(self).make_generator is BatchRuntime.make_generator
 
     # -- the model ------------------------------------------------------------------------------------
     def attach(self, model, tokenizer) -> None:
@@ -158,20 +120,8 @@ class BatchRuntime:
         mx.clear_cache()
 
     def make_prefix_cache(self) -> PrefixCache | None:
-        options = self.options
-        if options.prefix_cache_entries <= 0:
-            return None
         # Only mlx-lm's generator takes caches at insert; vision runtimes run without.
-        if type(self).make_generator is not BatchRuntime.make_generator:
-            return None
-        if options.max_kv_size is not None:
-            log.warning(
-                "prefix_cache is off: engine.max_kv_size makes rotating KV caches, which cannot be cut"
-            )
-            return None
-        return PrefixCache(
-            options.prefix_cache_entries, options.prefix_cache_bytes, options.prefix_cache_min_tokens
-        )
+        return prefix_cache_for(self.options) if self.runs_mlx_lm else None
 
     def detach(self) -> None:
         if self.prefix_cache is not None:
@@ -275,8 +225,11 @@ class BatchRuntime:
             waited_ms = (time.perf_counter() - self.held[0].arrived_s) * 1000.0
             if len(self.held) < batch and waited_ms < self.options.prefill_wait_ms:
                 return []
+        in_prefill = sum(1 for seq in self.sequences.values() if not seq.has_first_token)
+        waiting_tokens = [len(item.tokens) for item in self.held]
+        count = self.scheduler.group_size(waiting_tokens, free, in_prefill, len(self.sequences))
         events = []
-        for item in self.popleft(min(free, len(self.held))):
+        for item in self.popleft(count):
             started = self.start(item.sub, item.tokens)
             if not item.announced:
                 events.append(started)
@@ -287,9 +240,16 @@ class BatchRuntime:
 
     # -- decoding -------------------------------------------------------------------------------------
     def step(self) -> list:
-        prompt_responses, responses = self.generator.next()
+        if self.runs_mlx_lm:
+            with self.generator.stats() as counted:
+                prompt_responses, responses = self.generator.next()
+            self.scheduler.costs.observe(
+                counted.prompt_tokens, counted.prompt_time, counted.generation_tokens, counted.decode_time
+            )
+        else:
+            prompt_responses, responses = self.generator.next()
         if self.prefix_cache is not None:
-            self.keep_prefixes(prompt_responses, responses)
+            keep_prefixes(self.prefix_cache, self.generator, prompt_responses, responses)
         if self.options.force_sync:
             import mlx.core as mx
 
@@ -303,10 +263,23 @@ class BatchRuntime:
             seq = self.sequences.get(response.uid)
             if seq is not None:
                 self.advance(seq, response.token, response.finish_reason, now, events)
+        if self.options.early_first_token and self.runs_mlx_lm:
+            self.send_first_tokens([r.uid for r in prompt_responses if r.end_of_prompt], now, events)
         events += self.admit_held()
         if events:
             events.append(self.stats())
         return events
+
+    def send_first_tokens(self, joined: list[int], now: float, events: list) -> None:
+        """Each prompt whose prefill ended in this step: its first token, now rather than a step later."""
+        for uid, token in sampled_first_tokens(self.generator, joined).items():
+            seq = self.sequences.get(uid)
+            # An EOS first token ends the reply: the generator's own response finishes it next step.
+            if seq is None or seq.has_first_token or (token in self.eos_ids and not seq.ignore_eos):
+                continue
+            self.advance(seq, token, None, now, events)
+            if uid in self.sequences:  # not ended by a stop string: the generator repeats it next step
+                seq.early_token = token
 
     def slow_down(self, cycle_started: float) -> None:
         """testing.slowdown_pct: make the cycle that just ran (commands, step, events: all of the worker's
@@ -318,21 +291,6 @@ class BatchRuntime:
         until = now + (now - cycle_started) * self.options.slowdown_pct / 100.0
         while time.perf_counter() < until:
             pass
-
-    def keep_prefixes(self, prompt_responses, responses) -> None:
-        """Store the KV of each prompt just prefilled (so that requests arriving while it decodes can
-        share it) and of each finished sequence (prompt and reply: the next turn's history)."""
-        import mlx.core as mx
-
-        prefilled = [r.uid for r in prompt_responses if r.end_of_prompt]
-        kept = [(tokens, kv) for kv, tokens in self.generator.extract_cache(prefilled).values()]
-        kept += [(r.all_tokens, r.prompt_cache) for r in responses if r.prompt_cache is not None]
-        for tokens, kv in kept:
-            if reusable(kv):
-                # Copied now, in the background (no sync point in the step): a lazy slice would keep the
-                # whole batch's KV buffers alive for as long as the entry lives.
-                mx.async_eval([(layer.keys, layer.values) for layer in kv])
-                self.prefix_cache.store(tokens, kv)
 
     def stats(self) -> ipc.BatchStats:
         # The record keeps its meaning whatever the queue: requests queued for a batch slot (announced)
@@ -348,48 +306,6 @@ class BatchRuntime:
             prefilling + queued,
             self.prefix_cache.stats() if self.prefix_cache is not None else None,
         )
-
-    def advance(self, seq: Sequence, token: int, finish_reason: str | None, now: float, events: list) -> None:
-        stopped = False
-        # The EOS token ends the sequence but is not text: it never reaches the detokenizer.
-        if not (finish_reason == "stop" and token in self.eos_ids):
-            seq.completion_tokens += 1
-            seq.buffered_tokens += 1
-            seq.detokenizer.add_token(token)
-            stopped = self.take_text(seq, seq.detokenizer.last_segment)
-        if stopped and finish_reason is None:
-            self.generator.remove([seq.uid])
-            finish_reason = "stop"
-        if finish_reason is None:
-            due = (now - seq.last_flush_s) * 1000.0 >= self.options.flush_ms
-            if not seq.sent_first or seq.buffered_tokens >= self.options.batch_tokens or due:
-                self.flush(seq, now, events)
-            return
-        if not stopped:
-            seq.detokenizer.finalize()
-            if not self.take_text(seq, seq.detokenizer.last_segment):
-                seq.buffered_text += seq.stops.flush()
-        self.flush(seq, now, events)
-        events.append(
-            ipc.Finished(
-                seq.request_id, finish_reason, seq.prompt_tokens, seq.completion_tokens, seq.cached_tokens
-            )
-        )
-        self.sequences.pop(seq.uid, None)
-        self.uid_by_request.pop(seq.request_id, None)
-
-    @staticmethod
-    def take_text(seq: Sequence, text: str) -> bool:
-        """Buffer new text up to any stop string; returns whether a stop string was found."""
-        safe, stopped = seq.stops.feed(text)
-        seq.buffered_text += safe
-        return stopped
-
-    def flush(self, seq: Sequence, now: float, events: list) -> None:
-        if seq.buffered_tokens or seq.buffered_text:
-            events.append(ipc.Tokens(seq.request_id, seq.buffered_text, seq.buffered_tokens))
-            seq.sent_first = True
-        seq.buffered_text, seq.buffered_tokens, seq.last_flush_s = "", 0, now
 
     def fail_all(self, message: str) -> list:
         events = [ipc.Failed(s.request_id, 500, "engine_error", message) for s in self.sequences.values()]
@@ -438,83 +354,6 @@ class BatchRuntime:
     def send_events(self, events: list) -> None:
         if events:
             self.send(events)
-
-
-# Batch sizes tried by engine.decode_batch_cap: auto (up to max_batch_size, which is always tried).
-CALIBRATION_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-# Sizes whose decode throughput is within this fraction of the best count as equally good; the smallest
-# of them is the cap: more sequences in the batch would add no throughput, only time per token for every
-# one of them. Past capacity that is what lets admitted requests finish before their clients give up
-# (measured: README "Benchmark", the decode batch cap past capacity).
-CALIBRATION_TOLERANCE = 0.05
-# Each size decodes for at least this long (and at least CALIBRATION_MIN_STEPS steps) to be timed.
-CALIBRATION_WINDOW_S = 0.15
-CALIBRATION_MIN_STEPS = 4
-CALIBRATION_PROMPT = "Calibrate decoding."
-
-
-@dataclass
-class Calibration:
-    """Decode throughput measured at start, per batch size, and the cap chosen from it."""
-
-    tok_s_by_size: dict[int, float]
-    cap: int
-
-    def describe(self) -> str:
-        sizes = ", ".join(f"{size}: {tok_s:.0f}" for size, tok_s in self.tok_s_by_size.items())
-        return f"decode tok/s by batch size {{{sizes}}}"
-
-
-def choose_decode_cap(tok_s_by_size: dict[int, float], tolerance: float = CALIBRATION_TOLERANCE) -> int:
-    """The smallest batch size whose decode throughput is within `tolerance` of the best one measured."""
-    best = max(tok_s_by_size.values())
-    return min(size for size, tok_s in tok_s_by_size.items() if tok_s >= (1.0 - tolerance) * best)
-
-
-def calibration_sizes(max_batch_size: int) -> list[int]:
-    return sorted({size for size in CALIBRATION_SIZES if size < max_batch_size} | {max_batch_size})
-
-
-def measure_decode_tok_s(
-    model, prompt: list[int], sizes: list[int], prefill_batch_size: int
-) -> dict[int, float]:
-    """Steady decode throughput at each batch size, prefill excluded: one generator, grown size by size,
-    so that each prompt is prefilled once."""
-    from mlx_lm.generate import BatchGenerator
-
-    generator = BatchGenerator(
-        model, completion_batch_size=max(sizes), prefill_batch_size=min(max(sizes), prefill_batch_size)
-    )
-    measured: dict[int, float] = {}
-    running = 0
-    try:
-        for size in sizes:
-            generator.insert([prompt] * (size - running), max_tokens=[1 << 20] * (size - running))
-            running = size
-            for _ in range(4 * size + 8):  # bounded: joining takes ceil(new / prefill_batch_size) + 2 steps
-                if len(generator.next()[1]) == size:
-                    break
-            started, steps, tokens = time.perf_counter(), 0, 0
-            while steps < CALIBRATION_MIN_STEPS or time.perf_counter() - started < CALIBRATION_WINDOW_S:
-                tokens += len(generator.next()[1])
-                steps += 1
-            measured[size] = tokens / (time.perf_counter() - started)
-    finally:
-        generator.close()
-    return measured
-
-
-def calibrate_decode_cap(runtime: BatchRuntime) -> Calibration:
-    """Time decode steps at each batch size up to max_batch_size on this machine, now (about a second
-    or two for the tiny model); vision runtimes are not calibrated and keep max_batch_size."""
-    options = runtime.options
-    if type(runtime).make_generator is not BatchRuntime.make_generator:
-        log.info("engine.decode_batch_cap: auto measures text models only; this one keeps max_batch_size")
-        return Calibration({}, options.max_batch_size)
-    prompt = list(runtime.tokenizer.encode(CALIBRATION_PROMPT))
-    sizes = calibration_sizes(options.max_batch_size)
-    measured = measure_decode_tok_s(runtime.model, prompt, sizes, options.prefill_batch_size)
-    return Calibration(measured, choose_decode_cap(measured))
 
 
 @functools.lru_cache(maxsize=256)

@@ -25,7 +25,8 @@ import mlx.core as mx
 from PIL import Image, UnidentifiedImageError
 
 from server import ipc
-from server.worker.text_runtime import BatchRuntime, Sequence, shared_sampler
+from server.worker.replies import Sequence
+from server.worker.text_runtime import BatchRuntime, shared_sampler
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,8 @@ import pytest
 from orchestrate.processes import running_server
 from server import ipc
 from server.settings import ConfigError, build_settings
-from server.worker.text_runtime import (
-    BatchRuntime,
-    calibrate_decode_cap,
-    calibration_sizes,
-    choose_decode_cap,
-)
+from server.worker.decode_cap import calibrate_decode_cap, calibration_sizes, choose_decode_cap
+from server.worker.text_runtime import BatchRuntime
 from tests.conftest import chat_body, eventually, server_cli, write_config
 from tests.support.runtime import greedy_submit, make_runtime
 
@@ -64,7 +60,9 @@ def finished(events: list) -> dict[str, int]:
 
 
 def test_cap_respected_and_queued_requests_served_in_arrival_order(tiny_llama):
-    runtime, events = make_runtime(tiny_llama, decode_batch_cap=2)
+    # mlx-lm's grouping (the releases'), so that both first arrivals join at once (split: one prefill
+    # group at a time, tests/server/test_prefill_schedule.py).
+    runtime, events = make_runtime(tiny_llama, decode_batch_cap=2, prefill_schedule="mlx")
     ids = [f"r{i}" for i in range(7)]
     for request_id in ids:
         runtime.send_events(runtime.handle(submit(request_id)))
@@ -106,7 +104,9 @@ def test_cap_defaults_to_max_batch_size(tiny_llama):
 
 def test_arrivals_wait_for_company_while_others_decode(tiny_llama):
     # 1000 ms is the longest wait allowed; each check below runs microseconds after the arrival.
-    runtime, events = make_runtime(tiny_llama, prefill_wait_ms=1000, prefill_batch_size=2)
+    runtime, events = make_runtime(
+        tiny_llama, prefill_wait_ms=1000, prefill_batch_size=2, prefill_schedule="mlx"
+    )
     runtime.send_events(runtime.handle(submit("first", max_tokens=40)))
     assert admitted(runtime) == ["first"]  # nothing was decoding: no wait
     runtime.send_events(runtime.step())
@@ -131,7 +131,7 @@ def test_the_cap_is_the_smallest_size_within_tolerance_of_the_best():
 
 def test_auto_measures_every_size_and_picks_one_of_them(tiny_llama, caplog):
     runtime, _ = make_runtime(tiny_llama, max_batch_size=4)
-    calibration = calibrate_decode_cap(runtime)
+    calibration = calibrate_decode_cap(runtime.model, runtime.tokenizer, runtime.options)
     assert list(calibration.tok_s_by_size) == [1, 2, 4]
     assert all(tok_s > 0 for tok_s in calibration.tok_s_by_size.values())
     assert calibration.cap == choose_decode_cap(calibration.tok_s_by_size)

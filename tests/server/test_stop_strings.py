@@ -1,4 +1,4 @@
-from server.worker.text_runtime import StopStringMatcher
+from server.worker.replies import StopStringMatcher
 
 
 def feed_all(matcher: StopStringMatcher, pieces: list[str]) -> tuple[str, bool]:
