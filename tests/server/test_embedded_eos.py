@@ -1,4 +1,4 @@
-"""The embedded tiny-llama's lowered EOS logit (issue 12, item 5): deterministic, keyed in the build stamp,
+"""The embedded tiny-llama's lowered EOS logit: deterministic, keyed in the build stamp,
 and far enough down that random weights do not end replies at once."""
 
 from __future__ import annotations

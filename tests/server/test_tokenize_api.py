@@ -1,4 +1,4 @@
-"""POST /tokenize on the reference server (vLLM-compatible; issue 12, item 1): counts equal the usage of the
+"""POST /tokenize on the reference server (vLLM-compatible): counts equal the usage of the
 same request, bad bodies get OpenAI-shaped 4xx errors."""
 
 from __future__ import annotations
