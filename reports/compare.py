@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--permutations", type=int, default=499, help="history mode: permutations of the significance test"
     )
+    parser.add_argument(
+        "--alpha", type=float, default=0.01, help="history mode: a change point needs p below this (0.01)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return parser.parse_args(argv)
 
@@ -103,7 +106,10 @@ def run_history(args: argparse.Namespace) -> int:
     if missing:
         raise BadInput(f"--history: no such folder: {', '.join(missing)}")
     out = args.out or _default_out("history")
-    text = history.run_history([Path(p) for p in args.runs], out, permutations=args.permutations)
+    if not 0 < args.alpha < 1:
+        raise BadInput(f"--alpha must be between 0 and 1, got {args.alpha}")
+    paths = [Path(p) for p in args.runs]
+    text = history.run_history(paths, out, alpha=args.alpha, permutations=args.permutations)
     print(text)
     print(f"\nhistory outputs: {out} (history.md, history.json, history.png)")
     _write_step_summary(text)
