@@ -9,10 +9,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
-from locust.env import Environment
 
 from loadgen import receive_stamps, side_requests
 from loadgen.arrival_schedule import ArrivalSchedule, due_slots
@@ -26,6 +25,9 @@ from runfolder.folder import write_run
 from runfolder.records import RequestRecord
 from runfolder.server_metrics import SERVER_METRICS_FILE, client_counts, write_server_metrics
 from runfolder.summary import MISSING_WORKER_RECORDS, add_warning, summarize
+
+if TYPE_CHECKING:  # type-only: this module stays free of Locust and gevent (tests/loadgen/test_core.py)
+    from locust.env import Environment
 
 log = logging.getLogger(__name__)
 
