@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import Literal
 
 ArrivalMode = Literal["constant", "poisson", "poisson-exact"]
@@ -56,7 +57,7 @@ class ArrivalSchedule:
             return next(self._exact)
         return self.start_ts_s + self._draw()
 
-    def _exact_times(self):
+    def _exact_times(self) -> Iterator[float]:
         """The run-wide poisson-exact due times, in order, segment by segment."""
         k = 0
         while True:
@@ -72,7 +73,8 @@ class ArrivalSchedule:
         return self.start_ts_s + (self._shard + k * self._shards) / self.rate_per_s
 
     def _draw(self) -> float:
-        return self._rng.expovariate(self.rate_per_s / self._shards)
+        draw: float = self._rng.expovariate(self.rate_per_s / self._shards)
+        return draw
 
     def next_due(self) -> float:
         """Claim the next slot; slots are handed out in order, each exactly once."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from loadgen.images import ImageOptionError, folder_images, parse_size
 from loadgen.workloads import options as workload_options
 
 DEFAULT_SCENARIO = "ChatStreamUser"
+DEFAULT_MAX_TOKENS = 128
 GROUP_TITLE = "mlx-serving-bench load test"
 # Seconds between scrapes of the server's metrics: under 0.2 % of a core of our server (docs/loadtest.md).
 SERVER_METRICS_INTERVAL_S = 1.0
@@ -47,7 +49,12 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     ),
     (
         ("--max-tokens",),
-        {"metavar": "N", "type": int, "default": 128, "help": "max_tokens per request (default: 128)"},
+        {
+            "metavar": "N",
+            "type": int,
+            "default": DEFAULT_MAX_TOKENS,
+            "help": f"max_tokens per request (default: {DEFAULT_MAX_TOKENS})",
+        },
     ),
     (("--ignore-eos",), {"action": "store_true", "help": "send ignore_eos: true (fixed-length outputs)"}),
     (
@@ -206,14 +213,16 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
-def _in_web_ui(action, *, secret: bool = False) -> None:
+def _in_web_ui(action: argparse.Action, *, secret: bool = False) -> None:
     # Locust's web UI lists actions with these attributes; only its own parser.add_argument sets them,
-    # and ours go through an argument group (for a section of their own in --help).
-    action.include_in_web_ui, action.is_secret = True, secret
-    action.is_required = action.is_multiple = False
+    # and ours go through an argument group (for a section of their own in --help). They are Locust's,
+    # unknown to argparse.Action, hence setattr.
+    web_ui = {"include_in_web_ui": True, "is_secret": secret, "is_required": False, "is_multiple": False}
+    for name, value in web_ui.items():
+        setattr(action, name, value)
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(GROUP_TITLE, GROUP_DESCRIPTION)
     for flags, kwargs in [*_OPTIONS, *workload_options.OPTIONS]:
         _in_web_ui(group.add_argument(*flags, **kwargs))
@@ -230,7 +239,7 @@ def add_arguments(parser) -> None:
     _stop_timeout_default(parser)
 
 
-def _stop_timeout_default(parser) -> None:
+def _stop_timeout_default(parser: argparse.ArgumentParser) -> None:
     """Make Locust's --stop-timeout default ours: let requests in flight finish, bounded by their deadline."""
     for action in parser._actions:
         if action.dest == "stop_timeout":
@@ -253,7 +262,7 @@ class LoadSettings:
     run_dir: str | None = None
     label: str = "run"
     model: str | None = None
-    max_tokens: int = 128
+    max_tokens: int = DEFAULT_MAX_TOKENS
     ignore_eos: bool = False
     temperature: float | None = None
     prompt_tokens: int = 64

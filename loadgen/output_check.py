@@ -128,7 +128,7 @@ class OutputCheck:
     encode: Encoder | None = None  # a local tokenizer's text -> token ids; None: characters only
     _by_key: dict[tuple[str, int], Reference] = field(init=False, repr=False)
     _tokens: dict[tuple[str, int], list[int]] = field(init=False, repr=False, default_factory=dict)
-    _turn: itertools.count = field(init=False, repr=False, default_factory=itertools.count)
+    _turn: itertools.count[int] = field(init=False, repr=False, default_factory=itertools.count)
 
     def __post_init__(self) -> None:
         self._by_key = {(r.scenario, r.prompt_index): r for r in self.references}

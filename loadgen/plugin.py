@@ -116,7 +116,7 @@ def on_init(environment, **_kw) -> None:
         # then start Locust's --run-time timer that much in the past (a 4 s run ended at once).
         gevent.get_hub().loop.update_now()
     if getattr(environment, "web_ui", None) is not None:
-        webui.install(environment)
+        webui.install(environment.web_ui, environment.loadgen_state)
 
 
 def _prepares_at_init(environment) -> bool:

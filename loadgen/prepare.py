@@ -27,6 +27,7 @@ from loadgen.prompts import (
     ExactPrompts,
     FilePrompts,
     PromptError,
+    PromptSource,
     SyntheticPrompts,
     calibration_texts,
     fit_lengths,
@@ -120,7 +121,8 @@ def choose_model(settings: LoadSettings, base_url: str, ready: dict[str, Any]) -
         return settings.model
     models = ready.get("models")
     if models:
-        return models[0]
+        first: str = models[0]
+        return first
     if ready.get("models_endpoint"):
         raise NotReady(
             f"{base_url.rstrip('/')}/v1/models lists no model and --model is not set: "
@@ -130,7 +132,9 @@ def choose_model(settings: LoadSettings, base_url: str, ready: dict[str, Any]) -
     return None
 
 
-def token_counter(settings: LoadSettings, base_url: str, model: str | None, headers) -> TokenCounter | None:
+def token_counter(
+    settings: LoadSettings, base_url: str, model: str | None, headers: dict[str, str]
+) -> TokenCounter | None:
     if settings.tokenizer:
         try:
             return LocalTokenizer(settings.tokenizer)
@@ -139,7 +143,9 @@ def token_counter(settings: LoadSettings, base_url: str, model: str | None, head
     return probe_server_tokenizer(base_url, model, headers)
 
 
-def _usage_prompt_tokens(base_url: str, path: str, body: dict[str, Any], headers) -> int | None:
+def _usage_prompt_tokens(
+    base_url: str, path: str, body: dict[str, Any], headers: dict[str, str]
+) -> int | None:
     url = base_url.rstrip("/") + path
     status, doc = post_json(url, body, headers, CALIBRATION_TIMEOUT_S, side_requests.CALIBRATION)
     usage = doc.get("usage") if status == 200 and isinstance(doc, dict) else None
@@ -147,7 +153,9 @@ def _usage_prompt_tokens(base_url: str, path: str, body: dict[str, Any], headers
     return value if isinstance(value, int) else None
 
 
-def calibrate(settings: LoadSettings, base_url: str, model: str | None, headers) -> CalibratedPrompts | None:
+def calibrate(
+    settings: LoadSettings, base_url: str, model: str | None, headers: dict[str, str]
+) -> CalibratedPrompts | None:
     """Two short requests per endpoint (max_tokens 1), before the clock: a fit of usage.prompt_tokens."""
     rng = random.Random(f"calibration-{settings.seed}")
     texts = calibration_texts(rng, settings.prompt_tokens)
@@ -182,7 +190,9 @@ def calibrate(settings: LoadSettings, base_url: str, model: str | None, headers)
     return CalibratedPrompts(fits, s.prompt_tokens, s.prompt_dist, s.prompt_tokens_spread)  # type: ignore[arg-type]
 
 
-def build_prompts(settings: LoadSettings, counter: TokenCounter | None, calibrated=None):
+def build_prompts(
+    settings: LoadSettings, counter: TokenCounter | None, calibrated: CalibratedPrompts | None = None
+) -> PromptSource:
     s = settings
     if s.prompt_file:
         return FilePrompts(Path(s.prompt_file), counter)
@@ -193,7 +203,7 @@ def build_prompts(settings: LoadSettings, counter: TokenCounter | None, calibrat
     return SyntheticPrompts(s.prompt_tokens, s.prompt_dist, s.prompt_tokens_spread)  # type: ignore[arg-type]
 
 
-def check_context(settings: LoadSettings, counter: TokenCounter | None, prompts) -> None:
+def check_context(settings: LoadSettings, counter: TokenCounter | None, prompts: PromptSource) -> None:
     """--max-tokens against the model's context: the longest prompt plus its max_tokens must fit."""
     limit = getattr(counter, "max_model_len", None)
     if not limit:

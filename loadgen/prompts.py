@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from loadgen.tokens import TokenCounter
 
@@ -68,6 +68,19 @@ def synthetic_length(rng: random.Random, mean: int, dist: PromptDist, spread: in
     else:
         raise PromptError(f"unknown prompt distribution {dist!r}")
     return max(1, n)
+
+
+class PromptSource(Protocol):
+    """What a user draws its next prompt from: synthetic, file, calibrated, exact or a workload's."""
+
+    def draw(self, rng: random.Random) -> Prompt: ...
+
+
+@runtime_checkable
+class IndexedPrompts(Protocol):
+    """A source whose prompts are also addressed by line (a trace replay's schedule names the line)."""
+
+    def at(self, index: int) -> Prompt: ...
 
 
 class SyntheticPrompts:
@@ -275,7 +288,7 @@ class FilePrompts:
             raise PromptError(f"{self.path}: prompt {number}: {exc}") from None
         return Prompt(prompt.messages, prompt.text, target_tokens=n, max_tokens=prompt.max_tokens)
 
-    def _lines(self):
+    def _lines(self) -> list[tuple[int, str]]:
         try:
             text = self.path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -305,7 +318,7 @@ class FilePrompts:
         return rng.choice(self.prompts)
 
 
-def json_object(where: str, line: str) -> dict:
+def json_object(where: str, line: str) -> dict[str, Any]:
     """One JSON-lines line as an object; PromptError naming `where` (file:line) otherwise."""
     try:
         obj = json.loads(line)

@@ -22,7 +22,12 @@ import socket
 import struct
 import sys
 import time
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # at run time runstate imports this module and must stay free of gevent
+    from geventhttpclient.client import HTTPClient
+    from geventhttpclient.response import HTTPSocketPoolResponse
 
 # Linux's values (asm-generic/socket.h; the same on x86-64 and arm64): Python's socket module does not
 # export them. SCM_TIMESTAMPNS equals SO_TIMESTAMPNS; the payload is a struct timespec of two longs.
@@ -34,7 +39,7 @@ _MAX_WAIT_S = 5.0
 ENABLED = sys.platform.startswith("linux") and _ANCILLARY_BYTES > 0
 
 
-def enable(sock) -> bool:
+def enable(sock: socket.socket | None) -> bool:
     """Ask the kernel to stamp arrivals on this socket; False where it cannot (the caller falls back)."""
     if not ENABLED or sock is None or hasattr(sock, "getpeercert"):
         return False  # TLS sockets refuse recvmsg: their reads are stamped when they return
@@ -45,7 +50,7 @@ def enable(sock) -> bool:
     return True
 
 
-def recv_stamped(sock, size: int, stamped: bool) -> tuple[bytes, float, bool]:
+def recv_stamped(sock: socket.socket, size: int, stamped: bool) -> tuple[bytes, float, bool]:
     """Read up to `size` bytes: (data, arrival in perf_counter seconds, whether the kernel stamped it)."""
     if not stamped:
         data = sock.recv(size)
@@ -64,8 +69,8 @@ def recv_stamped(sock, size: int, stamped: bool) -> tuple[bytes, float, bool]:
 
 
 def request_stamped(
-    client: Any, method: str, uri: str, body: bytes, headers: dict[str, str]
-) -> tuple[Any, float]:
+    client: HTTPClient, method: str, uri: str, body: bytes, headers: dict[str, str]
+) -> tuple[HTTPSocketPoolResponse, float]:
     """Send one request on `client`'s pool (a geventhttpclient HTTPClient) and read the response's headers:
     (response, kernel arrival of its first bytes in perf_counter seconds).
 
@@ -96,7 +101,7 @@ def request_stamped(
     return resp, first_s
 
 
-def _errors():
+def _errors() -> ModuleType:
     """geventhttpclient's exceptions, imported when needed: runstate reads ENABLED and must stay free of
     gevent (tests/loadgen/test_core.py)."""
     from geventhttpclient import response
@@ -113,7 +118,7 @@ class StampedLines:
     time the headers were read (`buffered_s`).
     """
 
-    def __init__(self, resp, buffered_s: float) -> None:
+    def __init__(self, resp: HTTPSocketPoolResponse, buffered_s: float) -> None:
         self._resp = resp
         self.last_s = buffered_s
         self.kernel_stamps = 0  # reads the kernel stamped (0 where unsupported: the fallback was used)

@@ -168,7 +168,7 @@ class StreamParser:
     def _content_at(self, now_s: float) -> None:
         if self.first_content_s is None:
             self.first_content_s = now_s
-        else:
+        elif self.last_content_s is not None:
             self.gaps_s.append(now_s - self.last_content_s)
         self.last_content_s = now_s
         self.content_chunks += 1
@@ -209,7 +209,8 @@ def parse_body(body: bytes) -> BodyResult:
         info = error_info(obj)
         outcome, detail = classify.classify_error_event(info.code, info.message, classify.BODY_ERROR)
         return BodyResult(outcome, detail, error=info)
-    usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+    raw_usage = obj.get("usage")
+    usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
     choices = [c for c in obj.get("choices") or () if isinstance(c, dict)]
     if not choices:
         return BodyResult("error", classify.MALFORMED_BODY)

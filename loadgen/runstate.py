@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -17,7 +17,7 @@ from loadgen import receive_stamps, side_requests
 from loadgen.arrival_schedule import ArrivalSchedule, due_slots
 from loadgen.console import console_table
 from loadgen.options import LoadSettings
-from loadgen.prompts import FilePrompts, SyntheticPrompts
+from loadgen.prompts import FilePrompts, PromptSource, SyntheticPrompts
 from loadgen.workloads import setup as workloads
 from runfolder import metadata as meta
 from runfolder.figures import Slo
@@ -25,6 +25,9 @@ from runfolder.folder import write_run
 from runfolder.records import RequestRecord
 from runfolder.server_metrics import SERVER_METRICS_FILE, client_counts, write_server_metrics
 from runfolder.summary import MISSING_WORKER_RECORDS, add_warning, summarize
+
+if TYPE_CHECKING:  # type-only: this module stays free of Locust and gevent (tests/loadgen/test_core.py)
+    from locust.env import Environment
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +74,10 @@ class RunState:
     records: list[RequestRecord] = field(default_factory=list)
     incomplete: int = 0  # unused since cut requests are records (outcome "cut"); kept for old masters
     schedule: ArrivalSchedule | None = None
-    prompts: SyntheticPrompts | FilePrompts | None = None
+    prompts: PromptSource | None = None
     prefixes: Any = None  # the shared-prefix pool, None when off (loadgen.workloads.shared_prefix)
     outputs: Any = None  # --check-outputs: prompts and references (loadgen.output_check), None when off
-    user_ids: itertools.count = field(default_factory=itertools.count)
+    user_ids: itertools.count[int] = field(default_factory=itertools.count)
     written_dirs: list[Path] = field(default_factory=list)
     write_failed: bool = False
     # gevent Events made by the plugin (this module stays importable without gevent): the configuration
@@ -181,7 +184,7 @@ class RunState:
 
     # ---- the end of a test: master or single process only ----
 
-    def finish(self, environment) -> Path | None:
+    def finish(self, environment: Environment) -> Path | None:
         s = self.settings
         window_start = self.start_ts_s + s.warmup_s
         stop = self.stop_ts_s or max([time.time(), *(r.end_ts_s for r in self.records)])
@@ -288,7 +291,7 @@ class RunState:
         """How prompt lengths were made: "tokenizer", "server_tokenize", "calibrated" or "words"."""
         return getattr(self.prompts, "length_method", "words")
 
-    def workload(self, environment, users: int | None) -> dict[str, Any]:
+    def workload(self, environment: Environment, users: int | None) -> dict[str, Any]:
         """The shape of the load, for comparing runs (summary.json "workload")."""
         s = self.settings
         classes = sorted(environment.user_classes, key=lambda u: u.__name__)
@@ -331,7 +334,7 @@ class RunState:
             path = base.with_name(f"{base.name}-{n}")
         return path
 
-    def _metadata(self, environment) -> dict[str, Any]:
+    def _metadata(self, environment: Environment) -> dict[str, Any]:
         opts = environment.parsed_options
         return {
             "label": self.settings.label,
@@ -373,7 +376,7 @@ def _process_cpu_s() -> float:
     return times.user + times.system
 
 
-def users_of(environment) -> int | None:
+def users_of(environment: Environment) -> int | None:
     """The user count of the test (the web UI may set it), else the command line's."""
     target = getattr(environment.runner, "target_user_count", None)
     return target or getattr(environment.parsed_options, "num_users", None)

@@ -59,7 +59,7 @@ def fetch(url: str, timeout_s: float = TIMEOUT_S) -> str:
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             kind = resp.headers.get("Content-Type") or ""
-            body = resp.read(MAX_BODY_BYTES)
+            body: bytes = resp.read(MAX_BODY_BYTES)
     except urllib.error.HTTPError as exc:
         ledger.add(side_requests.SERVER_METRICS, "GET", url, side_requests.http_outcome(exc.code))
         kind = exc.headers.get("Content-Type") if exc.headers else None

@@ -27,8 +27,8 @@ class ShardBook:
             if holder == worker:
                 return Assignment(shard, takeover=False)
         for shard in range(self.shards):
-            holder = self.holders.get(shard)
-            if holder is None or holder not in live:
+            current = self.holders.get(shard)
+            if current is None or current not in live:
                 self.holders[shard] = worker
-                return Assignment(shard, takeover=holder is not None)
+                return Assignment(shard, takeover=current is not None)
         return Assignment(None, takeover=False)

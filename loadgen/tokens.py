@@ -140,7 +140,8 @@ class ServerTokenizer:
             raise TokenizerError(f"POST {self.url} answered {status or 'nothing'}: {str(doc)[:200]}")
         if isinstance(doc.get("max_model_len"), int):
             self.max_model_len = doc["max_model_len"]
-        return doc["count"]
+        count: int = doc["count"]
+        return count
 
     def count_text(self, text: str) -> int:
         return self._count({"prompt": text, "add_special_tokens": False})

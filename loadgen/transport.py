@@ -15,7 +15,7 @@ from typing import Any
 
 import gevent
 from geventhttpclient import HTTPClient
-from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
+from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
 from geventhttpclient.url import URL
 
 from loadgen import classify
@@ -23,8 +23,8 @@ from loadgen.options import LoadSettings
 from loadgen.prompts import Prompt
 from loadgen.receive_stamps import StampedLines, request_stamped
 from loadgen.responses import StreamParser, error_info_from_bytes, judge_tokens, parse_body
-from loadgen.tokens import TokenizerError
-from runfolder.records import Outcome, RequestRecord
+from loadgen.tokens import TokenCounter, TokenizerError
+from runfolder.records import Outcome, RequestRecord, UsageSource
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Connection:
             url, concurrency=1, connection_timeout=timeout_s, network_timeout=timeout_s + 5
         )
         # Set by the user (loadgen.user): the run's TokenCounter (or None) and --ignore-eos.
-        self.token_counter = None
+        self.token_counter: TokenCounter | None = None
         self.ignore_eos = False
         # The generated text of the last exchange: a multi-turn user appends it to its history.
         self.last_reply_text = ""
@@ -167,7 +167,7 @@ class Connection:
             resp.release()  # returns the socket to the pool only if the body was read to its end
 
 
-def _read_stream(resp, progress: _Progress) -> None:
+def _read_stream(resp: HTTPSocketPoolResponse, progress: _Progress) -> None:
     """Each line is stamped with when its bytes reached the socket (loadgen.receive_stamps), not when this
     greenlet got to parse it: TTFT, ITL and E2E carry no wait for other users or for a core."""
     parser = progress.parser = StreamParser()
@@ -194,7 +194,7 @@ def _read_stream(resp, progress: _Progress) -> None:
         progress.error_code, progress.error_message = parser.error.code, parser.error.message
 
 
-def _read_body(resp, progress: _Progress) -> None:
+def _read_body(resp: HTTPSocketPoolResponse, progress: _Progress) -> None:
     body = resp.read()
     progress.end_perf_s = time.perf_counter()
     progress.nbytes += len(body)
@@ -211,7 +211,7 @@ def _read_body(resp, progress: _Progress) -> None:
 _tokenizer_failures = 0
 
 
-def _count_and_judge(p: _Progress, spec: RequestSpec, counter, ignore_eos: bool) -> None:
+def _count_and_judge(p: _Progress, spec: RequestSpec, counter: TokenCounter | None, ignore_eos: bool) -> None:
     """Output tokens by the tokenizer (never chunks), then the strict token checks on a success.
 
     A local tokenizer counts every reply (cheap; it also gives the usage-vs-tokenizer figure); the server's
@@ -239,7 +239,7 @@ def _count_and_judge(p: _Progress, spec: RequestSpec, counter, ignore_eos: bool)
     )
 
 
-def _drain(resp) -> None:
+def _drain(resp: HTTPSocketPoolResponse) -> None:
     """Read what is left after [DONE] so the connection can be reused; give up quickly, the result stands."""
     try:
         with gevent.Timeout(DRAIN_S):
@@ -323,7 +323,7 @@ def _record(
     )
 
 
-def _output_tokens(p: _Progress) -> tuple[str, int | None]:
+def _output_tokens(p: _Progress) -> tuple[UsageSource, int | None]:
     """(usage_source, output_tokens): the server's usage, else the tokenizer's count, else unknown.
 
     A success without content has zero output tokens whatever else is known."""

@@ -10,11 +10,12 @@ from typing import Any, ClassVar, cast
 
 import gevent
 from locust import User, task
+from locust.env import Environment
 from locust.exception import LocustError, StopUser
 
 from loadgen.options import LoadSettings
 from loadgen.plugin import auth_headers, state_of
-from loadgen.prompts import Prompt
+from loadgen.prompts import IndexedPrompts, Prompt
 from loadgen.transport import Connection, RequestSpec, common_body
 from runfolder.records import CUT_DETAIL, RequestRecord
 
@@ -36,7 +37,7 @@ class OpenAIUser(User):
     # alone can be recorded before any user exists (loadgen/output_refs.py). Scenarios that are not: False.
     checks_outputs: ClassVar[bool] = True
 
-    def __init__(self, environment) -> None:
+    def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self._run = state_of(environment)
         self._user_id = next(self._run.user_ids)
@@ -81,7 +82,7 @@ class OpenAIUser(User):
         prompts = self._run.prompts
         assert prompts is not None
         index = getattr(self._run.schedule, "entry_index", None)
-        if slot is not None and index is not None and hasattr(prompts, "at"):
+        if slot is not None and index is not None and isinstance(prompts, IndexedPrompts):
             line = index(slot)
             if line is not None:
                 return prompts.at(line)

@@ -11,13 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from loadgen.console import OUTCOME_TITLES
 from runfolder.records import OUTCOMES, RequestRecord
 from runfolder.summary import tokens_in_window
+
+if TYPE_CHECKING:  # Flask and the web UI are loaded only when the web UI runs
+    from flask import Response
+    from locust.web import WebUI
+
+    from loadgen.runstate import RunState
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +75,13 @@ def table_rows(figures: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def install(environment) -> None:
-    from flask import jsonify, request  # Locust's web UI is Flask; imported only when it runs
+def install(web_ui: WebUI, state: RunState) -> None:
+    from flask import Flask, jsonify, request  # Locust's web UI is Flask; imported only when it runs
 
-    web_ui = environment.web_ui
+    app = web_ui.app
+    if not isinstance(app, Flask):
+        log.warning("the web UI has no Flask app: no LLM metrics tab")
+        return
     web_ui.template_args["extended_tabs"] = [{"title": "LLM metrics", "key": TAB_KEY}]
     web_ui.template_args["extended_tables"] = [
         {
@@ -82,13 +91,12 @@ def install(environment) -> None:
     ]
 
     def figures() -> dict[str, Any]:
-        state = environment.loadgen_state
         if not state.start_ts_s:
             return live_figures([], 0.0, 1.0)
         return live_figures(state.records, state.start_ts_s, time.time())
 
-    @web_ui.app.after_request
-    def add_llm_stats(response):
+    @app.after_request
+    def add_llm_stats(response: Response) -> Response:
         if request.path != "/stats/requests" or response.status_code != 200:
             return response
         doc = response.get_json(silent=True)
@@ -97,8 +105,8 @@ def install(environment) -> None:
             response.set_data(json.dumps(doc))
         return response
 
-    @web_ui.app.route("/llm/stats")
-    def llm_stats():
+    @app.route("/llm/stats")
+    def llm_stats() -> Response:
         return jsonify(figures())
 
     log.debug("LLM metrics tab installed in the web UI")

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -61,7 +62,9 @@ async def serve(settings: Settings) -> int:
         handles = list(app[WORKER_HANDLES].values())
         ready = asyncio.gather(*(e.wait_ready() for e in handles))
         stopped = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        # Futures of different results (the workers' list, the event's True): only which ends first counts.
+        first_of: set[asyncio.Future[Any]] = {ready, stopped}
+        done, _ = await asyncio.wait(first_of, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
             try:
                 ready.result()

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # type-only: the run state and the options import the workloads
+    from loadgen.options import LoadSettings
+    from loadgen.runstate import RunState
+    from runfolder.records import RequestRecord
 
 from loadgen.prompts import Prompt
 
@@ -113,19 +118,27 @@ class MultiTurnMixin:
     is not the user's to keep), so the option check refuses it (exit 2)."""
 
     multi_turn = True
+    # Set by OpenAIUser.__init__ (loadgen.user), which this mixes into.
+    _run: RunState
+    _user_id: int
+    _rng: random.Random
+    _conversations: Conversations | None
 
     @classmethod
-    def option_problems(cls, settings) -> list[str]:
+    def option_problems(cls, settings: LoadSettings) -> list[str]:
         if settings.arrival != "closed":
             return [f"{cls.__name__} runs closed loop: --arrival {settings.arrival} is not supported"]
         return []
 
-    def next_prompt(self, slot):
+    def next_prompt(self, slot: int | None) -> Prompt:
         run = self._run
-        if getattr(self, "_conversations", None) is None:
+        conversations = getattr(self, "_conversations", None)
+        if conversations is None:
             key = f"{run.worker_id}-u{self._user_id}"
-            self._conversations = Conversations(key, TurnSpec(run.settings.turns, run.settings.turns_spread))
-        return self._conversations.next_prompt(self._rng, run.prompts)
+            conversations = Conversations(key, TurnSpec(run.settings.turns, run.settings.turns_spread))
+            self._conversations = conversations
+        return conversations.next_prompt(self._rng, run.prompts)
 
-    def on_reply(self, rec, reply_text: str) -> None:
-        self._conversations.on_reply(rec.outcome == "success", reply_text)
+    def on_reply(self, rec: RequestRecord, reply_text: str) -> None:
+        if self._conversations is not None:  # set by the first next_prompt, which comes first
+            self._conversations.on_reply(rec.outcome == "success", reply_text)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.prompts import Prompt, PromptError
+from loadgen.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,9 @@ def _split(messages: list[dict[str, str]]) -> DataConversation | None:
 class DatasetPrompts:
     """Prompts (and, for multi-turn users, conversations) from a ShareGPT-style file."""
 
-    def __init__(self, path: Path, mode: str, counter=None, limit: int | None = None) -> None:
+    def __init__(
+        self, path: Path, mode: str, counter: TokenCounter | None = None, limit: int | None = None
+    ) -> None:
         if mode not in MODES:
             raise PromptError(f"--dataset-mode {mode!r}: expected one of {', '.join(MODES)}")
         self.path, self.mode, self.counter = Path(path), mode, counter

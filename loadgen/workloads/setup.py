@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from loadgen.prompts import PromptError
+from loadgen.prompts import PromptError, PromptSource
 from loadgen.workloads.dataset import DatasetPrompts, read_dataset
 from loadgen.workloads.shared_prefix import PrefixPool, build_pool
 from loadgen.workloads.trace import (
+    TraceEntry,
     TracePrompts,
     TraceSchedule,
     read_trace,
@@ -18,10 +19,15 @@ from loadgen.workloads.trace import (
     trace_rate_per_s,
 )
 
+if TYPE_CHECKING:  # type-only: loadgen.options imports the workloads' options
+    from loadgen.options import LoadSettings
+    from loadgen.tokens import TokenCounter
+
+
 log = logging.getLogger(__name__)
 
 
-def check_files(settings) -> None:
+def check_files(settings: LoadSettings) -> None:
     """Parse --trace and --dataset at start-up, so that a bad file exits 2 before anything is sent."""
     if settings.trace:
         read_trace(settings.trace)
@@ -29,7 +35,7 @@ def check_files(settings) -> None:
         read_dataset(Path(settings.dataset))
 
 
-def class_problems(user_classes, settings) -> list[str]:
+def class_problems(user_classes: list[type], settings: LoadSettings) -> list[str]:
     """What the selected scenarios say about the options (a class's `option_problems(settings)`)."""
     out: list[str] = []
     for cls in user_classes:
@@ -39,15 +45,18 @@ def class_problems(user_classes, settings) -> list[str]:
     return out
 
 
-def build(settings, counter, prompts: Any) -> tuple[Any, PrefixPool | None]:
+def build(
+    settings: LoadSettings, counter: TokenCounter | None, prompts: PromptSource
+) -> tuple[PromptSource, PrefixPool | None]:
     """The run's prompt source (a dataset or a trace replaces the synthetic one) and the prefix pool."""
     limit = getattr(counter, "max_model_len", None)
     base = prompts  # the synthetic source: its measured word costs make the exact blocks and prefixes
     if settings.dataset:
-        prompts = DatasetPrompts(
+        dataset = DatasetPrompts(
             Path(settings.dataset), settings.dataset_mode, counter, settings.dataset_limit
         )
-        _fit_dataset(prompts, limit, settings.max_tokens)
+        _fit_dataset(dataset, limit, settings.max_tokens)
+        prompts = dataset
     elif settings.trace:
         entries = read_trace(settings.trace)
         worst = max(entries, key=lambda e: e.input_length + e.output_length)
@@ -77,16 +86,23 @@ def _fit_dataset(prompts: DatasetPrompts, limit: int | None, default_max_tokens:
     prompts.prompts = fits
 
 
-def schedule(settings, start_ts_s: float, shard: int, shards: int) -> TraceSchedule:
+def _trace_entries(settings: LoadSettings) -> list[TraceEntry]:
+    """The --trace file's lines; the trace functions below are called only when --trace is set."""
+    if not settings.trace:
+        raise PromptError("--trace is not set")
+    return read_trace(settings.trace)
+
+
+def schedule(settings: LoadSettings, start_ts_s: float, shard: int, shards: int) -> TraceSchedule:
     return TraceSchedule(
-        read_trace(settings.trace), start_ts_s, settings.trace_time_scale, shard=shard, shards=shards
+        _trace_entries(settings), start_ts_s, settings.trace_time_scale, shard=shard, shards=shards
     )
 
 
-def due_slots(settings, start_ts_s: float, window_start_s: float, window_end_s: float) -> int:
-    entries = read_trace(settings.trace)
+def due_slots(settings: LoadSettings, start_ts_s: float, window_start_s: float, window_end_s: float) -> int:
+    entries = _trace_entries(settings)
     return trace_due_slots(entries, start_ts_s, settings.trace_time_scale, window_start_s, window_end_s)
 
 
-def rate_per_s(settings) -> float | None:
-    return trace_rate_per_s(read_trace(settings.trace), settings.trace_time_scale)
+def rate_per_s(settings: LoadSettings) -> float | None:
+    return trace_rate_per_s(_trace_entries(settings), settings.trace_time_scale)

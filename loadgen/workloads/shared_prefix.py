@@ -11,9 +11,13 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loadgen.workloads.words import OneTokenWords
+
+if TYPE_CHECKING:  # type-only: loadgen.options imports the workloads' options
+    from loadgen.options import LoadSettings
+    from loadgen.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ class PrefixPool:
         return body
 
 
-def build_pool(settings, prompts: object, counter) -> PrefixPool | None:
+def build_pool(settings: LoadSettings, prompts: object, counter: TokenCounter | None) -> PrefixPool | None:
     """K texts of L tokens; each checked with the run's token counter (K counts) when there is one."""
     k, length = settings.shared_prefixes, settings.shared_prefix_tokens
     if not k:

@@ -16,6 +16,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loadgen.prompts import Prompt, PromptError, json_object
 from loadgen.workloads.words import OneTokenWords
@@ -31,7 +32,7 @@ class TraceEntry:
     hash_ids: tuple[int, ...]
 
 
-def _int(where: str, obj: dict, key: str, minimum: int) -> int:
+def _int(where: str, obj: dict[str, Any], key: str, minimum: int) -> int:
     value = obj.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise PromptError(f'{where}: "{key}" must be an integer >= {minimum}')

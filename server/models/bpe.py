@@ -120,6 +120,14 @@ def _wrap_tokenizer(
     )
 
 
+def token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
+    """The id of one token (transformers types convert_tokens_to_ids for a token and a list alike)."""
+    found = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(found, int):
+        raise ValueError(f"{token!r} is not a token of the tokenizer")
+    return found
+
+
 def set_tokenizer_class(path: Path, name: str) -> None:
     # transformers 5 writes its new backend class name; loaders pick the class from this field.
     config = json.loads(path.read_text())

@@ -12,7 +12,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 from mlx_lm.models import llama
 
-from server.models.bpe import set_tokenizer_class, train_ascii_tokenizer
+from server.models.bpe import set_tokenizer_class, token_id, train_ascii_tokenizer
 from server.models.embedded import ENDOFTEXT, EmbeddedRecipe, write_json
 
 
@@ -22,7 +22,7 @@ def build_tiny_llama(recipe: EmbeddedRecipe, folder: Path) -> None:
     tokenizer.save_pretrained(folder, save_jinja_files=False)
     # The old alias loads in both transformers 4.x and 5.x.
     set_tokenizer_class(folder / "tokenizer_config.json", "PreTrainedTokenizerFast")
-    eos_id = tokenizer.convert_tokens_to_ids(recipe.eos_token)
+    eos_id = token_id(tokenizer, recipe.eos_token)
     config = llama_config(recipe, vocab_size=len(tokenizer), eos_token_id=eos_id)
     write_json(folder / "config.json", config)
     write_json(

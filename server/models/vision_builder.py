@@ -11,7 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from server.models.bpe import set_tokenizer_class, train_byte_level_ascii_tokenizer
+from server.models.bpe import set_tokenizer_class, token_id, train_byte_level_ascii_tokenizer
 from server.models.embedded import (
     ENDOFTEXT,
     IMAGE_PAD,
@@ -63,7 +63,7 @@ def build_tiny_qwen2_vl(recipe: EmbeddedRecipe, folder: Path) -> None:
     tokenizer.save_pretrained(folder, save_jinja_files=False)
     # mlx-vlm's Qwen2-VL processor loads the tokenizer through AutoTokenizer, as for the real model.
     set_tokenizer_class(folder / "tokenizer_config.json", "Qwen2Tokenizer")
-    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
+    token_ids = {token: token_id(tokenizer, token) for token in QWEN_SPECIAL_TOKENS}
     config = qwen2_vl_config(recipe, vocab_size=len(tokenizer), token_ids=token_ids)
     write_json(folder / "config.json", config)
     write_json(

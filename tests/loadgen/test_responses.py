@@ -8,6 +8,8 @@ import pytest
 
 from loadgen.classify import classify_http_error
 from loadgen.responses import StreamParser, clean_text, error_info_from_bytes, judge_tokens, parse_body
+from runfolder.records import Outcome
+from tests.loadgen.known import known
 
 
 def _chat(content=None, finish=None) -> bytes:
@@ -85,7 +87,8 @@ def test_error_event_keeps_code_and_message():
     parser = feed(
         [b'data: {"error": {"message": "full", "type": "x", "param": null, "code": "queue_timeout"}}']
     )
-    assert (parser.error.code, parser.error.message) == ("queue_timeout", "full")
+    error = known(parser.error)
+    assert (error.code, error.message) == ("queue_timeout", "full")
 
 
 @pytest.mark.parametrize(
@@ -117,11 +120,27 @@ def test_stream_keeps_the_text_for_the_tokenizer():
     assert parser.text == "a bf{}" and parser.content_chunks == 3
 
 
-def judge(outcome="success", detail="ok", **kw):
-    args = dict(output_tokens=8, from_server=True, has_content=True, finish_reason="length")
-    args.update(max_tokens=8, ignore_eos=False)
-    args.update(kw)
-    return judge_tokens(outcome, detail, **args)
+def judge(
+    outcome: Outcome = "success",
+    detail: str = "ok",
+    *,
+    output_tokens: int | None = 8,
+    from_server: bool = True,
+    has_content: bool = True,
+    finish_reason: str | None = "length",
+    max_tokens: int | None = 8,
+    ignore_eos: bool = False,
+) -> tuple[Outcome, str]:
+    return judge_tokens(
+        outcome,
+        detail,
+        output_tokens=output_tokens,
+        from_server=from_server,
+        has_content=has_content,
+        finish_reason=finish_reason,
+        max_tokens=max_tokens,
+        ignore_eos=ignore_eos,
+    )
 
 
 @pytest.mark.parametrize(

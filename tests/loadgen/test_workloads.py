@@ -8,9 +8,11 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from loadgen.options import LoadSettings
 from loadgen.prompts import ExactPrompts, PromptError, SyntheticPrompts
 from loadgen.responses import StreamParser, parse_body
 from loadgen.tokens import LocalTokenizer
@@ -27,6 +29,7 @@ from loadgen.workloads.trace import (
 from runfolder.records import RequestRecord
 from runfolder.summary import summarize
 from runfolder.workload_figures import workload_figures
+from tests.loadgen.known import known
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -170,15 +173,14 @@ def test_a_bad_dataset_names_the_file_and_the_problem(tmp_path, content, problem
 # ---- shared prefixes ------------------------------------------------------------------------------------
 
 
-class _Settings:
-    seed, shared_prefixes, shared_prefix_tokens, shared_prefix_share = 3, 4, 48, 0.5
+_SETTINGS = LoadSettings(seed=3, shared_prefixes=4, shared_prefix_tokens=48, shared_prefix_share=0.5)
 
 
 def test_shared_prefixes_are_exact_distinct_and_the_same_in_every_process(tokenizer, exact):
-    pool = build_pool(_Settings, exact, tokenizer)
+    pool = build_pool(_SETTINGS, exact, tokenizer)
     assert pool is not None and len(set(pool.texts)) == 4
     assert all(tokenizer.count_text(t) == 48 for t in pool.texts)
-    assert build_pool(_Settings, ExactPrompts(tokenizer, 32), tokenizer).texts == pool.texts  # seeded
+    assert known(build_pool(_SETTINGS, ExactPrompts(tokenizer, 32), tokenizer)).texts == pool.texts  # seeded
     rng = random.Random(0)
     picks = [pool.pick(rng) for _ in range(2000)]
     assert 0.45 < sum(p is not None for p in picks) / 2000 < 0.55
@@ -238,7 +240,10 @@ def test_cached_tokens_are_read_from_usage_and_missing_is_not_zero():
     for obj in lines:
         parser.feed(b"data: " + json.dumps(obj).encode(), 0.0)
     assert parser.cached_tokens == 32
-    body = {"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}], "usage": usage}
+    body: dict[str, Any] = {
+        "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
     assert parse_body(json.dumps(body).encode()).cached_tokens == 32
     del body["usage"]["prompt_tokens_details"]
     assert parse_body(json.dumps(body).encode()).cached_tokens is None

@@ -26,6 +26,7 @@ def test_samples_round_trip_through_both_readers(tmp_path):
     assert [(s.ts_s, s.name, s.labels) for s in back] == [(s.ts_s, s.name, s.labels) for s in SAMPLES]
     assert back[0].value == 3.0 and back[2].value == math.inf and math.isnan(back[3].value)
     frame = read_server_metrics_frame(tmp_path)
+    assert frame is not None
     assert list(frame.columns) == ["ts_s", "name", "labels", "value"]
     assert list(frame["name"]) == [s.name for s in SAMPLES]
     assert frame["labels"].iloc[2] == ""  # no labels: an empty cell, not a missing value
