@@ -34,7 +34,8 @@ def test_reference_server_run(tmp_path):
     assert all(r.usage_source == "server" and r.output_tokens == 16 for r in run.records)
     # the server's /tokenize made the prompts: 16 tokens as the server counts them, template included
     assert all(r.prompt_tokens == r.prompt_tokens_target == 16 for r in run.records)
-    assert run.metadata["server"]["profile"] == "v1.2.0" and run.metadata["model"]
+    # The server names the config file it runs (no profile overlaid): runtime.yaml -> "runtime".
+    assert run.metadata["server"]["profile"] == "runtime" and run.metadata["model"]
     assert run.metadata["scenarios"] == ["ChatStreamUser"]  # the default scenario
 
 

@@ -164,4 +164,5 @@ def test_a_profile_is_named_by_its_file_not_by_its_compat():
     """guide-promise runs with compat v1.2.0; run folders and reports must still say guide-promise."""
     promise = load_settings(RUNTIME_CONFIG, profile="guide-promise", warn=lambda line: None)
     assert (promise.profile, promise.compat) == ("guide-promise", "v1.2.0")
-    assert load_settings(RUNTIME_CONFIG, warn=lambda line: None).profile is None
+    # Without an overlay the config file is what runs, by its name.
+    assert load_settings(RUNTIME_CONFIG, warn=lambda line: None).profile == "runtime"
