@@ -91,7 +91,7 @@ def test_ttft_excludes_time_the_greenlet_waited_for_the_cpu():
     assert 0 < known(rec.ttfb_s) <= ttft_s <= known(rec.e2e_s)
 
 
-CLOCK_SLACK_S = 0.010  # two clocks read one after the other, on a busy 2-core machine; far under the 200 ms hog
+CLOCK_SLACK_S = 0.010  # two clocks read in turn on a busy 2-core machine; far under the 200 ms hog
 
 
 @pytest.fixture
