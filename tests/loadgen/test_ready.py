@@ -9,13 +9,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from orchestrate.processes import locust_cmd, serve, start_locust
 from runfolder import read_run
-from tests.support.helpers import FAULT_SERVER, free_port, run_locust_with_stats
+from tests.support.helpers import FAULT_SERVER, free_port, run_locust_with_stats, threaded_http_server
 
 READY_WAIT_S = 60.0  # generous: the test waits for an event (a log line), never for a fixed time
 
@@ -93,15 +93,8 @@ def listing_server(models: list[str], health_status: int = 200) -> Iterator[tupl
         def log_message(self, *args) -> None:  # keep the test output clean
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", posts
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with threaded_http_server(Handler) as url:
+        yield url, posts
 
 
 @pytest.mark.expected_errors(r"was not ready within")

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from loadgen import prepare, side_requests
 from loadgen.options import LoadSettings
 from runfolder import read_run
 from runfolder.metadata import side_requests_of, side_requests_section
-from tests.support.helpers import run_locust_with_stats
+from tests.support.helpers import run_locust_with_stats, threaded_http_server
 
 
 @contextmanager
@@ -52,14 +51,8 @@ def server_without_tokenize() -> Iterator[tuple[str, Counter]]:
         def log_message(self, *_args) -> None:  # quiet: a passing test prints nothing
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", got
-    finally:
-        server.shutdown()
-        server.server_close()
+    with threaded_http_server(Handler) as url:
+        yield url, got
 
 
 def test_calibration_and_probes_are_counted_as_the_server_saw_them():
