@@ -18,14 +18,19 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from argparse import ArgumentParser
+from collections.abc import Callable
 from typing import Any
 
 import gevent
 from gevent.event import Event
 from locust import events
+from locust.env import Environment
+from locust.rpc import Message
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from loadgen import options, output_check, output_refs, prepare, server_scrape, side_requests, webui
+from loadgen.process_record import ProcessRecord, attach, current_environment, record_of
 from loadgen.prompts import PromptError
 from loadgen.runstate import RunState, load_prompts
 from loadgen.shards import ShardBook
@@ -38,37 +43,37 @@ FINAL_MSG, STOP_MSG = "loadgen_final", "loadgen_stop"
 REPORT_KEY = "loadgen"
 FINAL_GRACE_S = 10.0  # beyond --stop-timeout, how long the master waits for workers' last records
 
-# report_to_master and worker_report listeners receive no environment: keep this process's one here.
-_process: dict[str, Any] = {}
-
-
 # Set once on_init has built this process's RunState. A worker is connected to its master before Locust
 # fires init, so a spawn (and the listeners it triggers) can come first: those wait for it.
 _initialized = Event()
 INIT_WAIT_S = 120.0
 
 
-def state_of(environment) -> RunState:
-    state = getattr(environment, "loadgen_state", None)  # set in on_init; one per process
-    if state is None:
+def process_of(environment: Environment) -> ProcessRecord:
+    record = record_of(environment)  # made in on_init; one per process
+    if record is None:
         _initialized.wait(INIT_WAIT_S)
-        state = environment.loadgen_state
-    return state
+        record = record_of(environment)
+    if record is None:
+        raise RuntimeError("the load generator's plugin was not initialized in this process")
+    return record
+
+
+def state_of(environment: Environment) -> RunState:
+    return process_of(environment).state
 
 
 def auth_headers(settings: options.LoadSettings) -> dict[str, str]:
     return {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
 
 
-@events.init_command_line_parser.add_listener
-def on_parser(parser, **_kw) -> None:
+def on_parser(parser: ArgumentParser, **_kw: Any) -> None:
     options.add_arguments(parser)
 
 
-@events.init.add_listener
-def on_init(environment, **_kw) -> None:
+def on_init(environment: Environment, **_kw: Any) -> None:
     settings = options.LoadSettings.from_options(environment.parsed_options)
-    classes = environment.user_classes or ()
+    classes = list(environment.user_classes or ())
     problems = settings.problems() + workloads.class_problems(classes, settings)
     problems += output_check.class_problems(classes, settings)
     if not problems:
@@ -81,15 +86,14 @@ def on_init(environment, **_kw) -> None:
         for problem in problems:
             log.error("invalid option: %s", problem)
         sys.exit(2)
-    _process["env"] = environment
     environment.stop_timeout = options.stop_timeout_s(environment.stop_timeout, settings.request_timeout_s)
-    environment.parsed_options.stop_timeout = environment.stop_timeout
+    if environment.parsed_options is not None:
+        environment.parsed_options.stop_timeout = environment.stop_timeout
     # gevent's loop caches "now" from its last iteration; after a slow start (imports on a busy machine)
     # it can be seconds old, and Locust's --run-time timer, set from it, then fires at once.
     gevent.get_hub().loop.update_now()
-    environment.loadgen_state = RunState(settings, ready=Event(), stopped=Event())
-    environment.loadgen_finals = set()
-    environment.loadgen_expected = set()
+    record = ProcessRecord(RunState(settings, ready=Event(), stopped=Event()))
+    attach(environment, record)
     _initialized.set()
     runner = environment.runner
     # Before preparing: messages can arrive while it waits on the network.
@@ -103,23 +107,23 @@ def on_init(environment, **_kw) -> None:
         # Wait for the server, find the model, load the tokenizer, build the prompts: before Locust starts
         # its run-time clock (and, on a worker, before its first test); exit 2 if the server never comes.
         # A worker's runner already receives messages meanwhile: its test waits for this (`_ensure_target`).
-        environment.loadgen_prepared = Event()
+        record.prepared = Event()
         try:
             host = environment.host or ""
             target = prepare.prepare(settings, host, auth_headers(settings))
         except prepare.NotReady as exc:
             log.error("%s", exc)
             sys.exit(2)
-        environment.loadgen_target = _with_references(environment, settings, target)
-        environment.loadgen_prepared.set()
+        record.target = _with_references(environment, settings, target)
+        record.prepared.set()
         # Loading a tokenizer blocks the event loop without yielding, and the loop's cached clock would
         # then start Locust's --run-time timer that much in the past (a 4 s run ended at once).
         gevent.get_hub().loop.update_now()
-    if getattr(environment, "web_ui", None) is not None:
-        webui.install(environment.web_ui, environment.loadgen_state)
+    if environment.web_ui is not None:
+        webui.install(environment.web_ui, record.state)
 
 
-def _prepares_at_init(environment) -> bool:
+def _prepares_at_init(environment: Environment) -> bool:
     """Headless runs prepare at start-up: the master (or single process), and workers that know the host
     (`--processes`). A test started from the web UI, or a worker told the host later, prepares then."""
     if not getattr(environment.parsed_options, "headless", False):
@@ -127,16 +131,18 @@ def _prepares_at_init(environment) -> bool:
     return not isinstance(environment.runner, WorkerRunner) or bool(environment.host)
 
 
-def _ensure_target(environment, state: RunState, model: str | None = None) -> prepare.Target | None:
+def _ensure_target(
+    environment: Environment, state: RunState, model: str | None = None
+) -> prepare.Target | None:
     """Readiness, the model (--model, else the first id the server lists), token counter and prompts.
 
     Done at init when `_prepares_at_init`; else here, per test (the web UI may have changed the options).
     None when the server is not ready: logged, the test stopped, and no user sends anything.
     """
-    prepared = getattr(environment, "loadgen_prepared", None)
-    if prepared is not None:
-        prepared.wait()  # init is still preparing (a worker's first test can start meanwhile)
-    target = getattr(environment, "loadgen_target", None)
+    record = process_of(environment)
+    if record.prepared is not None:
+        record.prepared.wait()  # init is still preparing (a worker's first test can start meanwhile)
+    target = record.target
     if target is None or not _prepares_at_init(environment):
         try:
             headers = auth_headers(state.settings)
@@ -144,17 +150,19 @@ def _ensure_target(environment, state: RunState, model: str | None = None) -> pr
             target = prepare.prepare(state.settings, host, headers, model=model, wait=not model)
         except prepare.NotReady as exc:
             log.error("%s", exc)
-            environment.loadgen_not_ready = True  # users stop at once: no request goes out
-            gevent.spawn(environment.runner.stop)
+            record.not_ready = True  # users stop at once: no request goes out
+            gevent.spawn(environment.runner.stop)  # type: ignore[union-attr]  # a test runs: a runner
             return None
         target = _with_references(environment, state.settings, target)
         gevent.get_hub().loop.update_now()  # a tokenizer load blocked the loop (see on_init)
-        environment.loadgen_target = target
-    environment.loadgen_not_ready = False
+        record.target = target
+    record.not_ready = False
     return target
 
 
-def _with_references(environment, settings: options.LoadSettings, target: prepare.Target) -> prepare.Target:
+def _with_references(
+    environment: Environment, settings: options.LoadSettings, target: prepare.Target
+) -> prepare.Target:
     """--check-outputs: the master (or the single process) sends each check prompt alone, before the clock;
     workers get the references with their configuration (loadgen/output_refs.py says why)."""
     if settings.check_outputs and not isinstance(environment.runner, WorkerRunner):
@@ -171,8 +179,7 @@ def _install(state: RunState, target: prepare.Target, model: str | None = None) 
     state.prefixes, state.outputs = target.prefixes, target.outputs
 
 
-@events.test_start.add_listener
-def on_test_start(environment, **_kw) -> None:
+def on_test_start(environment: Environment, **_kw: Any) -> None:
     runner = environment.runner
     state = state_of(environment)
     state.settings = options.LoadSettings.from_options(environment.parsed_options)  # the web UI may edit them
@@ -182,12 +189,13 @@ def on_test_start(environment, **_kw) -> None:
         state.stopped.clear()
         runner.send_message(HELLO_MSG, {"worker_ts_s": time.time(), "worker_id": state.worker_id})
         return
-    environment.loadgen_finals, environment.loadgen_expected = set(), set()
+    record = process_of(environment)
+    record.final_workers, record.expected_workers = set(), set()
     if isinstance(runner, MasterRunner):
         state.worker_id = "master"
         state.shards = max(len(_live_workers(runner)), 1)
         state.shard, state.workers = 0, {}
-        environment.loadgen_book = ShardBook(state.shards)
+        record.shard_book = ShardBook(state.shards)
     target = _ensure_target(environment, state)  # may wait on the network: before the clock starts
     state.scraper = _start_scraper(environment, state.settings) if target is not None else None
     state.begin(time.time())
@@ -197,12 +205,13 @@ def on_test_start(environment, **_kw) -> None:
         _install(state, target)
 
 
-def _start_scraper(environment, settings: options.LoadSettings) -> server_scrape.Scraper:
+def _start_scraper(environment: Environment, settings: options.LoadSettings) -> server_scrape.Scraper:
     """The server's metrics (master or single process only): the first scrape, before any request is sent,
     then a greenlet that scrapes every interval until the test stops."""
     url = server_scrape.metrics_url(settings.server_metrics, environment.host or "")
     scraper = server_scrape.Scraper(url, settings.server_metrics_interval_s)
-    environment.loadgen_scrape_loop = gevent.spawn(_scrape_every, scraper) if scraper.start() else None
+    loop = gevent.spawn(_scrape_every, scraper) if scraper.start() else None
+    process_of(environment).scrape_loop = loop
     return scraper
 
 
@@ -215,27 +224,30 @@ def _scrape_every(scraper: server_scrape.Scraper) -> None:
         scraper.scrape()
 
 
-def _stop_scraper(environment, state: RunState) -> None:
+def _stop_scraper(environment: Environment, state: RunState) -> None:
     """Stop the periodic scrapes, then the last one (after every request has ended)."""
-    loop = getattr(environment, "loadgen_scrape_loop", None)
-    if loop is not None:
-        loop.kill(block=True, timeout=server_scrape.TIMEOUT_S + 1)
-        environment.loadgen_scrape_loop = None
+    record = process_of(environment)
+    if record.scrape_loop is not None:
+        record.scrape_loop.kill(block=True, timeout=server_scrape.TIMEOUT_S + 1)
+        record.scrape_loop = None
     if state.scraper is not None:
         state.scraper.finish(gevent.sleep)
 
 
-def _live_workers(runner) -> set[str]:
+def _live_workers(runner: MasterRunner) -> set[str]:
     return {cid for cid, node in runner.clients.items() if node.state != STATE_MISSING}
 
 
-def _on_hello(environment, msg, **_kw) -> None:
+def _on_hello(environment: Environment, msg: Message, **_kw: Any) -> None:
     """A worker started (or restarted) its test: give it its shard and the run's configuration."""
-    state = state_of(environment)
+    record = process_of(environment)
+    state = record.state
     runner = environment.runner
-    assignment = environment.loadgen_book.assign(msg.node_id, _live_workers(runner) | {msg.node_id})
-    environment.loadgen_expected.add(msg.node_id)
-    environment.loadgen_finals.discard(msg.node_id)
+    assert isinstance(runner, MasterRunner)  # hellos are registered on the master only
+    assert record.shard_book is not None  # opened at the master's test_start, before any hello
+    assignment = record.shard_book.assign(msg.node_id, _live_workers(runner) | {msg.node_id})
+    record.expected_workers.add(msg.node_id)
+    record.final_workers.discard(msg.node_id)
     state.workers.setdefault(msg.data["worker_id"], {}).update(
         {"client_id": msg.node_id, "shard": assignment.shard}
     )
@@ -258,7 +270,7 @@ def _on_hello(environment, msg, **_kw) -> None:
     )
 
 
-def _on_config(environment, msg, **_kw) -> None:
+def _on_config(environment: Environment, msg: Message, **_kw: Any) -> None:
     """Measure this worker's clock against the master's (NTP-style), then start this worker's test."""
     state = state_of(environment)
     now = time.time()
@@ -288,12 +300,12 @@ def _on_config(environment, msg, **_kw) -> None:
         log.info("took over shard %s late: %d slot(s) already past are left missed", data["shard"], skipped)
 
 
-def _on_stop_request(environment, msg, **_kw) -> None:
-    environment.runner.stop()  # fires test_stop here, which sends our final records
+def _on_stop_request(environment: Environment, msg: Message, **_kw: Any) -> None:
+    # Fires test_stop here, which sends our final records (a message came: there is a runner).
+    environment.runner.stop()  # type: ignore[union-attr]
 
 
-@events.test_stopping.add_listener
-def on_test_stopping(environment, **_kw) -> None:
+def on_test_stopping(environment: Environment, **_kw: Any) -> None:
     state = state_of(environment)
     state.stop_ts_s = time.time()
     state.stopped.set()
@@ -307,14 +319,13 @@ def _worker_payload(state: RunState, final: bool) -> dict[str, Any]:
     return payload
 
 
-@events.report_to_master.add_listener
-def on_report_to_master(client_id, data, **_kw) -> None:
-    env = _process.get("env")
+def on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    env = current_environment()
     if env is not None and isinstance(env.runner, WorkerRunner) and state_of(env).ready.is_set():
         data[REPORT_KEY] = _worker_payload(state_of(env), final=False)
 
 
-def _merge(environment, payload: dict[str, Any]) -> None:
+def _merge(environment: Environment, payload: dict[str, Any]) -> None:
     state = state_of(environment)
     state.merge(payload)
     worker = payload.get("worker_id")
@@ -325,20 +336,18 @@ def _merge(environment, payload: dict[str, Any]) -> None:
     side_requests.LEDGER.merge(payload.get("side_requests") or [])
 
 
-@events.worker_report.add_listener
-def on_worker_report(client_id, data, **_kw) -> None:
-    env = _process.get("env")
+def on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    env = current_environment()
     if REPORT_KEY in data and env is not None:
         _merge(env, data[REPORT_KEY])
 
 
-def _on_final(environment, msg, **_kw) -> None:
+def _on_final(environment: Environment, msg: Message, **_kw: Any) -> None:
     _merge(environment, msg.data)
-    environment.loadgen_finals.add(msg.node_id)
+    process_of(environment).final_workers.add(msg.node_id)
 
 
-@events.test_stop.add_listener
-def on_test_stop(environment, **_kw) -> None:
+def on_test_stop(environment: Environment, **_kw: Any) -> None:
     runner = environment.runner
     state = state_of(environment)
     if isinstance(runner, WorkerRunner):
@@ -353,20 +362,35 @@ def on_test_stop(environment, **_kw) -> None:
     state.finish(environment)
 
 
-def _await_finals(environment, runner) -> None:
-    expected = environment.loadgen_expected
-    if expected - environment.loadgen_finals:
+def _await_finals(environment: Environment, runner: MasterRunner) -> None:
+    record = process_of(environment)
+    expected = record.expected_workers
+    if expected - record.final_workers:
         runner.send_message(STOP_MSG)  # workers that already stopped ignore it
     deadline = time.monotonic() + (environment.stop_timeout or 0) + FINAL_GRACE_S
-    while expected - environment.loadgen_finals and time.monotonic() < deadline:
+    while expected - record.final_workers and time.monotonic() < deadline:
         gevent.sleep(0.05)
-    state = state_of(environment)
+    state = record.state
     by_client = {w.get("client_id"): name for name, w in state.workers.items()}
-    state.missing_workers = sorted(by_client.get(c, c) for c in expected - environment.loadgen_finals)
+    state.missing_workers = sorted(by_client.get(c, c) for c in expected - record.final_workers)
 
 
-@events.quitting.add_listener
-def on_quitting(environment, **_kw) -> None:
-    state = getattr(environment, "loadgen_state", None)
-    if state is not None and state.write_failed and environment.process_exit_code in (None, 0):
+def on_quitting(environment: Environment, **_kw: Any) -> None:
+    record = record_of(environment)
+    if record is not None and record.state.write_failed and environment.process_exit_code in (None, 0):
         environment.process_exit_code = 2
+
+
+def _listen(hook: Any, handler: Callable[..., None]) -> None:
+    hook.add_listener(handler)
+
+
+# Registered here rather than by decorator: Locust's event hooks carry no types.
+_listen(events.init_command_line_parser, on_parser)
+_listen(events.init, on_init)
+_listen(events.test_start, on_test_start)
+_listen(events.test_stopping, on_test_stopping)
+_listen(events.report_to_master, on_report_to_master)
+_listen(events.worker_report, on_worker_report)
+_listen(events.test_stop, on_test_stop)
+_listen(events.quitting, on_quitting)

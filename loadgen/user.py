@@ -15,6 +15,7 @@ from locust.exception import LocustError, StopUser
 
 from loadgen.options import LoadSettings
 from loadgen.plugin import auth_headers, state_of
+from loadgen.process_record import record_of
 from loadgen.prompts import IndexedPrompts, Prompt
 from loadgen.transport import Connection, RequestSpec, common_body
 from runfolder.records import CUT_DETAIL, RequestRecord
@@ -50,13 +51,14 @@ class OpenAIUser(User):
     def on_start(self) -> None:
         if not self.host:
             raise LocustError("no target: pass --host URL (e.g. --host http://127.0.0.1:8080)")
-        if getattr(self.environment, "loadgen_not_ready", False):
+        process = record_of(self.environment)
+        if process is not None and process.not_ready:
             raise StopUser()  # the server was not ready (logged once by the plugin): send nothing
         s = self._run.settings
         self._conn = Connection(self.host, timeout_s=s.request_timeout_s, headers=auth_headers(s))
-        # Item 6: output tokens by the run's tokenizer when the server sends no usage; strict length checks.
-        target = getattr(self.environment, "loadgen_target", None)
-        self._conn.token_counter = getattr(target, "counter", None)
+        # Output tokens by the run's tokenizer when the server sends no usage; strict length checks.
+        target = process.target if process is not None else None
+        self._conn.token_counter = target.counter if target is not None else None
         self._conn.ignore_eos = s.ignore_eos
 
     def on_stop(self) -> None:

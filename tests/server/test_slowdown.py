@@ -35,9 +35,23 @@ def test_negative_slowdown_is_a_config_error():
         load_settings(RUNTIME, overrides={"testing": {"slowdown_pct": -5}})
 
 
-def _runtime(slowdown_pct: float) -> BatchRuntime:
-    """Just what slow_down reads: the options."""
-    return cast(BatchRuntime, SimpleNamespace(options=SimpleNamespace(slowdown_pct=slowdown_pct)))
+def _runtime(slowdown_pct: float, runs_mlx_lm: bool = False) -> BatchRuntime:
+    """Just what slow_down reads: the options, and whether mlx-lm's generator runs (steps in flight)."""
+    options = SimpleNamespace(slowdown_pct=slowdown_pct)
+    return cast(BatchRuntime, SimpleNamespace(options=options, runs_mlx_lm=runs_mlx_lm))
+
+
+def test_the_spin_waits_for_the_step_in_flight_first(monkeypatch):
+    """mlx-lm starts the next step before returning this one; a spin beside it would be hidden."""
+    import mlx.core as mx
+
+    calls = []
+    monkeypatch.setattr(mx, "synchronize", lambda *a: calls.append(time.perf_counter()))
+    cycle_started = time.perf_counter()
+    BatchRuntime.slow_down(_runtime(10.0, runs_mlx_lm=True), cycle_started)
+    assert len(calls) == 1
+    BatchRuntime.slow_down(_runtime(0.0, runs_mlx_lm=True), cycle_started)
+    assert len(calls) == 1  # off: the server's overlap is untouched
 
 
 def test_a_slowed_cycle_lasts_at_least_its_share_longer():
