@@ -72,6 +72,16 @@ class RequestTimes:
 
 
 @dataclass(frozen=True)
+class CompletedTimes:
+    """A request of a point that finished: its `RequestTimes` with both ends known."""
+
+    arrival_s: float
+    first_token_s: float
+    finish_s: float
+    output_tokens: int
+
+
+@dataclass(frozen=True)
 class Load:
     """A closed loop of `users` users sending `rounds` requests each, or open-loop arrival offsets."""
 
@@ -92,7 +102,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarize(records: list[RequestTimes]) -> PointResult:
-    done = [r for r in records if r.finish_s is not None and r.first_token_s is not None]
+    done = [
+        CompletedTimes(r.arrival_s, r.first_token_s, r.finish_s, r.output_tokens)
+        for r in records
+        if r.finish_s is not None and r.first_token_s is not None
+    ]
     tokens = sum(r.output_tokens for r in done)
     wall_s = max(r.finish_s for r in done) - min(r.arrival_s for r in records) if done else float("nan")
     ttfts = [r.first_token_s - r.arrival_s for r in done]
@@ -116,9 +130,9 @@ class InProcessEngine:
     """mlx-lm's BatchGenerator with its defaults, driven in this process: no HTTP, no IPC, no detokenizer."""
 
     def __init__(self, model_dir: Path):
-        from mlx_lm import load
+        from server.worker.main import load_text
 
-        self.model, self.tokenizer = load(str(model_dir))
+        self.model, self.tokenizer = load_text(str(model_dir))
 
     def prompt_tokens(self, i: int) -> list[int]:
         text = self.tokenizer.apply_chat_template(
@@ -245,6 +259,10 @@ def peer_server(model_dir: Path) -> Iterator[str]:
 Runner = Callable[[Load], list[RequestTimes]]
 
 
+def http_runner(url: str, model: str, tokens: int, eos_id: int) -> Runner:
+    return lambda load: asyncio.run(http_load(url, model, load, tokens, eos_id))
+
+
 def measure_point(
     runners: dict[str, Runner], load: Load, repeats: int, offset: int
 ) -> dict[str, list[PointResult]]:
@@ -311,9 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             urls[PEER] = (stack.enter_context(peer_server(model_dir)), str(model_dir))
         runners: dict[str, Runner] = {ENGINE: lambda load: engine.run(load, args.tokens)}
         for name, (url, model) in urls.items():
-            runners[name] = lambda load, url=url, model=model: asyncio.run(
-                http_load(url, model, load, args.tokens, eos_id)
-            )
+            runners[name] = http_runner(url, model, args.tokens, eos_id)
         for runner in runners.values():  # warm every system
             runner(Load(users=2, rounds=1))
 

@@ -23,13 +23,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from configkit import REPO_ROOT
 from server import ipc
 from server.ipc import RuntimeOptions
 from server.models.embedded import build_embedded_model
 from server.settings import load_settings
+from server.worker.main import load_text
 from server.worker.text_runtime import BatchRuntime
+
+if TYPE_CHECKING:
+    import mlx.nn as nn
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 
 @dataclass
@@ -63,7 +69,9 @@ def submit(i: int, tokens: int) -> ipc.Submit:
     )
 
 
-def profile(loaded, options: RuntimeOptions, streams: int, tokens: int) -> StepTimes:
+def profile(
+    loaded: tuple[nn.Module, TokenizerWrapper], options: RuntimeOptions, streams: int, tokens: int
+) -> StepTimes:
     times = StepTimes()
 
     def send(events: list) -> None:
@@ -120,7 +128,7 @@ def prefill_ms(model, prompts: list[list[int]], repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def print_prefill_groups(loaded, sizes: list[int], repeats: int) -> None:
+def print_prefill_groups(loaded: tuple[nn.Module, TokenizerWrapper], sizes: list[int], repeats: int) -> None:
     model, tokenizer = loaded
     prompts = [runtime_tokens(tokenizer, submit(i, 1)) for i in range(max(sizes))]
     tokens = len(prompts[0])
@@ -165,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_tokens=settings.streaming.batch_tokens,
         flush_ms=settings.streaming.flush_ms,
     )
-    from mlx_lm import load
-
-    loaded = load(str(build_embedded_model()))
+    loaded = load_text(str(build_embedded_model()))
     profile(loaded, options, 2, 8)  # warm up
     if args.prefill_groups:
         print_prefill_groups(loaded, args.prefill_groups, args.group_repeats)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from server.settings import ModelSettings, Settings
+    from server.settings import ModelSettings, Settings, Tier
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,14 @@ V111_CODE_DEFAULT_TABLE = {
     "<3B": TierLimits(10, 50, 30000),
 }
 TIER_TABLES = {"code_defaults": V111_CODE_DEFAULT_TABLE, "runtime_yaml": V111_TIER_TABLE}
-FALLBACK_TIER = "7-13B"
+FALLBACK_TIER: Tier = "7-13B"
 
 # v1.1.1's pattern, on the lower-cased name: the first number followed by `b` (not "byte"). As in v1.1.1,
 # "4bit" reads as 4B: a quantization suffix can set the tier when the name has no size before it.
 _SIZE_IN_NAME = re.compile(r"(\d+(?:\.\d+)?)b(?!yte)")
 
 
-def tier_for_billions(billions: float) -> str:
+def tier_for_billions(billions: float) -> Tier:
     if billions >= 30:
         return "30B+"
     if billions >= 13:
@@ -77,8 +77,8 @@ def billions_in_name(name: str) -> float | None:
 
 
 def detect_tier(
-    parameter_count: int | None, name: str, override: str | None = None, source: str = "name"
-) -> tuple[str, str]:
+    parameter_count: int | None, name: str, override: Tier | None = None, source: str = "name"
+) -> tuple[Tier, str]:
     """(tier, how it was found): the override; else, with source "weights", the parameter count; else the
     name (v1.1.1's rule); else v1.1.1's fallback, 7-13B, with a warning."""
     if override:

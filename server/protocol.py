@@ -7,6 +7,7 @@ import uuid
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing_extensions import TypeIs
 
 from server.errors import APIError
 from server.settings import LimitSettings
@@ -177,9 +178,15 @@ def check_stops(stops: list[str], limits: LimitSettings) -> list[str]:
     return stops
 
 
+def is_text_prompts(prompt: str | list[int] | list[str]) -> TypeIs[list[str]]:
+    # The request model validates a list as all token ids or all strings, so its first item tells which;
+    # an empty list counts as token ids (and is refused as empty).
+    return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], str)
+
+
 def completion_prompt(req: CompletionRequest) -> str | list[int]:
     prompt = req.prompt
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+    if is_text_prompts(prompt):
         if len(prompt) != 1:
             raise APIError(400, "Batched prompts are not supported; send one prompt.", param="prompt")
         prompt = prompt[0]
@@ -207,6 +214,7 @@ class ChatShapes:
     """chat.completion and chat.completion.chunk objects."""
 
     chunk_object = "chat.completion.chunk"
+    final_object = "chat.completion"
 
     def __init__(self, model: str):
         self.id = new_id("chatcmpl")
@@ -246,19 +254,22 @@ class ChatShapes:
         completion_tokens: int,
         cached_tokens: int = 0,
     ) -> dict[str, Any]:
-        message = {"role": "assistant", "content": text}
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
         return {
-            **self._envelope("chat.completion"),
-            "choices": [choice],
+            **self._envelope(self.final_object),
+            "choices": [self.final_choice(text, finish_reason)],
             "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
         }
+
+    def final_choice(self, text: str, finish_reason: str) -> dict[str, Any]:
+        message = {"role": "assistant", "content": text}
+        return {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
 
 
 class CompletionShapes(ChatShapes):
     """text_completion objects (the same object serves streamed chunks and the final body)."""
 
     chunk_object = "text_completion"
+    final_object = "text_completion"
 
     def __init__(self, model: str):
         super().__init__(model)
@@ -270,17 +281,8 @@ class CompletionShapes(ChatShapes):
     def chunk(
         self, text: str | None, finish_reason: str | None = None, role: str | None = None
     ) -> dict[str, Any]:
-        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        choice = self.final_choice(text or "", finish_reason)
         return {**self._envelope(self.chunk_object), "choices": [choice]}
 
-    def final(
-        self,
-        text: str,
-        finish_reason: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        cached_tokens: int = 0,
-    ) -> dict[str, Any]:
-        body = self.chunk(text, finish_reason)
-        body["usage"] = usage(prompt_tokens, completion_tokens, cached_tokens)
-        return body
+    def final_choice(self, text: str, finish_reason: str | None) -> dict[str, Any]:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}

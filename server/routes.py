@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -49,18 +50,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def worker_messages(
     messages: list[Message], handle: WorkerHandle, limits: ImageSettings
-) -> tuple[list, list]:
+) -> tuple[list[dict[str, Any]], list[bytes]]:
     """Messages as the worker wants them: plain strings for text models, content parts for vision models
     (each image part replaced by {"type": "image"}, its bytes listed in order)."""
     images: list[bytes] = []
-    converted = []
+    converted: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         parts = (
             message.content
             if isinstance(message.content, list)
             else [TextPart(type="text", text=message.text())]
         )
-        content = []
+        content: list[dict[str, str]] = []
         for j, part in enumerate(parts):
             if isinstance(part, TextPart):
                 content.append({"type": "text", "text": part.text})
@@ -82,9 +83,8 @@ async def worker_messages(
                 )
             images.append(await load_image(part.image_url.url, limits, param))
             content.append({"type": "image"})
-        if handle.kind != "vision":
-            content = "".join(part["text"] for part in content)
-        converted.append({"role": message.role, "content": content})
+        text_or_parts = content if handle.kind == "vision" else "".join(part["text"] for part in content)
+        converted.append({"role": message.role, "content": text_or_parts})
     return converted, images
 
 

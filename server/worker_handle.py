@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
 from server import ipc
@@ -78,7 +79,7 @@ class WorkerHandle:
         self._crashed_at: float | None = None
         self._streams: dict[str, asyncio.Queue] = {}
         self._settled: asyncio.Future | None = None
-        self._process: mp.Process | None = None
+        self._process: BaseProcess | None = None
         self._stopping = False
 
     @property
@@ -154,7 +155,7 @@ class WorkerHandle:
         self._inbox.cancel_join_thread()  # never block on commands a dead worker will not read
 
     # -- events from the worker -----------------------------------------------------------------------
-    def _read_events(self, receive, process: mp.Process) -> None:
+    def _read_events(self, receive, process: BaseProcess) -> None:
         while True:
             try:
                 events = receive.recv()
@@ -203,7 +204,7 @@ class WorkerHandle:
         log.info("model %s ready (%s, %d parameters)", self.name, event.model_path, event.parameter_count)
         self._settle()
 
-    def _worker_exited(self, process: mp.Process) -> None:
+    def _worker_exited(self, process: BaseProcess) -> None:
         if self._stopping or process is not self._process:
             return  # a requested stop, or an old worker already replaced
         process.join(1)

@@ -8,25 +8,38 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server import ipc
 from server.ipc import RuntimeOptions
 from server.worker.describe import context_length, count_parameters, quantization_bits
 from server.worker.text_runtime import BatchRuntime
 
+if TYPE_CHECKING:
+    import mlx.nn as nn
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+    from server.worker.vision_runtime import VisionRuntime
+
 log = logging.getLogger(__name__)
 
 
-def load_text(model_path: str) -> tuple[Any, Any]:
+def load_text(model_path: str) -> tuple[nn.Module, TokenizerWrapper]:
     from mlx_lm import load
 
-    return load(model_path)
+    # A third item, the config, comes only with return_config=True.
+    model, tokenizer, *_ = load(model_path)
+    return model, tokenizer
 
 
-def open_runtime(kind: str, model_path: str, options: RuntimeOptions, send) -> tuple[BatchRuntime, ipc.Ready]:
+def open_runtime(
+    kind: str, model_path: str, options: RuntimeOptions, send
+) -> tuple[BatchRuntime | VisionRuntime, ipc.Ready]:
     """Load the model once (to check it and describe it) and build the runtime for `kind`."""
+    load: Callable[[str], tuple[Any, Any]]
+    runtime_class: type[BatchRuntime | VisionRuntime]
     if kind == "text":
         load, runtime_class = load_text, BatchRuntime
     elif kind == "vision":

@@ -16,9 +16,9 @@ into the decode batch) instead of at the next decode step.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
 
 from server import ipc
 
@@ -28,13 +28,17 @@ SPLIT = "split"
 MLX = "mlx"
 PREFILL_SCHEDULES = (SPLIT, MLX)
 
+# What a runtime makes of a request's prompt (token ids, or tokens with images); scheduling only counts
+# its tokens.
+PromptT = TypeVar("PromptT", bound=Sized)
+
 
 @dataclass
-class Waiting:
+class Waiting(Generic[PromptT]):
     """A request accepted by the worker, not yet in the generator."""
 
     sub: ipc.Submit
-    tokens: Any
+    tokens: PromptT
     arrived_s: float
     announced: bool = True  # its Started event has been sent
 
@@ -108,7 +112,7 @@ def sampled_first_tokens(generator, uids: Iterable[int]) -> dict[int, int]:
     uids = list(uids)
     batch = getattr(generator, "_generation_batch", None)
     next_tokens = getattr(batch, "_next_tokens", None)
-    if not uids or next_tokens is None:
+    if not uids or batch is None or next_tokens is None:
         return {}
     try:
         row_by_uid = {uid: row for row, uid in enumerate(batch.uids)}

@@ -1,7 +1,7 @@
-"""The vision-language runtime: mlx-vlm's continuous batching behind the worker's `BatchRuntime` loop.
+"""The vision-language runtime: mlx-vlm's continuous batching behind the worker's `BatchLoop`.
 
 Everything after a sequence starts (IPC events, token buffering, stop strings, cancellation, statistics,
-engine.persistent) is `BatchRuntime`'s; this module builds prompts with images, runs the vision encoder
+engine.persistent) is `BatchLoop`'s; this module builds prompts with images, runs the vision encoder
 when a request starts, and adapts mlx-vlm's `BatchGenerator`:
 
 - its sampler is one for the whole batch, so each request's temperature and top-p become a logits
@@ -25,8 +25,9 @@ import mlx.core as mx
 from PIL import Image, UnidentifiedImageError
 
 from server import ipc
+from server.worker.batch_loop import BatchLoop
 from server.worker.replies import Sequence
-from server.worker.text_runtime import BatchRuntime, shared_sampler
+from server.worker.text_runtime import shared_sampler
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class _NeverStop:
 
 
 class VlmGenerator:
-    """mlx-vlm's `BatchGenerator` with mlx-lm's `remove(uids)`, the call `BatchRuntime` makes."""
+    """mlx-vlm's `BatchGenerator` with mlx-lm's `remove(uids)`, the call `BatchLoop` makes."""
 
     def __init__(self, generator):
         self.generator = generator
@@ -112,8 +113,8 @@ class VlmGenerator:
         self.generator.close()
 
 
-class VisionRuntime(BatchRuntime):
-    """`BatchRuntime` for mlx-vlm models; `tokenizer` is a `VisionTokenizer`."""
+class VisionRuntime(BatchLoop[VisionPrompt]):
+    """`BatchLoop` for mlx-vlm models; `tokenizer` is a `VisionTokenizer`."""
 
     def attach(self, model, tokenizer: VisionTokenizer) -> None:
         self.processor = tokenizer.processor
@@ -147,7 +148,7 @@ class VisionRuntime(BatchRuntime):
         if images:
             raise ValueError("Images can only be sent in chat messages.")
         if isinstance(sub.prompt, list):
-            tokens = super().tokenize(sub)
+            tokens = self.token_ids(sub.prompt)
             ids = mx.array([tokens])
             return VisionPrompt(tokens, {"input_ids": ids, "attention_mask": mx.ones_like(ids)})
         return self.process(sub.prompt or "", [], add_special_tokens=True)
