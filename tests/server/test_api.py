@@ -1,11 +1,16 @@
 """The HTTP API against a real server process and the real tiny model."""
 
 import json
+from typing import Any
 
 import pytest
 import requests
 
-CHAT = {"model": "tiny-llama", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 12}
+CHAT: dict[str, Any] = {
+    "model": "tiny-llama",
+    "messages": [{"role": "user", "content": "Hello there"}],
+    "max_tokens": 12,
+}
 
 
 def sse_events(response: requests.Response) -> list:
@@ -114,7 +119,8 @@ def test_models_health_and_metrics(server_url):
         assert name in metrics
 
 
-BAD_REQUESTS = [
+# (case, body: JSON or raw bytes, expected status, the `param` the error names)
+BAD_REQUESTS: list[tuple[str, bytes | dict[str, Any], int, str | None]] = [
     ("malformed JSON", b"{not json", 400, None),
     ("not an object", b"[1, 2]", 400, None),
     ("missing messages", {"model": "tiny-llama"}, 400, "messages"),

@@ -3,6 +3,8 @@
 import asyncio
 import json
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import requests
@@ -10,7 +12,18 @@ import requests
 TOKENS = 64
 
 
-async def stream_chat(session: aiohttp.ClientSession, url: str, max_tokens: int = TOKENS) -> dict:
+@dataclass
+class StreamedChat:
+    """One streamed chat completion as the client saw it; times in seconds of time.monotonic()."""
+
+    done: bool = False  # the stream ended with [DONE]
+    usage: dict[str, Any] | None = None
+    content_chunks: int = 0
+    first_content_s: float | None = None
+    end_s: float | None = None
+
+
+async def stream_chat(session: aiohttp.ClientSession, url: str, max_tokens: int = TOKENS) -> StreamedChat:
     body = {
         "model": "tiny-llama",
         "messages": [{"role": "user", "content": "Tell me about rivers."}],
@@ -19,24 +32,24 @@ async def stream_chat(session: aiohttp.ClientSession, url: str, max_tokens: int 
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    result = {"done": False, "usage": None, "content_chunks": 0, "first_s": None, "end_s": None}
+    result = StreamedChat()
     async with session.post(f"{url}/v1/chat/completions", json=body) as response:
         assert response.status == 200
         async for raw in response.content:
             line = raw.strip()
             if line == b"data: [DONE]":
-                result["done"] = True
+                result.done = True
             elif line.startswith(b"data: "):
                 chunk = json.loads(line[6:])
-                result["usage"] = chunk.get("usage") or result["usage"]
+                result.usage = chunk.get("usage") or result.usage
                 if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                    result["content_chunks"] += 1
-                    result["first_s"] = result["first_s"] or time.monotonic()
-    result["end_s"] = time.monotonic()
+                    result.content_chunks += 1
+                    result.first_content_s = result.first_content_s or time.monotonic()
+    result.end_s = time.monotonic()
     return result
 
 
-async def timed_streams(url: str, concurrency: int) -> tuple[list[dict], float]:
+async def timed_streams(url: str, concurrency: int) -> tuple[list[StreamedChat], float]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         start = time.perf_counter()
         results = await asyncio.gather(*(stream_chat(session, url) for _ in range(concurrency)))
@@ -45,10 +58,13 @@ async def timed_streams(url: str, concurrency: int) -> tuple[list[dict], float]:
 
 async def test_concurrent_streams_run_together_and_all_complete(server_url):
     many, _ = await timed_streams(server_url, 8)
-    assert all(r["done"] and r["usage"]["completion_tokens"] == TOKENS for r in many)
+    assert all(r.done and r.usage is not None and r.usage["completion_tokens"] == TOKENS for r in many)
+    firsts_s = [r.first_content_s for r in many if r.first_content_s is not None]
+    ends_s = [r.end_s for r in many if r.end_s is not None]
+    assert len(firsts_s) == len(ends_s) == len(many)
     # Continuous batching: every stream has produced text before the first one finishes.
     # (Serialized generation, as in v1.1.1, would finish the first stream before the last one starts.)
-    assert max(r["first_s"] for r in many) < min(r["end_s"] for r in many)
+    assert max(firsts_s) < min(ends_s)
 
 
 def decode_steps(url: str) -> float:
@@ -67,7 +83,7 @@ async def test_concurrent_streams_share_decode_steps(server_url):
     # steps; serialized generation would take 8 x 64.
     before = decode_steps(server_url)
     many, _ = await timed_streams(server_url, 8)
-    assert all(r["done"] for r in many)
+    assert all(r.done for r in many)
     steps = decode_steps(server_url) - before
     assert TOKENS <= steps < 2 * TOKENS, steps
 
@@ -99,4 +115,4 @@ async def test_client_disconnect_frees_the_sequence(server_url):
     assert await wait_for_sequences(server_url, 0) == 0
     # ...and the server goes on serving.
     async with aiohttp.ClientSession() as session:
-        assert (await stream_chat(session, server_url, 4))["done"]
+        assert (await stream_chat(session, server_url, 4)).done

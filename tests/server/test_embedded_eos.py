@@ -35,9 +35,9 @@ def test_builds_are_deterministic_and_idempotent(tmp_path):
 
 
 def test_eos_logit_is_far_below_every_other_token(tmp_path):
-    from mlx_lm import load
+    from server.worker.main import load_text
 
-    model, tokenizer = load(str(build_embedded_model(cache_dir=tmp_path)))
+    model, tokenizer = load_text(str(build_embedded_model(cache_dir=tmp_path)))
     eos = tokenizer.eos_token_id
     rng = random.Random(0)
     words = ["the", "of", "water", "city", "model", "stream", "answer"]

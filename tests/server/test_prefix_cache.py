@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from configkit import REPO_ROOT
 from orchestrate.processes import running_server
@@ -47,14 +48,20 @@ def test_common_prefix_length():
     assert common_prefix_length([5], [6]) == 0
 
 
+def reused_tokens(cache: PrefixCache, tokens: list[int]) -> int:
+    reuse = cache.lookup(tokens)
+    assert reuse is not None, f"no reuse for {tokens}"
+    return reuse.cached_tokens
+
+
 def test_lookup_reuses_the_longest_prefix_and_leaves_one_token_to_prefill():
     cache = PrefixCache(max_entries=8, max_bytes=10_000, min_tokens=2)
     cache.store(list(range(10)), fake_kv())
     cache.store([0, 1, 2, 7, 7, 7], fake_kv())
-    assert cache.lookup([0, 1, 2, 3, 4, 99]).cached_tokens == 5
-    assert cache.lookup([0, 1, 2, 7, 8]).cached_tokens == 4
+    assert reused_tokens(cache, [0, 1, 2, 3, 4, 99]) == 5
+    assert reused_tokens(cache, [0, 1, 2, 7, 8]) == 4
     # A prompt the cache holds whole still leaves its last token to compute the first logits from.
-    assert cache.lookup(list(range(10))).cached_tokens == 9
+    assert reused_tokens(cache, list(range(10))) == 9
     assert cache.lookup([0, 9]) is None  # 1 token in common, under min_tokens
     stats = cache.stats()
     assert (stats.hits, stats.misses, stats.tokens_saved) == (3, 1, 18)
@@ -164,6 +171,7 @@ def test_each_turn_reuses_at_least_the_previous_prompt(tiny_llama):
     _, second = run(runtime, events, [submit("b", list(history))])["b"]
     assert first.cached_tokens == 0 and first.prompt_tokens <= second.cached_tokens < second.prompt_tokens
     stats = runtime.stats().prefix_cache
+    assert stats is not None
     assert (stats.hits, stats.misses, stats.tokens_saved) == (1, 1, second.cached_tokens)
     assert 1 <= stats.entries <= 8 and stats.bytes > 0
 
@@ -183,7 +191,8 @@ def test_the_cache_stays_within_its_entries(tiny_llama):
     runtime, events = make_runtime(tiny_llama, prefix_cache_entries=2, prefix_cache_min_tokens=4)
     for i in range(4):
         run(runtime, events, [submit(f"r{i}", [{"role": "user", "content": f"Topic {i} " * 8}])])
-    assert runtime.stats().prefix_cache.entries == 2
+    stats = runtime.stats().prefix_cache
+    assert stats is not None and stats.entries == 2
 
 
 def test_off_switch_and_rotating_kv_leave_no_cache(tiny_llama, caplog):
@@ -223,6 +232,12 @@ def metric(text: str, name: str) -> float | None:
     return None
 
 
+def present_metric(text: str, name: str) -> float:
+    value = metric(text, name)
+    assert value is not None, f"{name} is missing"
+    return value
+
+
 def scrape(url: str) -> str:
     with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
         return response.read().decode()
@@ -230,18 +245,29 @@ def scrape(url: str) -> str:
 
 def two_turns(client: openai.OpenAI, stream: bool) -> list:
     """Two turns of a conversation; the usage of each."""
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Tell me more."}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Tell me more."},
+    ]
     usages = []
     for _ in range(2):
-        kwargs = {"model": "tiny-llama", "messages": messages, "max_tokens": 8, "temperature": 0}
         if stream:
             chunks = list(
-                client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+                client.chat.completions.create(
+                    model="tiny-llama",
+                    messages=messages,
+                    max_tokens=8,
+                    temperature=0,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
             )
-            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            text: str | None = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
             usages.append(chunks[-1].usage)
         else:
-            reply = client.chat.completions.create(**kwargs)
+            reply = client.chat.completions.create(
+                model="tiny-llama", messages=messages, max_tokens=8, temperature=0
+            )
             text, usage = reply.choices[0].message.content, reply.usage
             usages.append(usage)
         messages = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": "And?"}]
@@ -260,11 +286,11 @@ def test_server_reports_cached_tokens_and_metrics(tmp_path):
         assert all(0 < u.prompt_tokens_details.cached_tokens < u.prompt_tokens for u in streamed)
         saved = sum(u.prompt_tokens_details.cached_tokens for u in [first, second, *streamed])
         text = scrape(url)
-    assert metric(text, "mlxserving_prefix_cache_hits_total") >= 3
-    assert metric(text, "mlxserving_prefix_cache_misses_total") >= 1
-    assert metric(text, "mlxserving_prefix_cache_saved_tokens_total") == saved
-    assert metric(text, "mlxserving_prefix_cache_entries") >= 1
-    assert metric(text, "mlxserving_prefix_cache_bytes") > 0
+    assert present_metric(text, "mlxserving_prefix_cache_hits_total") >= 3
+    assert present_metric(text, "mlxserving_prefix_cache_misses_total") >= 1
+    assert present_metric(text, "mlxserving_prefix_cache_saved_tokens_total") == saved
+    assert present_metric(text, "mlxserving_prefix_cache_entries") >= 1
+    assert present_metric(text, "mlxserving_prefix_cache_bytes") > 0
 
 
 def test_server_with_the_cache_off_reports_zero_cached_tokens_and_no_cache_metrics(tmp_path):

@@ -4,6 +4,8 @@ import asyncio
 import json
 import os
 import signal
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import psutil
@@ -18,26 +20,39 @@ def chat(max_tokens: int, stream: bool = True) -> dict:
     return chat_body(max_tokens, stream)
 
 
+@dataclass
+class StreamOutcome:
+    """What a client saw of one chat stream."""
+
+    status: int
+    done: bool = False  # [DONE] came
+    error: dict[str, Any] | None = None  # the error body or error event, if one came
+    chunks: int = 0
+
+    @property
+    def error_code(self) -> str | None:
+        return self.error["code"] if self.error is not None else None
+
+
 async def read_stream(
     session: aiohttp.ClientSession, url: str, body: dict, first_text: asyncio.Event | None = None
-) -> dict:
+) -> StreamOutcome:
     """Status, whether [DONE] came, and the error event if one came; sets `first_text` once text came."""
-    result = {"status": None, "done": False, "error": None, "chunks": 0}
     async with session.post(f"{url}/v1/chat/completions", json=body) as response:
-        result["status"] = response.status
+        result = StreamOutcome(response.status)
         if response.status != 200:
-            result["error"] = (await response.json())["error"]
+            result.error = (await response.json())["error"]
             return result
         async for raw in response.content:
             line = raw.strip()
             if line == b"data: [DONE]":
-                result["done"] = True
+                result.done = True
             elif line.startswith(b"data: "):
                 event = json.loads(line[6:])
                 if "error" in event:
-                    result["error"] = event["error"]
+                    result.error = event["error"]
                 else:
-                    result["chunks"] += 1
+                    result.chunks += 1
                     if first_text is not None and event["choices"][0]["delta"].get("content"):
                         first_text.set()
     return result
@@ -84,8 +99,8 @@ async def test_worker_killed_under_load_fails_in_flight_requests_then_recovers(t
             os.kill(worker, signal.SIGKILL)
             results = await asyncio.gather(*streams)
         for result in results:
-            assert result["status"] == 200 and not result["done"]
-            assert result["error"]["code"] == "worker_crashed"
+            assert result.status == 200 and not result.done
+            assert result.error_code == "worker_crashed"
         assert await eventually(lambda: health(url)[0] == 200, timeout_s=60)
         model = health(url)[1]["models"]["tiny-llama"]
         assert model["restarts_total"] == 1 and model["last_recovery_s"] > 0
@@ -115,6 +130,7 @@ async def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_an_erro
     # Not entered with `with`: this test sends the SIGTERM itself and judges the exit code.
     server = running_server(config)
     process, url = server.process, server.url
+    assert url is not None  # known once the server is ready
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
             running = [asyncio.Event(), asyncio.Event()]
@@ -125,8 +141,8 @@ async def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_an_erro
             process.send_signal(signal.SIGTERM)
             assert await eventually(lambda: not accepting(url), 30)
             short_result, long_result = await asyncio.gather(short, long)
-        assert short_result["done"] and short_result["error"] is None
-        assert not long_result["done"] and long_result["error"]["code"] == "server_shutting_down"
+        assert short_result.done and short_result.error is None
+        assert not long_result.done and long_result.error_code == "server_shutting_down"
         assert process.wait(30) == 0
     finally:
         server.stop()
@@ -144,11 +160,11 @@ async def test_bounded_admission_and_request_deadline(tmp_path, decode_tokens_pe
     with running_server(config) as url:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
             results = await asyncio.gather(*(read_stream(session, url, chat(tokens)) for _ in range(3)))
-            refused = [r for r in results if r["status"] == 429]
-            assert len(refused) == 1 and refused[0]["error"]["code"] == "server_overloaded"
-            timed_out = [r for r in results if r["status"] == 200]
+            refused = [r for r in results if r.status == 429]
+            assert len(refused) == 1 and refused[0].error_code == "server_overloaded"
+            timed_out = [r for r in results if r.status == 200]
             assert len(timed_out) == 2
-            assert all(r["error"]["code"] == "request_timeout" and not r["done"] for r in timed_out)
+            assert all(r.error_code == "request_timeout" and not r.done for r in timed_out)
             async with session.post(
                 f"{url}/v1/chat/completions", json=chat(tokens, stream=False)
             ) as response:

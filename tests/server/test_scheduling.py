@@ -7,6 +7,7 @@ steps and sequences, never seconds; one test goes through the real server."""
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 import aiohttp
 import pytest
@@ -28,7 +29,7 @@ def submit(request_id: str, max_tokens: int = 6) -> ipc.Submit:
 
 def run_until_idle(runtime: BatchRuntime, max_steps: int = 2000) -> list[int]:
     """Step until nothing runs or waits; returns the number of sequences in the batch at each step."""
-    in_batch = []
+    in_batch: list[int] = []
     for _ in range(max_steps):
         note_admitted(runtime)
         if not (runtime.sequences or runtime.held):
@@ -40,15 +41,19 @@ def run_until_idle(runtime: BatchRuntime, max_steps: int = 2000) -> list[int]:
     raise AssertionError(f"still busy after {max_steps} steps")
 
 
+# Each runtime's requests in the order they entered the generator (uid_by_request forgets finished ones).
+ADMITTED_ORDER: weakref.WeakKeyDictionary[BatchRuntime, list[str]] = weakref.WeakKeyDictionary()
+
+
 def note_admitted(runtime: BatchRuntime) -> None:
     """Record, in order, each request that entered the generator (uid_by_request keeps insertion order)."""
-    order = runtime.__dict__.setdefault("admitted_order", [])
+    order = ADMITTED_ORDER.setdefault(runtime, [])
     order += [request_id for request_id in runtime.uid_by_request if request_id not in order]
 
 
 def admitted(runtime: BatchRuntime) -> list[str]:
     note_admitted(runtime)
-    return runtime.admitted_order
+    return ADMITTED_ORDER[runtime]
 
 
 def started(events: list) -> list[str]:

@@ -1,6 +1,7 @@
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -8,7 +9,7 @@ from configkit import REPO_ROOT
 from server.settings import ConfigError, build_settings, load_settings
 from tests.conftest import RUNTIME_CONFIG, server_cli, write_config
 
-LEGACY = {
+LEGACY: dict[str, Any] = {
     "model_concurrency_limiter": {
         "enabled": True,
         "tier_limits": {"30B+": {"max_concurrent": 3, "queue_depth": 25, "queue_timeout_ms": 60000}},
@@ -45,7 +46,7 @@ def test_bad_keys_and_values_name_the_key(raw, named):
 
 
 def test_legacy_keys_warn_once_each_and_are_ignored():
-    lines = []
+    lines: list[str] = []
     settings = build_settings(dict(LEGACY), warn=lines.append)
     assert len(lines) == 3
     assert all(line.startswith("[mlx-serving] DEPRECATION WARNING: ") for line in lines)
@@ -60,11 +61,13 @@ def test_legacy_keys_warn_once_each_and_are_ignored():
 
 
 def test_legacy_keys_are_honoured_under_the_v111_profile():
-    lines = []
+    lines: list[str] = []
     settings = build_settings({"compat": "v1.1.1", **LEGACY}, warn=lines.append)
     assert lines == []
     assert settings.mlx.concurrency_limit == 1
-    assert settings.model_concurrency_limiter.tier_limits["30B+"].max_concurrent == 3
+    limiter = settings.model_concurrency_limiter
+    assert limiter is not None
+    assert limiter.tier_limits["30B+"].max_concurrent == 3
 
 
 def test_precedence_file_then_environment_then_command_line(monkeypatch):

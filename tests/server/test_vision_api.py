@@ -77,9 +77,10 @@ def test_the_openai_client_sends_an_image(two_model_url):
         stream_options={"include_usage": True},
         extra_body={"ignore_eos": True},
     )
-    chunks = list(stream)
-    assert chunks[-1].usage.completion_tokens == 12
-    assert chunks[-1].usage.prompt_tokens > 10  # the image's tokens are in the prompt
+    usage = list(stream)[-1].usage
+    assert usage is not None
+    assert usage.completion_tokens == 12
+    assert usage.prompt_tokens > 10  # the image's tokens are in the prompt
 
 
 BAD_IMAGES = [

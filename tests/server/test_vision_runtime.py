@@ -7,6 +7,8 @@ import io
 import queue
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import mlx.core as mx
 import pytest
@@ -15,8 +17,9 @@ from PIL import Image
 from server import ipc
 from server.ipc import RuntimeOptions
 from server.models.embedded import build_embedded_model
-from server.worker.main import open_runtime
-from server.worker.vision_runtime import VisionRuntime, load_vision
+from server.worker.main import load_text, open_runtime
+from server.worker.text_runtime import BatchRuntime
+from server.worker.vision_runtime import VisionRuntime, VisionTokenizer, load_vision
 
 QUESTION = "What is in the picture?"
 
@@ -27,12 +30,12 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def loaded(folder: Path):
+def loaded(folder: Path) -> tuple[Any, VisionTokenizer]:
     return load_vision(str(folder))
 
 
 @pytest.fixture
-def make_runtime(loaded, folder: Path) -> Callable[..., VisionRuntime]:
+def make_runtime(loaded: tuple[Any, VisionTokenizer], folder: Path) -> Callable[..., VisionRuntime]:
     def make(**options) -> VisionRuntime:
         loader = lambda: load_vision(str(folder))  # noqa: E731
         return VisionRuntime(*loaded, RuntimeOptions(**options), send=None, loader=loader)
@@ -90,6 +93,11 @@ class Run:
         ]
         return end
 
+    def finished(self, request_id: str) -> ipc.Finished:
+        end = self.end(request_id)
+        assert isinstance(end, ipc.Finished), end
+        return end
+
     def max_decoding(self) -> int:
         return max((e.decoding for e in self.events if isinstance(e, ipc.BatchStats)), default=0)
 
@@ -109,7 +117,7 @@ def drive(runtime: VisionRuntime, *submits: ipc.Submit, then: dict[int, list] | 
     return Run(events)
 
 
-def serve(runtime: VisionRuntime, first: list, next_after_finish: list) -> Run:
+def serve(runtime: VisionRuntime | BatchRuntime, first: list, next_after_finish: list) -> Run:
     """Run `serve` on a queue: `first` at once, then one more command as each request finishes."""
     inbox: queue.Queue = queue.Queue()
     events: list = []
@@ -139,7 +147,7 @@ def test_red_and_blue_images_give_different_greedy_outputs(make_runtime):
     assert again.text("red") == run.text("red")  # greedy: the difference is the image, not chance
 
 
-def test_image_changes_the_logits(loaded):
+def test_image_changes_the_logits(loaded: tuple[Any, VisionTokenizer]):
     runtime = VisionRuntime(*loaded, RuntimeOptions(), send=None)
     logits = {}
     for color in ("red", "blue"):
@@ -147,7 +155,8 @@ def test_image_changes_the_logits(loaded):
         kwargs = runtime.embed(prompt)
         output = runtime.model.language_model(mx.array([prompt.tokens]), **kwargs)
         logits[color] = output.logits[0, -1]
-    assert mx.abs(logits["red"] - logits["blue"]).max().item() > 0.1
+    difference = mx.abs(logits["red"] - logits["blue"]).max().item()
+    assert isinstance(difference, float) and difference > 0.1
 
 
 def test_prompt_holds_one_pad_token_per_image_token(make_runtime, loaded):
@@ -168,12 +177,12 @@ def test_concurrent_image_requests_batch_and_match_their_solo_runs(make_runtime)
     together = drive(runtime, small, wide)
     assert together.max_decoding() == 2  # both decoded in the same steps
     for sub in (small, wide):
-        end = together.end(sub.request_id)
+        end = together.finished(sub.request_id)
         assert (end.finish_reason, end.completion_tokens) == ("length", sub.max_tokens)
         assert together.streamed_tokens(sub.request_id) == sub.max_tokens
         # Prompts of different lengths are left-padded together; greedy output must not notice.
         assert together.text(sub.request_id) == drive(runtime, sub).text(sub.request_id)
-    assert together.end("wide").prompt_tokens > together.end("small").prompt_tokens
+    assert together.finished("wide").prompt_tokens > together.finished("small").prompt_tokens
 
 
 def test_request_joining_a_running_batch_matches_its_solo_run(make_runtime):
@@ -190,7 +199,7 @@ def test_text_only_and_token_id_prompts(make_runtime):
     ids = runtime.tokenize(text_only).tokens
     by_ids = text_only._replace(request_id="ids", messages=None, prompt=ids)
     run = drive(runtime, text_only, submit("image", png("red"), max_tokens=8), by_ids)
-    assert run.end("text").completion_tokens == run.end("image").completion_tokens == 8
+    assert run.finished("text").completion_tokens == run.finished("image").completion_tokens == 8
     assert run.text("ids") == run.text("text")
 
 
@@ -205,9 +214,8 @@ def generated_tokens(runtime: VisionRuntime, sub: ipc.Submit) -> list[int]:
         tokens.append(token)
         advance(seq, token, *args)
 
-    runtime.advance = spy
-    drive(runtime, sub)
-    del runtime.advance
+    with mock.patch.object(runtime, "advance", spy):
+        drive(runtime, sub)
     return tokens
 
 
@@ -219,8 +227,11 @@ def test_eos_stops_only_requests_that_do_not_ignore_it(make_runtime):
     runtime.eos_ids = {tokens[at]}
     stopping, ignoring = submit("stops", png("red")), submit("ignores", png("red"), ignore_eos=True)
     run = drive(runtime, stopping._replace(ignore_eos=False), ignoring)
-    assert (run.end("stops").finish_reason, run.end("stops").completion_tokens) == ("stop", at)
-    assert (run.end("ignores").finish_reason, run.end("ignores").completion_tokens) == ("length", 24)
+    assert (run.finished("stops").finish_reason, run.finished("stops").completion_tokens) == ("stop", at)
+    assert (run.finished("ignores").finish_reason, run.finished("ignores").completion_tokens) == (
+        "length",
+        24,
+    )
     assert run.text("ignores").startswith(run.text("stops"))
 
 
@@ -229,7 +240,7 @@ def test_stop_string_ends_the_stream_before_it(make_runtime):
     full = drive(runtime, submit("full", png("blue"), max_tokens=32)).text("full")
     stop = full[len(full) // 2 : len(full) // 2 + 3]
     run = drive(runtime, submit("stopped", png("blue"), max_tokens=32, stop=(stop,)))
-    assert run.end("stopped").finish_reason == "stop"
+    assert run.finished("stopped").finish_reason == "stop"
     assert run.text("stopped") == full[: full.index(stop)]
 
 
@@ -240,7 +251,7 @@ def test_sampling_is_per_request(make_runtime):
     run = drive(runtime, greedy, submit("sampled", png("red"), temperature=1.0))
     assert run.text("greedy") == drive(runtime, greedy).text("greedy")
     assert run.text("sampled") != run.text("greedy")
-    assert run.end("sampled").completion_tokens == 24
+    assert run.finished("sampled").completion_tokens == 24
 
 
 def test_cancel_leaves_the_other_request_running(make_runtime):
@@ -278,7 +289,7 @@ def test_bad_requests_fail_with_400(make_runtime, sub: ipc.Submit, message: str)
 def test_persistent_runtime_loads_nothing_per_request(make_runtime):
     runtime = make_runtime()
     run = serve(runtime, [submit("a", png("red"))], [submit("b", png("blue"))])
-    assert [run.end(r).completion_tokens for r in "ab"] == [24, 24]
+    assert [run.finished(r).completion_tokens for r in "ab"] == [24, 24]
     assert runtime.loads == 0 and runtime.model is not None
 
 
@@ -318,15 +329,11 @@ def _flat(params):
 
 
 def test_text_runtime_also_loads_per_request(tmp_path: Path):
-    from mlx_lm import load
-
-    from server.worker.text_runtime import BatchRuntime
-
     folder = str(build_embedded_model(cache_dir=tmp_path))
     runtime = BatchRuntime(
-        *load(folder), RuntimeOptions(persistent=False), send=None, loader=lambda: load(folder)
+        *load_text(folder), RuntimeOptions(persistent=False), send=None, loader=lambda: load_text(folder)
     )
     chat = submit("a")._replace(messages=[{"role": "user", "content": "Hello"}], images=())
     run = serve(runtime, [chat], [chat._replace(request_id="b")])
-    assert [run.end(r).completion_tokens for r in "ab"] == [24, 24]
+    assert [run.finished(r).completion_tokens for r in "ab"] == [24, 24]
     assert runtime.loads == 2 and runtime.model is None
