@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 from aiohttp import web
@@ -31,7 +32,7 @@ def stream_one(base_url: str, prompt: str, max_tokens: int) -> dict:
     }
     sent_s = time.perf_counter()
     ttft_s = None
-    usage: dict[str, int] = {}
+    usage: dict[str, Any] = {}
     with requests.post(f"{base_url}/v1/chat/completions", json=body, stream=True, timeout=60) as response:
         response.raise_for_status()
         for line in response.iter_lines():

@@ -140,7 +140,7 @@ def test_auto_measures_every_size_and_picks_one_of_them(tiny_llama, caplog):
     assert list(calibration.tok_s_by_size) == [1, 2, 4]
     assert all(tok_s > 0 for tok_s in calibration.tok_s_by_size.values())
     assert calibration.cap == choose_decode_cap(calibration.tok_s_by_size)
-    with caplog.at_level("INFO", logger="server.worker.text_runtime"):
+    with caplog.at_level("INFO", logger="server.worker.batch_loop"):
         auto, _ = make_runtime(tiny_llama, max_batch_size=2, decode_batch_cap="auto")
     assert auto.decode_cap in (1, 2)
     assert "engine.decode_batch_cap: auto" in caplog.text
