@@ -257,23 +257,25 @@ class BatchLoop(ReplyStreaming, Generic[PromptT]):
             if uid in self.sequences:  # not ended by a stop string: the generator repeats it next step
                 seq.early_token = token
 
-    def slow_down(self, cycle_started: float) -> None:
+    def slow_down(self, cycle_cpu_started_s: float) -> None:
         """testing.slowdown_pct: make the cycle that just ran (commands, step, events: all of the worker's
-        work for one token of each sequence) that much longer, by spinning, so that generation runs at
-        1 / (1 + pct/100) of its speed and CPU is burnt as by slower code (CPU-time figures see it too).
+        work for one token of each sequence) cost that much more CPU, by spinning, as slower code would.
 
-        It first waits for the step mlx-lm has already started in the background: spinning while that
-        step computes would hide the spin in the overlap (measured: a 10 % spin cost 1-13 % end to end,
-        by how busy the machine was). The wait gives up that overlap, a further ~2 % here."""
+        Counted in this process's CPU time (every thread), not wall time: on a machine whose cores are
+        all busy (2 cores: the worker's two threads, the HTTP process, the load generator), end-to-end
+        throughput follows CPU per token, and a spin of a share of the wall time was partly given back
+        (while one thread spins, the others' work runs on the freed core: measured, a 10 % wall-time spin
+        cost 1-13 % end to end). It first waits for the step mlx-lm has already started in the background,
+        so that the cycle's CPU includes that step's."""
         if not self.options.slowdown_pct:
             return
         if self.runs_mlx_lm:
             import mlx.core as mx
 
             mx.synchronize()
-        now = time.perf_counter()
-        until = now + (now - cycle_started) * self.options.slowdown_pct / 100.0
-        while time.perf_counter() < until:
+        now_s = time.process_time()
+        until_s = now_s + (now_s - cycle_cpu_started_s) * self.options.slowdown_pct / 100.0
+        while time.process_time() < until_s:
             pass
 
     def stats(self) -> ipc.BatchStats:
@@ -308,7 +310,7 @@ class BatchLoop(ReplyStreaming, Generic[PromptT]):
             self.release_if_idle()
             busy = bool(self.sequences or self.held)
             commands = drain(inbox, block=not busy)
-            cycle_started = time.perf_counter()  # after any idle wait: the cycle is the work
+            cycle_cpu_started_s = time.process_time()  # after any idle wait: the cycle is the work
             before = (len(self.sequences), len(self.held))
             for command in commands:
                 if isinstance(command, ipc.Shutdown):
@@ -333,7 +335,7 @@ class BatchLoop(ReplyStreaming, Generic[PromptT]):
                 except Exception as exc:  # an engine fault must not leave requests hanging
                     log.exception("decode step failed")
                     self.send_events(self.fail_all(f"The engine failed: {exc}"))
-                self.slow_down(cycle_started)
+                self.slow_down(cycle_cpu_started_s)
 
     def send_events(self, events: list) -> None:
         if events:
