@@ -3,7 +3,6 @@ not there or lists no model, exit 2 naming the URL."""
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
 import threading
@@ -15,7 +14,13 @@ import pytest
 
 from orchestrate.processes import locust_cmd, serve, start_locust
 from runfolder import read_run
-from tests.support.helpers import FAULT_SERVER, free_port, run_locust_with_stats, threaded_http_server
+from tests.support.helpers import (
+    FAULT_SERVER,
+    free_port,
+    run_locust_with_stats,
+    send_json,
+    threaded_http_server,
+)
 
 READY_WAIT_S = 60.0  # generous: the test waits for an event (a log line), never for a fixed time
 
@@ -71,12 +76,7 @@ def listing_server(models: list[str], health_status: int = 200) -> Iterator[tupl
 
     class Handler(BaseHTTPRequestHandler):
         def _json(self, status: int, doc) -> None:
-            body = json.dumps(doc).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, status, doc)
 
         def do_GET(self) -> None:
             if self.path == "/health":

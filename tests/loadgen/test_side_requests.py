@@ -12,7 +12,7 @@ from loadgen import prepare, side_requests
 from loadgen.options import LoadSettings
 from runfolder import read_run
 from runfolder.metadata import side_requests_of, side_requests_section
-from tests.support.helpers import run_locust_with_stats, threaded_http_server
+from tests.support.helpers import run_locust_with_stats, send_json, threaded_http_server
 
 
 @contextmanager
@@ -24,12 +24,7 @@ def server_without_tokenize() -> Iterator[tuple[str, Counter]]:
     class Handler(BaseHTTPRequestHandler):
         def _send(self, status: int, doc: dict) -> None:
             got[(self.command, self.path, status)] += 1
-            body = json.dumps(doc).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, status, doc)
 
         def do_GET(self) -> None:
             if self.path == "/v1/models":

@@ -101,3 +101,13 @@ def threaded_http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> I
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+def send_json(handler: http.server.BaseHTTPRequestHandler, status: int, doc: Any) -> None:
+    """A FAKE server's whole JSON reply, with its length (so that clients need not wait for a close)."""
+    body = json.dumps(doc).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
