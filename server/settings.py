@@ -214,9 +214,9 @@ class TestingSettings(Strict):
     profile (config/profiles/) refuses them, so no comparison of releases can carry one by mistake."""
 
     # Each cycle of the worker (its commands, one engine step, the events sent: one token of every running
-    # sequence) costs this much more CPU: after it, the worker spins (as slower code would) until its CPU
-    # time has grown by this share of the cycle's own. CPU rather than wall time: on busy cores, end-to-end
-    # throughput follows CPU per token (server/worker/batch_loop.py, slow_down).
+    # sequence) takes this much longer: after it, the worker waits for the engine's step in flight, then
+    # spins (burning CPU, as slower code would) for this share of the cycle's time. The wait gives up
+    # mlx-lm's overlap of compute and Python, a cost of its own (server/worker/batch_loop.py, slow_down).
     slowdown_pct: float = Field(0.0, ge=0.0, le=1000.0)
 
 

@@ -227,9 +227,7 @@ class BatchLoop(ReplyStreaming, Generic[PromptT]):
         if self.prefix_cache is not None:
             keep_prefixes(self.prefix_cache, self.generator, prompt_responses, responses)
         if self.options.force_sync:
-            import mlx.core as mx
-
-            mx.synchronize()
+            self.wait_for_engine()
         if responses:
             self.decode_steps += 1
             self.last_batch_size = len(responses)
@@ -257,25 +255,31 @@ class BatchLoop(ReplyStreaming, Generic[PromptT]):
             if uid in self.sequences:  # not ended by a stop string: the generator repeats it next step
                 seq.early_token = token
 
-    def slow_down(self, cycle_cpu_started_s: float) -> None:
-        """testing.slowdown_pct: make the cycle that just ran (commands, step, events: all of the worker's
-        work for one token of each sequence) cost that much more CPU, by spinning, as slower code would.
+    def wait_for_engine(self) -> None:
+        """Wait until every computation the generator has started is done. mlx-lm's generator runs on a
+        stream of its own (its `stream`), which `mx.synchronize()` without a stream does not wait for."""
+        import mlx.core as mx
 
-        Counted in this process's CPU time (every thread), not wall time: on a machine whose cores are
-        all busy (2 cores: the worker's two threads, the HTTP process, the load generator), end-to-end
-        throughput follows CPU per token, and a spin of a share of the wall time was partly given back
-        (while one thread spins, the others' work runs on the freed core: measured, a 10 % wall-time spin
-        cost 1-13 % end to end). It first waits for the step mlx-lm has already started in the background,
-        so that the cycle's CPU includes that step's."""
+        stream = getattr(self.generator, "stream", None)
+        if stream is not None:
+            mx.synchronize(stream)
+        else:
+            mx.synchronize()
+
+    def slow_down(self, cycle_started_s: float) -> None:
+        """testing.slowdown_pct: make the cycle that just ran (commands, step, events: all of the worker's
+        work for one token of each sequence) that much longer, by spinning (CPU burnt, as slower code).
+
+        It first waits for the step mlx-lm has already started in the background (on its own stream): a
+        spin beside that computation was hidden in it (measured: a 10 % spin then cost 1-13 % end to end).
+        Waiting gives up that overlap, which costs by itself (measured on the gate's load: about 5 % of
+        tok/s), so the setting's end-to-end cost is more than its percentage: docs/reports.md."""
         if not self.options.slowdown_pct:
             return
-        if self.runs_mlx_lm:
-            import mlx.core as mx
-
-            mx.synchronize()
-        now_s = time.process_time()
-        until_s = now_s + (now_s - cycle_cpu_started_s) * self.options.slowdown_pct / 100.0
-        while time.process_time() < until_s:
+        self.wait_for_engine()
+        now_s = time.perf_counter()
+        until_s = now_s + (now_s - cycle_started_s) * self.options.slowdown_pct / 100.0
+        while time.perf_counter() < until_s:
             pass
 
     def stats(self) -> ipc.BatchStats:
@@ -310,7 +314,7 @@ class BatchLoop(ReplyStreaming, Generic[PromptT]):
             self.release_if_idle()
             busy = bool(self.sequences or self.held)
             commands = drain(inbox, block=not busy)
-            cycle_cpu_started_s = time.process_time()  # after any idle wait: the cycle is the work
+            cycle_started_s = time.perf_counter()  # after any idle wait: the cycle is the work
             before = (len(self.sequences), len(self.held))
             for command in commands:
                 if isinstance(command, ipc.Shutdown):
@@ -335,7 +339,7 @@ class BatchLoop(ReplyStreaming, Generic[PromptT]):
                 except Exception as exc:  # an engine fault must not leave requests hanging
                     log.exception("decode step failed")
                     self.send_events(self.fail_all(f"The engine failed: {exc}"))
-                self.slow_down(cycle_cpu_started_s)
+                self.slow_down(cycle_started_s)
 
     def send_events(self, events: list) -> None:
         if events:
