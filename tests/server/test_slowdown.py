@@ -10,6 +10,7 @@ import pytest
 from configkit import REPO_ROOT
 from server.settings import ConfigError, load_settings
 from server.worker.text_runtime import BatchRuntime
+from tests.support.runtime import greedy_submit, make_runtime
 
 RUNTIME = REPO_ROOT / "config" / "runtime.yaml"
 
@@ -77,3 +78,24 @@ def test_no_slowdown_returns_at_once():
     started = time.perf_counter()
     BatchRuntime.slow_down(_runtime(0.0), time.perf_counter() - 10.0)  # a long cycle, the setting off
     assert time.perf_counter() - started < 1.0
+
+
+def test_device_sync_every_step_waits_for_the_generators_stream(tiny_llama, monkeypatch):
+    """`mlx.device_sync_every_step` (force_sync) must wait for the stream mlx-lm computes on."""
+    import mlx.core as mx
+
+    runtime, events = make_runtime(tiny_llama, force_sync=True)
+    real_synchronize = mx.synchronize
+    streams: list[object] = []
+
+    def recording_synchronize(*args: object) -> None:
+        streams.append(args[0] if args else None)
+        real_synchronize(*args)
+
+    monkeypatch.setattr(mx, "synchronize", recording_synchronize)
+    messages = [{"role": "user", "content": "Hello there"}]
+    runtime.send_events(runtime.handle(greedy_submit("sync-1", messages, 4)))
+    while runtime.sequences:
+        runtime.send_events(runtime.step())
+    assert streams and all(s is runtime.generator.stream for s in streams)
+    assert any(type(e).__name__ == "Finished" for e in events)
