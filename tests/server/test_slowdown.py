@@ -3,7 +3,7 @@ release profile."""
 
 import time
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -88,9 +88,9 @@ def test_device_sync_every_step_waits_for_the_generators_stream(tiny_llama, monk
     real_synchronize = mx.synchronize
     streams: list[object] = []
 
-    def recording_synchronize(*args: object) -> None:
-        streams.append(args[0] if args else None)
-        real_synchronize(*args)
+    def recording_synchronize(stream: Any = None) -> None:
+        streams.append(stream)
+        real_synchronize(stream)
 
     monkeypatch.setattr(mx, "synchronize", recording_synchronize)
     messages = [{"role": "user", "content": "Hello there"}]
