@@ -215,8 +215,8 @@ class TestingSettings(Strict):
 
     # Each cycle of the worker (its commands, one engine step, the events sent: one token of every running
     # sequence) takes this much longer: after it, the worker waits for the engine's step in flight, then
-    # spins (burning CPU, as slower code would) for this share of the cycle's time. The wait gives up
-    # mlx-lm's overlap of compute and Python, a cost of its own (server/worker/batch_loop.py, slow_down).
+    # keeps the engine busy (small matrix products on its stream, CPU burnt as by slower code) for this
+    # share of the cycle's time (server/worker/batch_loop.py, slow_down; measured cost: docs/reports.md).
     slowdown_pct: float = Field(0.0, ge=0.0, le=1000.0)
 
 

@@ -268,19 +268,26 @@ class BatchLoop(ReplyStreaming, Generic[PromptT]):
 
     def slow_down(self, cycle_started_s: float) -> None:
         """testing.slowdown_pct: make the cycle that just ran (commands, step, events: all of the worker's
-        work for one token of each sequence) that much longer, by spinning (CPU burnt, as slower code).
+        work for one token of each sequence) that much longer, with more work for the engine: small
+        matrix products on the generator's own stream, as if its computation were slower (CPU burnt).
 
-        It first waits for the step mlx-lm has already started in the background (on its own stream): a
-        spin beside that computation was hidden in it (measured: a 10 % spin then cost 1-13 % end to end).
-        Waiting gives up that overlap, which costs by itself (measured on the gate's load: about 5 % of
-        tok/s), so the setting's end-to-end cost is more than its percentage: docs/reports.md."""
+        It first waits for the step mlx-lm has already started on that stream. A spin beside it in this
+        thread was hidden in the overlap (measured: 10 % cost 1-13 % end to end); a spin after the wait
+        left the engine's thread idle long enough to fall asleep, and every cycle then paid its wake-up
+        (10 % cost 13-17 %). Work on the stream keeps it as busy as a slower engine would
+        (docs/reports.md, "The known regression", has the measured end-to-end cost)."""
         if not self.options.slowdown_pct:
             return
+        import mlx.core as mx
+
         self.wait_for_engine()
         now_s = time.perf_counter()
         until_s = now_s + (now_s - cycle_started_s) * self.options.slowdown_pct / 100.0
-        while time.perf_counter() < until_s:
-            pass
+        stream = getattr(self.generator, "stream", None) or mx.default_stream(mx.default_device())
+        operand = mx.ones((64, 64))
+        with mx.stream(stream):
+            while time.perf_counter() < until_s:
+                mx.eval(operand @ operand)
 
     def stats(self) -> ipc.BatchStats:
         # The record keeps its meaning whatever the queue: requests queued for a batch slot (announced)

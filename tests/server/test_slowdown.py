@@ -49,11 +49,12 @@ def test_the_spin_waits_for_the_generators_own_stream_first(monkeypatch):
     computation would be hidden in it; and `mx.synchronize()` without a stream does not wait for it."""
     import mlx.core as mx
 
+    generation_stream = mx.new_stream(mx.default_device())
     calls = []
     monkeypatch.setattr(mx, "synchronize", lambda *args: calls.append(args))
-    BatchRuntime.slow_down(_runtime(10.0, stream="generation-stream"), time.perf_counter())
-    assert calls == [("generation-stream",)]
-    BatchRuntime.slow_down(_runtime(0.0, stream="generation-stream"), time.perf_counter())
+    BatchRuntime.slow_down(_runtime(10.0, stream=generation_stream), time.perf_counter())
+    assert calls == [(generation_stream,)]
+    BatchRuntime.slow_down(_runtime(0.0, stream=generation_stream), time.perf_counter())
     assert len(calls) == 1  # off: the server's overlap is untouched
 
 
