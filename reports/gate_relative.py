@@ -169,7 +169,10 @@ def ttft_check(base: Side, cand: Side, config: GateConfig, paired: bool) -> Chec
     )
     advisory = not config.relative.ttft_must_decide
     if result.verdict == "inconclusive":
-        detail += "; " + more_text(result.more_repeats, result.paired)
+        if math.isfinite(result.sigma_log):
+            detail += "; " + more_text(result.more_repeats, result.paired)
+        else:  # too few runs for the bootstrap: more runs make it testable, not decided
+            detail += f"; {result.more_repeats} more pair(s) before it can be tested"
         if advisory:
             detail += " (advisory: relative.ttft_must_decide is false, so this does not hold the gate up)"
     return Check(

@@ -223,11 +223,11 @@ def compare_pooled_quantile(
     n_b, n_c = len(base), len(cand)
     paired = paired and n_b == n_c and n_b >= 2
     estimate = math.log(pooled_quantile(cand, q)) - math.log(pooled_quantile(base, q))
+    df = float(n_b - 1 if paired else n_b + n_c - 2)
     if min(n_b, n_c) < MIN_BOOTSTRAP_RUNS:
         # Over 2-4 clusters a bootstrap has a handful of distinct resamples, and its standard error comes
         # out near zero whenever those few runs happen to agree: an unchanged server's TTFT p95 was once
         # "shown" 34 % higher [bounds 25-43 %] from 2 pairs. Too few to tell.
-        df = float(n_b - 1 if paired else n_b + n_c - 2)
         undecided = _conclude(estimate, math.inf, df, n_b, n_c, paired, threshold_pct, False, alpha, "pooled")
         return replace(undecided, more_repeats=MIN_BOOTSTRAP_RUNS - min(n_b, n_c))
     rng = np.random.default_rng(seed)
@@ -240,7 +240,6 @@ def compare_pooled_quantile(
         )
     draws = draws[np.isfinite(draws)]
     se = float(np.std(draws, ddof=1)) if draws.size > 1 else math.inf
-    df = float(n_b - 1 if paired else n_b + n_c - 2)
     # The per-run noise that this standard error corresponds to (se = sigma * sqrt(2 / n)): comparable
     # with the t test's, and what scales with more runs.
     sigma = se / math.sqrt(2.0 / n_b) if paired else se / math.sqrt(1.0 / n_b + 1.0 / n_c)
