@@ -204,6 +204,15 @@ class BatchLoop(ReplyStreaming, Generic[PromptT]):
         in_prefill = sum(1 for seq in self.sequences.values() if not seq.has_first_token)
         waiting_tokens = [len(item.tokens) for item in self.held]
         count = self.scheduler.group_size(waiting_tokens, free, in_prefill, len(self.sequences))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "schedule: step %d, %d of %d waiting inserted (in prefill %d, running %d)",
+                self.decode_steps,
+                count,
+                len(waiting_tokens),
+                in_prefill,
+                len(self.sequences),
+            )
         events = []
         for item in self.popleft(count):
             started = self.start(item.sub, item.tokens)

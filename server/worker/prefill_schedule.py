@@ -65,12 +65,15 @@ class StepCosts:
 class PrefillScheduler:
     """Decides, between steps, how many of the waiting prompts (oldest first) join the generator.
 
-    `max_group` bounds a group (engine.prefill_batch_size). Under `split` the state is whether the last
-    group was the first half of a burst (then the next group takes everything that waits)."""
+    `max_group` bounds a group (engine.prefill_batch_size). Under `split` the state is how many prompts
+    of the last burst are still to go (its tail): the next group takes them, and only them. Prompts that
+    arrived after the burst was split are a burst of their own, split in turn: a tail that took them too
+    made them wait for all its prefills (measured at 32 users: the second half of one returning group and
+    the whole of the next went as one group of 22, second-round TTFT p50 1.65x the first round's)."""
 
     schedule: str = SPLIT
     max_group: int = 8
-    tail_next: bool = False
+    tail_left: int = 0
     costs: StepCosts = field(default_factory=StepCosts)
 
     def group_size(self, waiting_tokens: list[int], room: int, in_prefill: int, running: int) -> int:
@@ -85,13 +88,18 @@ class PrefillScheduler:
         limit = min(room, self.max_group)
         if in_prefill:
             count = min(waiting, limit)
-            return 0 if self.holds(in_prefill, sum(waiting_tokens[:count]), waiting, running) else count
-        if self.tail_next or waiting <= 2:
-            self.tail_next = False
-            return min(waiting, limit)
-        head = min(waiting // 2 + 1, limit)  # just over half: the median request is in the first group
-        self.tail_next = head < waiting
-        return head
+            if self.holds(in_prefill, sum(waiting_tokens[:count]), waiting, running):
+                return 0
+        elif self.tail_left:
+            count = min(waiting, limit, self.tail_left)  # the oldest waiting prompts: the burst's tail
+        elif waiting <= 2:
+            count = min(waiting, limit)
+        else:
+            head = min(waiting // 2 + 1, limit)  # just over half: the median request is in the first group
+            self.tail_left = waiting - head
+            return head
+        self.tail_left = max(0, self.tail_left - count)
+        return count
 
     def holds(self, in_prefill: int, next_tokens: int, waiting: int, running: int) -> bool:
         """Whether the next group waits for the first tokens of the group in prefill. Inserted now, it is

@@ -50,6 +50,17 @@ def test_a_burst_goes_in_two_groups_the_first_just_over_half():
     assert scheduler().group_size(prompts(48), room=32, in_prefill=0, running=0) == 25
 
 
+def test_prompts_that_arrive_after_a_burst_is_split_are_a_burst_of_their_own():
+    policy = scheduler()
+    assert policy.group_size(prompts(16), room=32, in_prefill=0, running=15) == 9
+    # 15 more arrive (the next returning group) before the first group's first tokens: the tail is the
+    # 7 left of the first burst, not all 22 waiting...
+    assert policy.group_size(prompts(22), room=23, in_prefill=0, running=24) == 7
+    # ...and the 15 are split in turn, just over half first.
+    assert policy.group_size(prompts(15), room=16, in_prefill=0, running=31 - 15) == 8
+    assert policy.group_size(prompts(7), room=8, in_prefill=0, running=24) == 7
+
+
 def test_a_waiting_prompt_is_held_only_when_that_costs_less_than_it_saves():
     policy = scheduler()
     # One prompt in prefill, one waiting, a small batch: holding costs one cheap decode step; inserting
