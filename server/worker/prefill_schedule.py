@@ -69,7 +69,7 @@ class PrefillScheduler:
     of the last burst are still to go (its tail): the next group takes them, and only them. Prompts that
     arrived after the burst was split are a burst of their own, split in turn: a tail that took them too
     made them wait for all its prefills (measured at 32 users: the second half of one returning group and
-    the whole of the next went as one group of 22, second-round TTFT p50 1.65x the first round's)."""
+    the whole of the next went as one group of 22; docs/benchmarks.md has the profile)."""
 
     schedule: str = SPLIT
     max_group: int = 8

@@ -57,7 +57,7 @@ def test_prompts_that_arrive_after_a_burst_is_split_are_a_burst_of_their_own():
     # 7 left of the first burst, not all 22 waiting...
     assert policy.group_size(prompts(22), room=23, in_prefill=0, running=24) == 7
     # ...and the 15 are split in turn, just over half first.
-    assert policy.group_size(prompts(15), room=16, in_prefill=0, running=31 - 15) == 8
+    assert policy.group_size(prompts(15), room=16, in_prefill=0, running=16) == 8
     assert policy.group_size(prompts(7), room=8, in_prefill=0, running=24) == 7
 
 
