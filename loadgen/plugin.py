@@ -32,6 +32,7 @@ from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 from loadgen import options, output_check, output_refs, prepare, server_scrape, side_requests, webui
 from loadgen.process_record import ProcessRecord, attach, current_environment, record_of
 from loadgen.prompts import PromptError
+from loadgen.receive_stamps import keep_on as keep_kernel_stamps_on
 from loadgen.runstate import RunState, load_prompts
 from loadgen.shards import ShardBook
 from loadgen.workloads import setup as workloads
@@ -89,6 +90,7 @@ def on_init(environment: Environment, **_kw: Any) -> None:
     environment.stop_timeout = options.stop_timeout_s(environment.stop_timeout, settings.request_timeout_s)
     if environment.parsed_options is not None:
         environment.parsed_options.stop_timeout = environment.stop_timeout
+    keep_kernel_stamps_on()  # before any clock: the kernel switches stamping on late (see the module)
     # gevent's loop caches "now" from its last iteration; after a slow start (imports on a busy machine)
     # it can be seconds old, and Locust's --run-time timer, set from it, then fires at once.
     gevent.get_hub().loop.update_now()

@@ -361,7 +361,7 @@ class RunState:
             "workers": self.workers,  # distributed: per worker its shard, clock offset and round trip
             "loadgen_cpu": self.cpu,
             # how stream chunks were timed (loadgen.receive_stamps): the kernel's stamp, or the read's return
-            "arrival_stamps": "kernel" if receive_stamps.ENABLED else "read",
+            "arrival_stamps": "kernel" if receive_stamps.stamps_live() else "read",
             "started_ts_s": self.start_ts_s,
             "stopped_ts_s": self.stop_ts_s,
             "git": meta.git_info(str(Path(__file__).resolve().parent)),
