@@ -18,6 +18,7 @@ the same moment, right after the read.
 
 from __future__ import annotations
 
+import atexit
 import socket
 import struct
 import sys
@@ -72,6 +73,7 @@ def keep_on() -> bool:
                 if not _live:
                     time.sleep(0.005)
     _keeper = probe  # held open, stamped or not: as long as it is open, the switch stays on
+    atexit.register(probe.close)  # closed on purpose at exit, not collected with a ResourceWarning
     return _live
 
 

@@ -8,6 +8,7 @@ import hashlib
 import random
 
 import mlx.core as mx
+from mlx_lm.models.cache import make_prompt_cache
 
 from server.models.embedded import EMBEDDED_MODELS, build_embedded_model, recipe_fingerprint
 
@@ -45,10 +46,12 @@ def test_eos_logit_is_far_below_every_other_token(tmp_path):
     for k in range(8):
         text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 40)))
         ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+        cache = make_prompt_cache(model)  # each step feeds one token, as generation does
+        feed = ids
         for step in range(16):
-            logits = model(mx.array([ids]))[0, -1]
+            logits = model(mx.array([feed]), cache=cache)[0, -1]
             others = mx.concatenate([logits[:eos], logits[eos + 1 :]])
             gaps.append(float(others.max() - logits[eos]))
-            ids.append(int(mx.random.categorical(logits, key=mx.random.key(100 * k + step))))
+            feed = [int(mx.random.categorical(logits, key=mx.random.key(100 * k + step)))]
     # 15 nats: EOS is less likely than the top token by a factor of over three million, at every step
     assert min(gaps) > 15, min(gaps)
