@@ -58,7 +58,7 @@ _COUNTER = itertools.count()
 def prompt_for(i: int) -> str:
     # Distinct from the first words of the message on, so only the chat template's header and "Story number"
     # (8 of 46 tokens) are shared: mlx_lm.server reuses those from its prompt cache (any common prefix),
-    # ours does not (prefix_cache.min_tokens: 16); docs/benchmarks.md measured what that is worth.
+    # ours too since prefix_cache.min_tokens went from 16 to 4 (docs/benchmarks.md measured what it is worth).
     return f"Story number {i} of {i * 7919 % 1000}. {PROMPT}"
 
 

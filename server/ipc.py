@@ -124,6 +124,6 @@ class RuntimeOptions:
     # Prefix cache (docs/operations.md, "Prefix cache"): 0 entries turns it off.
     prefix_cache_entries: int = 0
     prefix_cache_bytes: int = 256 << 20
-    prefix_cache_min_tokens: int = 16
+    prefix_cache_min_tokens: int = 4
     # testing.slowdown_pct: each engine step made this much longer on purpose (0: off).
     slowdown_pct: float = 0.0

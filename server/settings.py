@@ -104,7 +104,7 @@ class PrefixCacheSettings(Strict):
     max_entries: int = Field(64, ge=1, le=100_000)  # cached sequences, least recently used out first
     max_bytes: int = Field(256 << 20, ge=1 << 20)  # KV bytes held by the cache (not counting running ones)
     # A shorter common prefix is not reused (a miss): a chat template's first few tokens save nothing.
-    min_tokens: int = Field(16, ge=1)
+    min_tokens: int = Field(4, ge=1)
 
 
 class StreamingSettings(Strict):
