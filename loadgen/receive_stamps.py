@@ -47,6 +47,7 @@ ENABLED = sys.platform.startswith("linux") and _ANCILLARY_BYTES > 0
 # no other socket held the option, 0 of 200 while one did. So each process keeps one socket holding it.
 _KEEP_ON_WAIT_S = 1.0  # bound on the wait for the switch (it takes well under a millisecond when idle)
 _keeper: socket.socket | None = None
+_tried = False  # keep_on ran in this process: a kernel that never stamps costs one probe, not one per read
 _live = False
 
 
@@ -54,9 +55,10 @@ def keep_on() -> bool:
     """Switch the kernel's receive stamping on for this process's life and wait (bounded) until a probe
     read over loopback comes back stamped: True once stamps are live. Idempotent and cheap after the first
     call; the load generator calls it before its clock starts, `enable` calls it for any other caller."""
-    global _keeper, _live
-    if not ENABLED or _live:
+    global _keeper, _live, _tried
+    if not ENABLED or _tried:
         return _live
+    _tried = True
     deadline_s = time.monotonic() + _KEEP_ON_WAIT_S
     with socket.create_server(("127.0.0.1", 0)) as server:
         probe = socket.create_connection(server.getsockname())

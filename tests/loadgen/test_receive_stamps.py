@@ -58,6 +58,24 @@ def test_the_first_read_of_every_new_connection_is_stamped():
 
 
 @linux_only
+def test_a_kernel_that_never_stamps_costs_one_probe_not_one_per_connection(monkeypatch):
+    probes = []
+
+    def unstamped(sock, size, stamped):
+        probes.append(size)
+        return sock.recv(size), time.perf_counter(), False
+
+    monkeypatch.setattr(receive_stamps, "_tried", False)
+    monkeypatch.setattr(receive_stamps, "_live", False)
+    monkeypatch.setattr(receive_stamps, "_KEEP_ON_WAIT_S", 0.05)
+    monkeypatch.setattr(receive_stamps, "recv_stamped", unstamped)
+    assert not receive_stamps.keep_on() and not receive_stamps.stamps_live()
+    tried = len(probes)
+    assert tried >= 1
+    assert not receive_stamps.keep_on() and len(probes) == tried  # no second probe, no second wait
+
+
+@linux_only
 def test_a_late_read_is_stamped_at_the_arrival(tcp_pair):
     client, peer = tcp_pair
     assert receive_stamps.enable(client)
